@@ -1,0 +1,5 @@
+//! Integration tests: the real fixture corpus, the real binaries, real processes.
+
+mod check;
+mod common;
+mod corpus;
