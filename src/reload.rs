@@ -1,0 +1,159 @@
+//! Hot reload: watch the settings file and every included file, and swap in new settings when
+//! they are valid.
+//!
+//! The watches are on the files' directories, not the files: editors save by writing a new
+//! file and renaming it over the old one, which a watch on the old file would not see. Events
+//! are debounced on the trailing edge, so a burst of writes makes one reload. SIGHUP reloads
+//! too. A broken edit is refused by [`App::reload`] and the running settings keep serving; the
+//! watcher only decides when to try.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::daemon::{blocking, App};
+use crate::settings::Settings;
+
+/// Quiet time after the last change before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Which paths matter: the files read, and the include patterns (a new file may match).
+#[derive(Default)]
+struct Relevant {
+    files: BTreeSet<PathBuf>,
+    patterns: Option<GlobSet>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Relevant {
+    fn of(settings: &Settings) -> Relevant {
+        let files: BTreeSet<PathBuf> = settings.files.iter().cloned().collect();
+        let mut dirs: BTreeSet<PathBuf> =
+            files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &settings.include_globs {
+            if let Ok(g) = Glob::new(&pattern.to_string_lossy()) {
+                builder.add(g);
+            }
+            dirs.insert(literal_prefix(pattern));
+        }
+        Relevant { files, patterns: builder.build().ok(), dirs }
+    }
+
+    fn matters(&self, path: &Path) -> bool {
+        self.files.contains(path) || self.patterns.as_ref().is_some_and(|p| p.is_match(path))
+    }
+}
+
+/// The directory part of a glob before its first wildcard (`/etc/wh/rules/*.yaml` → `/etc/wh/rules`).
+fn literal_prefix(pattern: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in pattern.components() {
+        let s = part.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[', '{']) {
+            break;
+        }
+        out.push(part);
+    }
+    if out == pattern {
+        out.parent().map(Path::to_path_buf).unwrap_or(out)
+    } else {
+        out
+    }
+}
+
+/// Keeps the watcher alive; dropping it stops watching.
+pub struct WatchHandle {
+    _watcher: Arc<Mutex<RecommendedWatcher>>,
+}
+
+/// Starts watching the settings of `app`, and listening for SIGHUP.
+pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
+    let relevant = Arc::new(Mutex::new(Relevant::default()));
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let seen = relevant.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(event) => {
+            let r = seen.lock().unwrap_or_else(|e| e.into_inner());
+            if event.paths.iter().any(|p| r.matters(p)) {
+                let _ = tx.send(());
+            }
+        }
+        Err(e) => warn!(error = %e, "file watch error"),
+    })
+    .map_err(|e| anyhow::anyhow!("cannot watch the settings files: {}", explain(&e)))?;
+    let watcher = Arc::new(Mutex::new(watcher));
+    update_watches(&watcher, &relevant, &app.settings());
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let w = watcher.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = rx.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    // Trailing-edge debounce: wait until the changes stop.
+                    loop {
+                        match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                            Ok(Some(())) => continue,
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
+                    debug!("settings files changed");
+                }
+                _ = hangup.recv() => debug!("SIGHUP: reloading settings"),
+            }
+            let app2 = app.clone();
+            if let Ok(new) = blocking(move || app2.reload()).await {
+                update_watches(&w, &relevant, &new);
+            }
+        }
+    });
+    Ok(WatchHandle { _watcher: watcher })
+}
+
+fn update_watches(watcher: &Mutex<RecommendedWatcher>, relevant: &Mutex<Relevant>, settings: &Settings) {
+    let new = Relevant::of(settings);
+    let mut watcher = watcher.lock().unwrap_or_else(|e| e.into_inner());
+    let mut current = relevant.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in current.dirs.difference(&new.dirs) {
+        let _ = watcher.unwatch(gone);
+    }
+    for dir in new.dirs.difference(&current.dirs) {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            warn!(dir = %dir.display(), "cannot watch: {}; edits there need SIGHUP to be seen", explain(&e));
+        }
+    }
+    *current = new;
+}
+
+/// A readable message, with the fix for the one error users hit.
+fn explain(e: &notify::Error) -> String {
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            "the system's limit of watched files is reached (raise fs.inotify.max_user_watches)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_prefixes() {
+        assert_eq!(literal_prefix(Path::new("/etc/wh/rules/*.yaml")), PathBuf::from("/etc/wh/rules"));
+        assert_eq!(literal_prefix(Path::new("/etc/wh/r*/x.yaml")), PathBuf::from("/etc/wh"));
+        assert_eq!(literal_prefix(Path::new("/etc/wh/one.yaml")), PathBuf::from("/etc/wh"));
+    }
+}

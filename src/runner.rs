@@ -1,0 +1,360 @@
+//! Runs one job: an entry's actions, in order, each with `sh -c` in the entry's `workdir`.
+//!
+//! Payload values reach the actions only as environment variables (and the raw body as a file
+//! named by `WH_PAYLOAD`), never spliced into a command. Actions get a small, explicit
+//! environment, not the daemon's (which may hold every entry's secret). Each action runs in its
+//! own process group, so a timeout or a shutdown kills everything it started: TERM, then KILL
+//! after a grace period. Output goes to the job log with timestamps, bounded in size. Which job
+//! runs when is the queue's business; recording the outcome is the caller's.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::event::{Event, Trigger};
+use crate::settings::Entry;
+
+/// Variables passed through from the daemon's environment when set.
+const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
+
+/// How long a process group gets between TERM and KILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Action `action` (1-based) exited non-zero (or was killed by a signal: no code).
+    Failed {
+        action: usize,
+        exit_code: Option<i32>,
+    },
+    TimedOut {
+        action: usize,
+    },
+    Cancelled {
+        action: usize,
+    },
+    /// Action `action` could not be started (missing workdir, no `sh`).
+    NotStarted {
+        action: usize,
+        error: String,
+    },
+}
+
+impl Outcome {
+    /// A one-line explanation for the job record.
+    pub fn reason(&self, timeout: Duration) -> Option<String> {
+        match self {
+            Outcome::Succeeded => None,
+            Outcome::Failed { action, exit_code: Some(c) } => {
+                Some(format!("action {action} exited with {c}"))
+            }
+            Outcome::Failed { action, exit_code: None } => {
+                Some(format!("action {action} was killed by a signal"))
+            }
+            Outcome::TimedOut { action } => Some(format!(
+                "timed out after {} during action {action}",
+                humantime::format_duration(timeout)
+            )),
+            Outcome::Cancelled { action } => {
+                Some(format!("cancelled during action {action} (daemon stopping)"))
+            }
+            Outcome::NotStarted { action, error } => {
+                Some(format!("action {action} could not start: {error}"))
+            }
+        }
+    }
+}
+
+/// A job's log: a file capped at `limit` bytes, optionally echoed to stdout.
+pub struct Log {
+    file: Option<File>,
+    written: u64,
+    limit: u64,
+    truncated: bool,
+    echo: bool,
+    at_line_start: bool,
+}
+
+impl Log {
+    pub fn create(path: &Path, limit: u64) -> std::io::Result<Log> {
+        Ok(Log::new(Some(File::create(path)?), limit, false))
+    }
+
+    pub fn new(file: Option<File>, limit: u64, echo: bool) -> Log {
+        Log { file, written: 0, limit, truncated: false, echo, at_line_start: true }
+    }
+
+    /// A line of wh-automata's own (not action output).
+    pub fn note(&mut self, text: &str) {
+        if !self.at_line_start {
+            self.output(b"\n");
+        }
+        self.output(format!("-- {text}\n").as_bytes());
+    }
+
+    /// Action output: each line gets a timestamp in the file.
+    pub fn output(&mut self, chunk: &[u8]) {
+        if self.echo {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(chunk);
+            let _ = out.flush();
+        }
+        let Some(file) = self.file.as_mut() else { return };
+        if self.truncated {
+            return;
+        }
+        let mut buf = Vec::with_capacity(chunk.len() + 32);
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            if self.at_line_start {
+                buf.extend_from_slice(
+                    humantime::format_rfc3339_millis(SystemTime::now()).to_string().as_bytes(),
+                );
+                buf.push(b' ');
+            }
+            buf.extend_from_slice(piece);
+            self.at_line_start = piece.ends_with(b"\n");
+        }
+        let room = self.limit.saturating_sub(self.written) as usize;
+        if buf.len() > room {
+            buf.truncate(room);
+            buf.extend_from_slice(b"\n-- log truncated: it reached the log_limit of the settings\n");
+            self.truncated = true;
+        }
+        if file.write_all(&buf).is_ok() {
+            self.written += buf.len() as u64;
+        }
+    }
+}
+
+/// What a job needs besides its entry.
+pub struct JobContext<'a> {
+    pub id: i64,
+    pub trigger: Trigger,
+    pub event: &'a Event,
+    pub payload: Option<&'a Path>,
+}
+
+/// The environment of an action: the base variables, `inherit_env`, `WH_*`, then the entry's
+/// `env:`. NUL bytes, which no environment can hold, are dropped from payload values.
+pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for name in BASE_ENV.iter().copied().chain(entry.inherit_env.iter().map(String::as_str)) {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.to_string(), value));
+        }
+    }
+    let e = job.event;
+    let webhook = job.trigger == Trigger::Webhook;
+    let head = e.head.as_ref();
+    let wh = [
+        ("WH_ENTRY", entry.name.clone()),
+        ("WH_JOB_ID", job.id.to_string()),
+        ("WH_TRIGGER", job.trigger.as_str().to_string()),
+        ("WH_PROVIDER", if webhook { e.provider.as_str().to_string() } else { String::new() }),
+        ("WH_EVENT", if webhook { e.name().to_string() } else { "manual".to_string() }),
+        ("WH_DELIVERY_ID", e.delivery_id.clone().unwrap_or_default()),
+        ("WH_REPO", e.repo.clone()),
+        ("WH_REPO_URL", e.repo_url.clone()),
+        ("WH_REF", e.git_ref.clone()),
+        ("WH_BRANCH", e.branch.clone().unwrap_or_default()),
+        ("WH_TAG", e.tag.clone().unwrap_or_default()),
+        ("WH_BEFORE", e.before.clone()),
+        ("WH_AFTER", e.after.clone()),
+        ("WH_COMMIT_MESSAGE", head.map(|h| h.message.clone()).unwrap_or_default()),
+        ("WH_PUSHER", e.pusher.clone()),
+        ("WH_CHANGED_FILES", e.changed_files.join("\n")),
+        ("WH_CHANGES_COMPLETE", if e.changes_complete { "1" } else { "0" }.to_string()),
+        ("WH_PAYLOAD", job.payload.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()),
+    ];
+    env.extend(wh.into_iter().map(|(k, v)| (k.to_string(), v.replace('\0', ""))));
+    env.extend(entry.env.iter().cloned());
+    env
+}
+
+/// Runs the entry's actions for one job. Stops at the first failure, at the job's timeout
+/// (counted from the start of the job), or when `cancel` turns true.
+pub async fn run(
+    entry: &Entry,
+    job: &JobContext<'_>,
+    log: &mut Log,
+    cancel: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let env = environment(entry, job);
+    let deadline = Instant::now() + entry.timeout;
+    let e = job.event;
+    log.note(&format!(
+        "job {} entry {} trigger {} event {} ref {} commit {}",
+        job.id,
+        entry.name,
+        job.trigger.as_str(),
+        e.name(),
+        if e.git_ref.is_empty() { "-" } else { &e.git_ref },
+        if e.after.is_empty() { "-" } else { &e.after },
+    ));
+    for (i, action) in entry.actions.iter().enumerate() {
+        let n = i + 1;
+        if let Some((patterns, set)) = &action.if_changed {
+            if e.changes_complete && !e.changed_files.iter().any(|f| set.is_match(f)) {
+                log.note(&format!("skip action {n}: no changed file matches {}", patterns.join(", ")));
+                continue;
+            }
+        }
+        log.note(&format!("action {n}: {}", action.run));
+        let started = std::time::Instant::now();
+        let end = run_action(&action.run, &env, &entry.workdir, deadline, cancel, log).await;
+        let took = humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
+        match end {
+            ActionEnd::Exited(status) if status.success() => log.note(&format!("action {n} ok ({took})")),
+            ActionEnd::Exited(status) => {
+                log.note(&format!("action {n} failed: {status} ({took})"));
+                return Outcome::Failed { action: n, exit_code: status.code() };
+            }
+            ActionEnd::TimedOut => {
+                log.note(&format!(
+                    "action {n}: job timed out ({}); process group killed",
+                    humantime::format_duration(entry.timeout)
+                ));
+                return Outcome::TimedOut { action: n };
+            }
+            ActionEnd::Cancelled => {
+                log.note(&format!("action {n}: cancelled, the daemon is stopping; process group killed"));
+                return Outcome::Cancelled { action: n };
+            }
+            ActionEnd::NotStarted(error) => {
+                log.note(&format!("action {n} could not start: {error}"));
+                return Outcome::NotStarted { action: n, error };
+            }
+        }
+    }
+    log.note("job succeeded");
+    Outcome::Succeeded
+}
+
+enum ActionEnd {
+    Exited(ExitStatus),
+    TimedOut,
+    Cancelled,
+    NotStarted(String),
+}
+
+async fn run_action(
+    command: &str,
+    env: &[(String, String)],
+    workdir: &Path,
+    deadline: Instant,
+    cancel: &mut watch::Receiver<bool>,
+    log: &mut Log,
+) -> ActionEnd {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(workdir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let why = if !workdir.is_dir() {
+                format!("workdir {} does not exist", workdir.display())
+            } else {
+                e.to_string()
+            };
+            return ActionEnd::NotStarted(why);
+        }
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(32);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, tx.clone()));
+    }
+    drop(tx);
+
+    let end = loop {
+        tokio::select! {
+            status = child.wait() => match status {
+                Ok(s) => break ActionEnd::Exited(s),
+                Err(e) => break ActionEnd::NotStarted(e.to_string()),
+            },
+            Some(chunk) = rx.recv() => log.output(&chunk),
+            _ = tokio::time::sleep_until(deadline) => {
+                kill_group(pgid, &mut child).await;
+                break ActionEnd::TimedOut;
+            }
+            _ = cancelled(cancel) => {
+                kill_group(pgid, &mut child).await;
+                break ActionEnd::Cancelled;
+            }
+        }
+    };
+    // What is still in the pipes; a background process that keeps them open is not waited for.
+    let drain_until = Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(drain_until, rx.recv()).await {
+        log.output(&chunk);
+    }
+    end
+}
+
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, to: mpsc::Sender<Vec<u8>>) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.send(buf[..n].to_vec()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when `cancel` is true; never, if its sender is gone.
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    loop {
+        if *cancel.borrow_and_update() {
+            return;
+        }
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// TERM to the whole process group, then KILL to whatever is left after [`KILL_GRACE`].
+async fn kill_group(pgid: Option<Pid>, child: &mut Child) {
+    let Some(pgid) = pgid else {
+        let _ = child.kill().await;
+        return;
+    };
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let until = Instant::now() + KILL_GRACE;
+    while Instant::now() < until {
+        let _ = child.try_wait();
+        // Signal 0: does any process of the group remain?
+        if killpg(pgid, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}

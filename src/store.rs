@@ -1,0 +1,401 @@
+//! The job store: every job, its state and timings, in an embedded SQLite database under
+//! `state_dir`, and each job's output in `state_dir/logs/<id>.log`.
+//!
+//! A job is written (with the raw request body its actions will read) before the HTTP answer
+//! is sent, so a crash loses none: [`Store::unfinished`] hands back what was queued or running.
+//! The same delivery id twice finds the jobs of the first. This module decides nothing about
+//! order or concurrency; the queue does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::event::{Event, Trigger};
+
+/// How many finished jobs (and their logs) are kept; older ones are pruned.
+pub const HISTORY: i64 = 10_000;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Superseded,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::TimedOut => "timed_out",
+            JobState::Cancelled => "cancelled",
+            JobState::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "timed_out" => JobState::TimedOut,
+            "cancelled" => JobState::Cancelled,
+            "superseded" => JobState::Superseded,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("job store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("job store: stored event is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A job to record.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub entry: String,
+    pub trigger: Trigger,
+    pub event: Event,
+}
+
+/// A recorded job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub entry: String,
+    pub trigger: Trigger,
+    pub state: JobState,
+    pub event: Event,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+}
+
+/// What [`Store::insert`] did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// New jobs, in the order given.
+    New(Vec<i64>),
+    /// The delivery was seen before: the jobs it made then (id, entry).
+    Duplicate(Vec<(i64, String)>),
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    logs: PathBuf,
+    payloads: PathBuf,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS payloads (
+    id   INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY,
+    entry       TEXT NOT NULL,
+    trigger     TEXT NOT NULL,
+    delivery    TEXT,
+    provider    TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    git_ref     TEXT NOT NULL,
+    commit_sha  TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    started_at  INTEGER,
+    finished_at INTEGER,
+    exit_code   INTEGER,
+    reason      TEXT,
+    event_json  TEXT NOT NULL,
+    payload_id  INTEGER REFERENCES payloads(id)
+);
+CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs(delivery);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+";
+
+impl Store {
+    /// Opens (creating if needed) the store under `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let logs = state_dir.join("logs");
+        let payloads = state_dir.join("payloads");
+        std::fs::create_dir_all(&logs)?;
+        std::fs::create_dir_all(&payloads)?;
+        let conn = Connection::open(state_dir.join("jobs.sqlite3"))?;
+        // WAL with full sync: a job is on disk before its 202 is sent.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn: Mutex::new(conn), logs, payloads })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the database consistent (SQLite transactions).
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The log file of job `id`.
+    pub fn log_path(&self, id: i64) -> PathBuf {
+        self.logs.join(format!("{id}.log"))
+    }
+
+    /// Records `jobs` for one delivery (with its raw body) in one transaction. A delivery key
+    /// that was seen before records nothing and returns the earlier jobs.
+    pub fn insert(
+        &self,
+        delivery: Option<&str>,
+        body: &[u8],
+        jobs: &[NewJob],
+    ) -> Result<Inserted, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if let Some(key) = delivery {
+            let mut stmt = tx.prepare_cached("SELECT id, entry FROM jobs WHERE delivery = ?1 ORDER BY id")?;
+            let seen: Vec<(i64, String)> =
+                stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            if !seen.is_empty() {
+                return Ok(Inserted::Duplicate(seen));
+            }
+        }
+        tx.execute("INSERT INTO payloads (body) VALUES (?1)", [body])?;
+        let payload_id = tx.last_insert_rowid();
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(jobs.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO jobs (entry, trigger, delivery, provider, event, repo, git_ref, commit_sha, state,
+                                   created_at, event_json, payload_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11)",
+            )?;
+            for job in jobs {
+                let e = &job.event;
+                stmt.execute(params![
+                    job.entry,
+                    job.trigger.as_str(),
+                    delivery,
+                    e.provider.as_str(),
+                    e.name(),
+                    e.repo,
+                    e.git_ref,
+                    e.after,
+                    now,
+                    serde_json::to_string(e)?,
+                    payload_id,
+                ])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(Inserted::New(ids))
+    }
+
+    /// Jobs left queued or running (by a crash or a stop), oldest first. Running ones are put
+    /// back to queued: their actions run again from the start.
+    pub fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE jobs SET state = 'queued', started_at = NULL,
+                    reason = 'restarted: the daemon stopped while this job ran'
+             WHERE state = 'running'",
+            [],
+        )?;
+        let mut stmt = conn.prepare(&format!("{SELECT_JOB} WHERE state = 'queued' ORDER BY id"))?;
+        let rows = stmt.query_map([], row_to_job)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    pub fn mark_running(&self, id: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a job in a final state, and drops its payload when no unfinished job needs it.
+    pub fn finish(
+        &self,
+        id: i64,
+        state: JobState,
+        exit_code: Option<i32>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = ?2, finished_at = ?3, exit_code = ?4, reason = ?5 WHERE id = ?1",
+            params![id, state.as_str(), now_ms(), exit_code, reason],
+        )?;
+        let payload: Option<i64> = tx
+            .query_row("SELECT payload_id FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        if let Some(payload) = payload {
+            let needed: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE payload_id = ?1 AND state IN ('queued', 'running'))",
+                [payload],
+                |r| r.get(0),
+            )?;
+            if !needed {
+                tx.execute("UPDATE jobs SET payload_id = NULL WHERE payload_id = ?1", [payload])?;
+                tx.execute("DELETE FROM payloads WHERE id = ?1", [payload])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes the oldest finished jobs beyond [`HISTORY`], with their logs.
+    pub fn prune(&self) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM jobs WHERE state NOT IN ('queued', 'running')
+             ORDER BY id DESC LIMIT -1 OFFSET ?1",
+        )?;
+        let old: Vec<i64> = stmt.query_map([HISTORY], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        for id in &old {
+            conn.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+            let _ = std::fs::remove_file(self.log_path(*id));
+        }
+        Ok(old.len())
+    }
+
+    pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        let conn = self.conn();
+        let row = conn.query_row(&format!("{SELECT_JOB} WHERE id = ?1"), [id], row_to_job).optional()?;
+        row.transpose().map_err(StoreError::from)
+    }
+
+    /// The most recent jobs, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{SELECT_JOB} ORDER BY id DESC LIMIT ?1"))?;
+        let rows = stmt.query_map([limit as i64], row_to_job)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    /// Writes the raw request body of job `id` to a file for its actions (`WH_PAYLOAD`).
+    pub fn write_payload(&self, id: i64) -> Result<Option<PathBuf>, StoreError> {
+        let body: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT p.body FROM jobs j JOIN payloads p ON p.id = j.payload_id WHERE j.id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(body) = body else { return Ok(None) };
+        let path = self.payloads.join(format!("{id}.body"));
+        std::fs::write(&path, body)?;
+        Ok(Some(path))
+    }
+
+    /// Removes the payload file written by [`Store::write_payload`].
+    pub fn remove_payload_file(&self, id: i64) {
+        let _ = std::fs::remove_file(self.payloads.join(format!("{id}.body")));
+    }
+}
+
+const SELECT_JOB: &str = "SELECT id, entry, trigger, state, event_json, created_at, started_at, finished_at,
+                                 exit_code, reason FROM jobs";
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, serde_json::Error>> {
+    let trigger: String = r.get(2)?;
+    let state: String = r.get(3)?;
+    let event_json: String = r.get(4)?;
+    let event = match serde_json::from_str(&event_json) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(Job {
+        id: r.get(0)?,
+        entry: r.get(1)?,
+        trigger: if trigger == "manual" { Trigger::Manual } else { Trigger::Webhook },
+        state: JobState::parse(&state).unwrap_or(JobState::Failed),
+        event,
+        created_at: r.get(5)?,
+        started_at: r.get(6)?,
+        finished_at: r.get(7)?,
+        exit_code: r.get(8)?,
+        reason: r.get(9)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(entry: &str) -> NewJob {
+        NewJob {
+            entry: entry.into(),
+            trigger: Trigger::Webhook,
+            event: Event::manual(Some("main"), Some("abc")),
+        }
+    }
+
+    #[test]
+    fn insert_dedupe_recover_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let Inserted::New(ids) = store.insert(Some("github:d1"), b"{}", &[job("a"), job("b")]).unwrap()
+        else {
+            panic!("first delivery must be new")
+        };
+        assert_eq!(ids.len(), 2);
+        match store.insert(Some("github:d1"), b"{}", &[job("a")]).unwrap() {
+            Inserted::Duplicate(seen) => assert_eq!(seen, vec![(ids[0], "a".into()), (ids[1], "b".into())]),
+            other => panic!("{other:?}"),
+        }
+        store.mark_running(ids[0]).unwrap();
+        drop(store);
+        // After a "crash", both come back, the running one as queued.
+        let store = Store::open(dir.path()).unwrap();
+        let back = store.unfinished().unwrap();
+        assert_eq!(back.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+        assert!(back.iter().all(|j| j.state == JobState::Queued));
+        assert_eq!(back[0].event.branch.as_deref(), Some("main"));
+        let path = store.write_payload(ids[0]).unwrap().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        store.finish(ids[0], JobState::Succeeded, Some(0), None).unwrap();
+        // The payload stays while job b still needs it, and goes after.
+        assert!(store.write_payload(ids[1]).unwrap().is_some());
+        store.finish(ids[1], JobState::Failed, Some(1), Some("action 1 failed")).unwrap();
+        assert!(store.write_payload(ids[1]).unwrap().is_none());
+        assert!(store.unfinished().unwrap().is_empty());
+        let b = store.job(ids[1]).unwrap().unwrap();
+        assert_eq!(
+            (b.state, b.exit_code, b.reason.as_deref()),
+            (JobState::Failed, Some(1), Some("action 1 failed"))
+        );
+    }
+}
