@@ -70,3 +70,202 @@ pub fn bin(name: &str) -> PathBuf {
         other => panic!("no binary {other}"),
     }
 }
+
+/// A running `wh-automatad` on `127.0.0.1:0`, with its stderr collected.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub dir: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts the daemon on `dir/settings.yaml` with `env` added to a minimal environment.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(bin("wh-automatad"));
+        cmd.arg(dir.join("settings.yaml"))
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WH_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start wh-automatad");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("daemon did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Daemon { child, addr, dir: dir.to_path_buf(), log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn post(&self, path: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
+        http(self.addr, "POST", path, headers, body)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        http(self.addr, "GET", path, &[], b"")
+    }
+
+    /// Sends a fixture request (its headers and body) to `path`.
+    pub fn send(&self, path: &str, req: &Request) -> Reply {
+        self.post(path, &req.headers, &req.body)
+    }
+
+    /// The job store of this daemon, opened beside it.
+    pub fn store(&self) -> wh_automata::store::Store {
+        wh_automata::store::Store::open(&self.dir.join("state")).unwrap()
+    }
+
+    /// Waits until job `id` is in a final state; returns it.
+    pub fn wait_job(&self, id: i64) -> wh_automata::store::Job {
+        let store = self.store();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(job) = store.job(id).unwrap() {
+                if job.state.is_final() {
+                    return job;
+                }
+            }
+            assert!(std::time::Instant::now() < until, "job {id} did not finish:\n{}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The job ids of a `queued` or `duplicate` answer.
+    pub fn job_ids(&self) -> Vec<i64> {
+        self.json()["jobs"]
+            .as_array()
+            .map(|a| a.iter().map(|j| j["id"].as_i64().unwrap()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection): the tests need nothing more.
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Reply {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        if !k.eq_ignore_ascii_case("content-length") {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    // The server may answer (413) and close before reading everything: write errors are fine.
+    let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body));
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no answer: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply { status, headers, body: body.to_string() }
+}
+
+/// A GitHub push delivery for `body`, signed with `secret`.
+pub fn github_push(body: &[u8], secret: &str, delivery: &str) -> Vec<(String, String)> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("X-GitHub-Event".into(), "push".into()),
+        ("X-GitHub-Delivery".into(), delivery.into()),
+        ("X-Hub-Signature-256".into(), format!("sha256={}", hex::encode(mac.finalize().into_bytes()))),
+    ]
+}
+
+/// `github/push.json` with its ref, commits and repo rewritten.
+pub fn push_body(repo: &str, git_ref: &str, before: &str, after: &str) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("github/push.json")).unwrap()).unwrap();
+    v["ref"] = git_ref.into();
+    v["before"] = before.into();
+    v["after"] = after.into();
+    v["head_commit"]["id"] = after.into();
+    v["commits"][0]["id"] = after.into();
+    v["repository"]["full_name"] = repo.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Waits until `cond` holds (up to 10 s).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,450 @@
+//! The real daemon on 127.0.0.1:0: fixture deliveries from every provider, real `sh` actions,
+//! real git repositories, crashes, bursts, limits.
+
+use std::path::Path;
+use std::process::Command;
+
+use wh_automata::store::JobState;
+
+use crate::common::{eventually, github_push, push_body, request, Daemon, SECRET};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Parses the `KEY=value` lines that `env` wrote (values without newlines).
+fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
+    read(path)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+const SIX: &[(&str, &str, &str, &str, &str)] = &[
+    // entry, request, provider, repo, branch
+    ("gh", "github/push.json", "github", "Codertocat/Hello-World", "master"),
+    ("gl", "gitlab/push.json", "gitlab", "gitlab-org/hello-world", "master"),
+    ("gg", "gogs/push.json", "gogs", "gogits/hello-world", "master"),
+    ("gt", "gitea/push.json", "gitea", "Test-CI/multi-line-secrets", "main"),
+    ("bb", "bitbucket/repo_push.json", "bitbucket", "brydzewski/foo", "master"),
+    ("bs", "bitbucket-server/repo_refs_changed.json", "bitbucket", "PRJ/my-repo", "master"),
+];
+
+fn six_entries(dir: &Path) {
+    let mut yaml = String::from("server:\n  listen: 127.0.0.1:0\n  workers: 2\nentries:\n");
+    for (entry, _, provider, repo, branch) in SIX {
+        yaml.push_str(&format!(
+            "  {entry}:\n    match: {{ provider: {provider}, repo: \"{repo}\", branch: \"^{branch}$\" }}\n    secret: ${{SECRET}}\n    actions:\n      - env > \"$WH_ENTRY.env\"\n"
+        ));
+    }
+    write(dir, "settings.yaml", &yaml);
+}
+
+#[test]
+fn a_push_from_each_provider_runs_its_entry_with_the_right_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    six_entries(dir.path());
+    let daemon = Daemon::start(dir.path(), &[("SECRET", SECRET)]);
+    for (entry, name, provider, repo, branch) in SIX {
+        let req = request(name);
+        // Both routes: by entry, and by matchers.
+        let path = if *entry == "gl" { "/hooks".to_string() } else { format!("/hooks/{entry}") };
+        let reply = daemon.send(&path, &req);
+        assert_eq!(reply.status, 202, "{name}: {}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["status"], "queued");
+        assert_eq!(body["jobs"][0]["entry"], *entry, "{name}");
+        let job = daemon.wait_job(reply.job_ids()[0]);
+        assert_eq!(job.state, JobState::Succeeded, "{name}: {:?}", job.reason);
+        let env = env_file(&dir.path().join(format!("{entry}.env")));
+        assert_eq!(env["WH_PROVIDER"], *provider, "{name}");
+        assert_eq!(env["WH_REPO"], *repo, "{name}");
+        assert_eq!(env["WH_BRANCH"], *branch, "{name}");
+        assert_eq!(env["WH_EVENT"], "push", "{name}");
+        assert_eq!(env["WH_TRIGGER"], "webhook");
+        assert_eq!(env["WH_TAG"], "");
+        assert_eq!(env["WH_AFTER"], job.event.after, "{name}");
+        assert_eq!(env["WH_AFTER"].len(), 40, "{name}");
+        assert_eq!(env["WH_ENTRY"], *entry);
+        assert!(!env["WH_DELIVERY_ID"].is_empty());
+        // The daemon's secret is not in the action's environment.
+        assert!(!env.contains_key("SECRET"), "{name}: the daemon environment leaked");
+        // The payload file held the raw body while the job ran (it is removed after).
+        assert!(env["WH_PAYLOAD"].ends_with(".body"));
+    }
+    let gh = env_file(&dir.path().join("gh.env"));
+    assert_eq!(gh["WH_CHANGED_FILES"], "README.md");
+    assert_eq!(gh["WH_CHANGES_COMPLETE"], "1");
+    assert_eq!(gh["WH_COMMIT_MESSAGE"], "Update README");
+    assert_eq!(env_file(&dir.path().join("bb.env"))["WH_CHANGES_COMPLETE"], "0");
+}
+
+#[test]
+fn other_branch_deletion_and_ping_run_nothing_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    six_entries(dir.path());
+    let daemon = Daemon::start(dir.path(), &[("SECRET", SECRET)]);
+    let cases = [
+        (
+            "github/push-branch-create.json",
+            "/hooks/gh",
+            "repo \"bradrydzewski/drone-test-go\" does not match",
+        ),
+        ("github/push-branch-delete.json", "/hooks", "event is delete"),
+        (
+            "gitlab/push-branch-delete.json",
+            "/hooks/gl",
+            "event is delete (branch \"feature\" removed), the entry wants push",
+        ),
+        ("gitea/delete-branch.json", "/hooks/gt", "event is delete"),
+        ("gitlab/push-branch-create.json", "/hooks/gl", "branch \"feature\" does not match /^master$/"),
+        ("github/push-tag.json", "/hooks/gh", "event is tag"),
+        ("github/pull_request-opened.json", "/hooks/gh", "event is pull_request, the entry wants push"),
+    ];
+    for (name, path, reason) in cases {
+        let reply = daemon.send(path, &request(name));
+        assert_eq!(reply.status, 200, "{name}: {}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["status"], "ignored", "{name}");
+        assert!(body["reason"].as_str().unwrap().contains(reason), "{name}: {}", body["reason"]);
+    }
+    let ping = daemon.send("/hooks", &request("github/ping.json"));
+    assert_eq!((ping.status, ping.json()["status"].as_str()), (200, Some("pong")));
+    // Another branch of a matching repo, rewritten and signed: same answer, named reason.
+    let body =
+        push_body("Codertocat/Hello-World", "refs/heads/dev", "a".repeat(40).as_str(), &"b".repeat(40));
+    let reply = daemon.post("/hooks/gh", &github_push(&body, SECRET, "other-branch"), &body);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["entries"]["gh"], "branch \"dev\" does not match /^master$/");
+    assert!(daemon.store().recent(100).unwrap().is_empty(), "no job may have been recorded");
+}
+
+#[test]
+fn bad_requests_get_clear_answers_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    six_entries(dir.path());
+    let daemon = Daemon::start(dir.path(), &[("SECRET", SECRET)]);
+    let req = request("github/push.json");
+    // Unknown entry.
+    let r = daemon.send("/hooks/nope", &req);
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].as_str().unwrap().contains("no entry \"nope\""));
+    // Wrong signature, missing signature.
+    let mut flipped = req.body.clone();
+    flipped[10] ^= 1;
+    let r = daemon.post("/hooks/gh", &req.headers, &flipped);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let unsigned: Vec<_> = req.headers.iter().filter(|(k, _)| !k.starts_with("X-Hub")).cloned().collect();
+    let r = daemon.post("/hooks", &unsigned, &req.body);
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"].as_str().unwrap().contains("missing signature"), "{}", r.body);
+    // Signed, but not JSON.
+    let body = b"this is not json".to_vec();
+    let r = daemon.post("/hooks/gh", &github_push(&body, SECRET, "x1"), &body);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("not JSON"));
+    // No provider headers at all.
+    let r = daemon.post("/hooks/gh", &[], b"{}");
+    assert_eq!(r.status, 400);
+    // Other routes and methods.
+    assert_eq!(daemon.get("/hooks/gh").status, 405);
+    assert_eq!(daemon.get("/elsewhere").status, 404);
+    assert_eq!(daemon.get("/health").status, 200);
+    assert!(daemon.store().recent(10).unwrap().is_empty());
+    assert!(!daemon.log().contains("panicked"));
+    assert!(!daemon.log().contains(SECRET), "a secret reached the log");
+}
+
+#[test]
+fn git_checkout_ends_at_exactly_the_pushed_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let git = |cwd: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(root, &["init", "-q", "--bare", "-b", "main", "origin.git"]);
+    git(root, &["clone", "-q", "origin.git", "work"]);
+    let work = root.join("work");
+    write(&work, "app.txt", "v1\n");
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "v1"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    git(root, &["clone", "-q", "origin.git", "deploy"]);
+    let before = git(&work, &["rev-parse", "HEAD"]);
+    write(&work, "app.txt", "v2\n");
+    git(&work, &["commit", "-q", "-am", "v2"]);
+    let after = git(&work, &["rev-parse", "HEAD"]);
+    // A later commit exists on main too: the deploy must stop at the pushed one, not the tip.
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    write(&work, "app.txt", "v3\n");
+    git(&work, &["commit", "-q", "-am", "v3"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+
+    write(
+        root,
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  site:\n    match: { repo: acme/site, branch: ^main$ }\n    secret: ${SECRET}\n    workdir: deploy\n    actions:\n      - git fetch -q origin && git checkout -q --force \"$WH_AFTER\"\n",
+    );
+    let daemon = Daemon::start(root, &[("SECRET", "s3cret")]);
+    let body = push_body("acme/site", "refs/heads/main", &before, &after);
+    let reply = daemon.post("/hooks", &github_push(&body, "s3cret", "git-1"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let job = daemon.wait_job(reply.job_ids()[0]);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}\n{}", job.reason, read(&root.join("state/logs/1.log")));
+    assert_eq!(git(&root.join("deploy"), &["rev-parse", "HEAD"]), after);
+    assert_eq!(read(&root.join("deploy/app.txt")), "v2\n");
+}
+
+#[test]
+fn branch_names_with_shell_syntax_are_data() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  any:\n    match: { repo: acme/x, branch: \".*\" }\n    secret: s\n    actions:\n      - printf '%s' \"$WH_BRANCH\" > \"branch-$WH_JOB_ID\"\n      - echo $WH_BRANCH $WH_COMMIT_MESSAGE >> unquoted\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let names = [
+        "$(touch pwned);x",
+        "a\nb; touch pwned2",
+        "`touch pwned3`",
+        "feature/ünïcode 'q' \"d\" && touch pwned4",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let body =
+            push_body("acme/x", &format!("refs/heads/{name}"), &"a".repeat(40), &format!("{:0>40}", i + 1));
+        let reply = daemon.post("/hooks/any", &github_push(&body, "s", &format!("meta-{i}")), &body);
+        assert_eq!(reply.status, 202, "{name:?}: {}", reply.body);
+        let job = daemon.wait_job(reply.job_ids()[0]);
+        assert_eq!(job.state, JobState::Succeeded, "{name:?}: {:?}", job.reason);
+        assert_eq!(read(&dir.path().join(format!("branch-{}", job.id))), *name);
+    }
+    for f in ["pwned", "pwned2", "pwned3", "pwned4"] {
+        assert!(!dir.path().join(f).exists(), "{f}: a branch name was executed");
+    }
+}
+
+#[test]
+fn a_burst_to_one_entry_never_overlaps_and_deploys_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0, workers: 4 }\nentries:\n  app:\n    match: { repo: acme/app }\n    secret: s\n    actions:\n      - \"if ! mkdir lock 2>/dev/null; then echo overlap >> overlaps; fi; sleep 0.3; echo $WH_AFTER >> deployed; rmdir lock\"\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut ids = Vec::new();
+    let mut last = String::new();
+    for i in 0..10 {
+        last = format!("{:0>40}", i + 1);
+        let body = push_body("acme/app", "refs/heads/main", &"a".repeat(40), &last);
+        let reply = daemon.post("/hooks/app", &github_push(&body, "s", &format!("burst-{i}")), &body);
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        ids.extend(reply.job_ids());
+    }
+    let jobs: Vec<_> = ids.iter().map(|id| daemon.wait_job(*id)).collect();
+    assert!(!dir.path().join("overlaps").exists(), "two jobs of one entry ran at once");
+    let deployed = read(&dir.path().join("deployed"));
+    assert_eq!(deployed.lines().last(), Some(last.as_str()), "the last commit is deployed last");
+    let succeeded = jobs.iter().filter(|j| j.state == JobState::Succeeded).count();
+    let superseded = jobs.iter().filter(|j| j.state == JobState::Superseded).count();
+    assert_eq!(succeeded + superseded, 10, "{jobs:?}");
+    assert!(succeeded <= 2 && superseded >= 8, "succeeded {succeeded}, superseded {superseded}");
+    assert_eq!(deployed.lines().count(), succeeded);
+    assert_eq!(jobs.last().unwrap().state, JobState::Succeeded);
+    assert!(jobs[1..9].iter().all(|j| j.state == JobState::Superseded));
+}
+
+#[test]
+fn kill_9_loses_no_job() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0, workers: 1 }\nentries:\n  a:\n    match: { repo: acme/a }\n    secret: s\n    actions: [\"sleep 1; echo $WH_JOB_ID >> ran-a\"]\n  b:\n    match: { repo: acme/b }\n    secret: s\n    actions: [\"echo $WH_JOB_ID >> ran-b\"]\n  c:\n    match: { repo: acme/c }\n    secret: s\n    actions: [\"echo $WH_JOB_ID >> ran-c\"]\n",
+    );
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    let mut ids = Vec::new();
+    for (i, repo) in ["acme/a", "acme/b", "acme/c"].iter().enumerate() {
+        let body = push_body(repo, "refs/heads/main", &"a".repeat(40), &format!("{:0>40}", i + 1));
+        let reply = daemon.post("/hooks", &github_push(&body, "s", &format!("crash-{i}")), &body);
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        ids.extend(reply.job_ids());
+    }
+    let store = daemon.store();
+    eventually("job a runs", || store.job(ids[0]).unwrap().unwrap().state == JobState::Running);
+    daemon.child.kill().unwrap(); // SIGKILL
+    daemon.child.wait().unwrap();
+    drop(daemon);
+    for id in &ids[1..] {
+        assert_eq!(store.job(*id).unwrap().unwrap().state, JobState::Queued);
+    }
+    let daemon = Daemon::start(dir.path(), &[]);
+    for id in &ids {
+        let job = daemon.wait_job(*id);
+        assert_eq!(job.state, JobState::Succeeded, "job {id}: {:?}", job.reason);
+    }
+    assert!(read(&dir.path().join("ran-b")).contains(&ids[1].to_string()));
+    assert!(read(&dir.path().join("ran-c")).contains(&ids[2].to_string()));
+    // The same deliveries again are duplicates: no second job.
+    let body = push_body("acme/b", "refs/heads/main", &"a".repeat(40), &format!("{:0>40}", 2));
+    let reply = daemon.post("/hooks", &github_push(&body, "s", "crash-1"), &body);
+    assert_eq!((reply.status, reply.json()["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(reply.job_ids(), vec![ids[1]]);
+}
+
+#[test]
+fn settings_edits_are_live_and_broken_edits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |entry: &str| {
+        format!("server: {{ listen: 127.0.0.1:0 }}\nentries:\n  {entry}:\n    insecure: true\n    actions: [\"true\"]\n")
+    };
+    write(dir.path(), "settings.yaml", &settings("first"));
+    let daemon = Daemon::start(dir.path(), &[]);
+    let req = request("github/push.json");
+    assert_eq!(daemon.send("/hooks/second", &req).status, 404);
+
+    // Saved by rename, as editors do.
+    let started = std::time::Instant::now();
+    write(dir.path(), "settings.yaml.tmp", &settings("second"));
+    std::fs::rename(dir.path().join("settings.yaml.tmp"), dir.path().join("settings.yaml")).unwrap();
+    eventually("the new entry answers", || daemon.send("/hooks/second", &req).status == 202);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(1), "reload took {took:?}");
+    assert_eq!(daemon.send("/hooks/first", &req).status, 404);
+    let health = daemon.get("/health").json();
+    assert_eq!(health["settings"]["state"], "loaded");
+    assert_eq!(health["settings"]["reloads"], 1);
+
+    // A broken edit keeps the running settings; /health says so.
+    write(dir.path(), "settings.yaml.tmp", "entries:\n  third:\n    actions: [\"true\"]\n");
+    std::fs::rename(dir.path().join("settings.yaml.tmp"), dir.path().join("settings.yaml")).unwrap();
+    eventually("health reports the refused edit", || {
+        daemon.get("/health").json()["settings"]["state"] == "error"
+    });
+    let health = daemon.get("/health").json();
+    assert_eq!(health["status"], "degraded");
+    assert!(health["settings"]["problems"][0].as_str().unwrap().contains("no secret"), "{health}");
+    let mut req2 = request("github/push.json");
+    req2.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    assert_eq!(daemon.send("/hooks/second", &req2).status, 202, "the old settings keep serving");
+    assert_eq!(daemon.send("/hooks/third", &req2).status, 404);
+    assert!(daemon.log().contains("settings edit refused"));
+}
+
+#[test]
+fn full_queue_answers_503_and_large_bodies_413() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0, workers: 1, queue: 1, max_body: 1 MiB }\nentries:\n  a:\n    insecure: true\n    actions: [\"sleep 2\"]\n  b:\n    insecure: true\n    actions: [\"true\"]\n  c:\n    insecure: true\n    actions: [\"true\"]\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    assert_eq!(daemon.send("/hooks/a", &req).status, 202);
+    eventually("a runs", || daemon.get("/health").json()["queue"]["running"] == 1);
+    assert_eq!(daemon.send("/hooks/b", &req).status, 202);
+    let full = daemon.send("/hooks/c", &req);
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.header("retry-after"), Some("10"));
+    assert!(full.json()["error"].as_str().unwrap().contains("queue is full"));
+    // Bigger than max_body: refused without reading it all.
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let r = daemon.post("/hooks/b", &req.headers, &big);
+    assert_eq!(r.status, 413);
+    assert_eq!(daemon.store().recent(10).unwrap().len(), 2, "only the two queued jobs are recorded");
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  slow:\n    insecure: true\n    timeout: 1s\n    actions:\n      - \"(sleep 30; touch survived) & echo $! > child.pid; sleep 30\"\n      - touch never\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let reply = daemon.send("/hooks/slow", &request("github/push.json"));
+    assert_eq!(reply.status, 202);
+    let job = daemon.wait_job(reply.job_ids()[0]);
+    assert_eq!(job.state, JobState::TimedOut);
+    assert!(job.reason.unwrap().contains("timed out after 1s during action 1"));
+    let pid: i32 = read(&dir.path().join("child.pid")).trim().parse().unwrap();
+    eventually("the background child is gone", || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+    });
+    assert!(!dir.path().join("never").exists());
+    let log = read(&dir.path().join(format!("state/logs/{}.log", job.id)));
+    assert!(log.contains("job timed out"), "{log}");
+}
+
+#[test]
+fn failing_action_stops_the_job_and_if_changed_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  build:\n    insecure: true\n    actions:\n      - run: touch rebuilt\n        if_changed: [Dockerfile]\n      - run: touch docs\n        if_changed: [\"*.md\"]\n      - echo to-the-log; exit 3\n      - touch never\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let reply = daemon.send("/hooks/build", &request("github/push.json"));
+    let job = daemon.wait_job(reply.job_ids()[0]);
+    assert_eq!((job.state, job.exit_code), (JobState::Failed, Some(3)));
+    assert_eq!(job.reason.as_deref(), Some("action 3 exited with 3"));
+    assert!(!dir.path().join("rebuilt").exists(), "README.md changed, not the Dockerfile");
+    assert!(dir.path().join("docs").exists());
+    assert!(!dir.path().join("never").exists());
+    let log = read(&dir.path().join(format!("state/logs/{}.log", job.id)));
+    assert!(log.contains("skip action 1: no changed file matches Dockerfile"), "{log}");
+    assert!(log.contains(" to-the-log\n"), "{log}");
+    // Bitbucket does not list files: the rebuild runs (a needless rebuild beats a stale deploy).
+    let reply = daemon.send("/hooks/build", &request("bitbucket/repo_push.json"));
+    daemon.wait_job(reply.job_ids()[0]);
+    assert!(dir.path().join("rebuilt").exists());
+}
+
+#[test]
+fn sigterm_lets_the_running_job_finish_and_keeps_the_waiting_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0, workers: 1, shutdown_grace: 10s }\nentries:\n  a:\n    insecure: true\n    actions: [\"sleep 0.5; touch a-done\"]\n  b:\n    insecure: true\n    actions: [\"touch b-done\"]\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    let a = daemon.send("/hooks/a", &req).job_ids()[0];
+    let store = daemon.store();
+    eventually("a runs", || store.job(a).unwrap().unwrap().state == JobState::Running);
+    let b = daemon.send("/hooks/b", &req).job_ids()[0];
+    let status = daemon.stop();
+    assert!(status.success());
+    assert_eq!(store.job(a).unwrap().unwrap().state, JobState::Succeeded);
+    assert!(dir.path().join("a-done").exists());
+    assert_eq!(
+        store.job(b).unwrap().unwrap().state,
+        JobState::Queued,
+        "waiting jobs stay for the next start"
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    assert_eq!(daemon.wait_job(b).state, JobState::Succeeded);
+}
