@@ -80,6 +80,9 @@ pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
     let seen = relevant.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(event) => {
+            if !is_change(&event.kind) {
+                return;
+            }
             let r = seen.lock().unwrap_or_else(|e| e.into_inner());
             if event.paths.iter().any(|p| r.matters(p)) {
                 let _ = tx.send(());
@@ -119,6 +122,17 @@ pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
         }
     });
     Ok(WatchHandle { _watcher: watcher })
+}
+
+/// Whether an event can change what a file holds. Opening and reading are not changes: the
+/// reload itself reads the files, and reacting to that would reload forever.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 fn update_watches(watcher: &Mutex<RecommendedWatcher>, relevant: &Mutex<Relevant>, settings: &Settings) {

@@ -348,6 +348,33 @@ fn settings_edits_are_live_and_broken_edits_are_refused() {
 }
 
 #[test]
+fn only_settings_edits_reload_and_sighup_does_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // The job writes beside the settings file, and the job store lives there too.
+    let settings = "server: { listen: 127.0.0.1:0 }\nentries:\n  site:\n    insecure: true\n    \
+                    actions: [\"echo deployed >> deployed.log\"]\n";
+    write(dir.path(), "settings.yaml", settings);
+    let daemon = Daemon::start(dir.path(), &[]);
+    let reply = daemon.send("/hooks/site", &request("github/push.json"));
+    assert_eq!(reply.status, 202);
+    daemon.wait_job(reply.job_ids()[0]);
+    write(dir.path(), "notes.txt", "not settings");
+    let _ = read(&dir.path().join("settings.yaml"));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let health = daemon.get("/health").json();
+    assert_eq!(health["settings"]["reloads"], 0, "nothing changed, yet: {}", daemon.log());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    eventually("SIGHUP reloads", || daemon.get("/health").json()["settings"]["reloads"] == 1);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(daemon.get("/health").json()["settings"]["reloads"], 1, "one reload per SIGHUP");
+}
+
+#[test]
 fn full_queue_answers_503_and_large_bodies_413() {
     let dir = tempfile::tempdir().unwrap();
     write(
