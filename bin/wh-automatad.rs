@@ -1,31 +1,12 @@
 //! `wh-automatad`: the daemon, or `--check` to validate settings.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
-
-#[derive(Parser)]
-#[command(name = "wh-automatad", version, about = "Serve git webhooks and run the matching entries' actions")]
-struct Args {
-    /// The settings file (YAML).
-    settings: PathBuf,
-    /// Validate the settings and every included file, print every problem, and exit.
-    #[arg(long)]
-    check: bool,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
+use clap::Parser;
+use wh_automata::cli::{DaemonArgs, LogFormat};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = DaemonArgs::parse();
     if args.check {
         return match wh_automata::settings::load(&args.settings) {
             Ok(settings) => {
@@ -76,13 +57,18 @@ async fn stop_signal() {
     }
 }
 
-/// Logs go to stderr: text (journald adds its own timestamps) or JSON lines.
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr: text (under journald with priorities and without timestamps, which the
+/// journal adds) or JSON lines.
+fn init_logging(format: Option<LogFormat>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("WH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
+        Some(LogFormat::Json) => builder.json().init(),
+        Some(LogFormat::Text) => builder.with_ansi(false).init(),
+        None if wh_automata::systemd::logs_to_journal() => {
+            builder.event_format(wh_automata::systemd::JournalFormat::default()).init()
+        }
+        None => builder.with_ansi(false).init(),
     }
 }

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
+use crate::event::Trigger;
 use crate::queue::{Full, Queue, Waiting};
 use crate::runner::{self, JobContext, Log, Outcome};
 use crate::settings::{self, Problems, Settings};
@@ -149,8 +150,7 @@ impl App {
         jobs: Vec<NewJob>,
     ) -> Result<Enqueued, EnqueueError> {
         let capacity = self.settings().server.queue;
-        let keys: Vec<(&str, &str)> =
-            jobs.iter().map(|j| (j.entry.as_str(), j.event.git_ref.as_str())).collect();
+        let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.entry.as_str(), queue_key(j))).collect();
         let reservation = self.queue.reserve(&keys, capacity)?;
         let ids = match self.store.insert(delivery, body, &jobs)? {
             Inserted::Duplicate(seen) => return Ok(Enqueued::Duplicate(seen)),
@@ -159,7 +159,7 @@ impl App {
         let waiting = ids
             .iter()
             .zip(&jobs)
-            .map(|(id, j)| Waiting { id: *id, entry: j.entry.clone(), key: j.event.git_ref.clone() })
+            .map(|(id, j)| Waiting { id: *id, entry: j.entry.clone(), key: queue_key(j).to_string() })
             .collect();
         let superseded = self.queue.push(reservation, waiting);
         self.mark_superseded(&superseded, &ids, &jobs);
@@ -188,16 +188,26 @@ impl App {
     pub fn recover(&self) -> Result<usize, StoreError> {
         let jobs = self.store.unfinished()?;
         let count = jobs.len();
-        let waiting: Vec<Waiting> = jobs
-            .iter()
-            .map(|j| Waiting { id: j.id, entry: j.entry.clone(), key: j.event.git_ref.clone() })
-            .collect();
-        let ids: Vec<i64> = waiting.iter().map(|w| w.id).collect();
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let new: Vec<NewJob> =
             jobs.into_iter().map(|j| NewJob { entry: j.entry, trigger: j.trigger, event: j.event }).collect();
+        let waiting: Vec<Waiting> = ids
+            .iter()
+            .zip(&new)
+            .map(|(id, j)| Waiting { id: *id, entry: j.entry.clone(), key: queue_key(j).to_string() })
+            .collect();
         let superseded = self.queue.push_unreserved(waiting);
         self.mark_superseded(&superseded, &ids, &new);
         Ok(count)
+    }
+}
+
+/// Jobs of one entry with the same key supersede each other: webhook jobs of the same ref. A
+/// manual run was asked for by a person and is never superseded, nor supersedes.
+fn queue_key(job: &NewJob) -> &str {
+    match job.trigger {
+        Trigger::Manual => "",
+        Trigger::Webhook => &job.event.git_ref,
     }
 }
 
@@ -303,7 +313,9 @@ pub async fn run(
     let listen = settings.server.listen.clone();
     let workers = settings.server.workers;
     let grace = settings.server.shutdown_grace;
+    let state_dir = settings.server.state_dir.clone();
     let app = Arc::new(App::new(settings)?);
+    let control = crate::control::bind(&state_dir)?;
     let recovered = app.recover()?;
     if recovered > 0 {
         info!(jobs = recovered, "picked up jobs left unfinished by the previous run");
@@ -315,17 +327,22 @@ pub async fn run(
         pool.spawn(worker(app.clone(), cancel_rx.clone()));
     }
 
+    let (stop_control, control_stop) = watch::channel(false);
+    let control = tokio::spawn(crate::control::serve(app.clone(), control, control_stop));
+
     let _watcher = crate::reload::watch(app.clone())?;
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
     on_listening(addr);
+    crate::systemd::notify(&format!("READY=1\nSTATUS=listening on {addr}"));
 
     crate::server::serve(app.clone(), listener, shutdown).await;
 
     // Stop handing out jobs; let the running ones finish within the grace period.
     app.queue.close();
     let (waiting, running) = app.queue.depth();
+    crate::systemd::notify(&format!("STOPPING=1\nSTATUS=stopping: {running} running job(s) finishing"));
     info!(running, waiting, grace = %humantime::format_duration(grace), "stopping: waiting for running jobs");
     let drained = tokio::time::timeout(grace, async { while pool.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -333,6 +350,8 @@ pub async fn run(
         let _ = cancel_tx.send(true);
         while pool.join_next().await.is_some() {}
     }
+    let _ = stop_control.send(true);
+    let _ = control.await;
     info!(waiting, "stopped; waiting jobs stay recorded for the next start");
     Ok(())
 }

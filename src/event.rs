@@ -103,6 +103,9 @@ pub struct Commit {
     pub author: String,
 }
 
+/// The `provider_event` of a manual run made without a saved delivery.
+pub const MANUAL_EVENT: &str = "manual";
+
 /// How an event came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,7 +171,7 @@ impl Event {
         let mut event = Event {
             provider: Provider::Github,
             kind: EventKind::Push,
-            provider_event: "manual".into(),
+            provider_event: MANUAL_EVENT.into(),
             action: None,
             delivery_id: None,
             repo: String::new(),

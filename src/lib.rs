@@ -11,9 +11,14 @@
 //! - [`runner`]: an entry's actions run with `sh -c`: environment, timeout, log;
 //! - [`settings`]: the settings file, read in two phases (raw, then validated and compiled);
 //! - [`reload`]: the file watcher that swaps in new settings when they are valid;
+//! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
+//! - [`trigger`]: `wh-automata-trigger`: manual runs, job lists and logs, explaining a saved delivery;
+//! - [`systemd`]: readiness and stopping notices for `Type=notify` services;
 //! - [`daemon`]: the glue that starts all of the above and stops it cleanly.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod event;
 pub mod matcher;
@@ -24,3 +29,5 @@ pub mod runner;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod systemd;
+pub mod trigger;

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 pub struct Waiting {
     pub id: i64,
     pub entry: String,
-    /// Jobs of one entry with the same key supersede each other (the ref of the event).
+    /// Jobs of one entry with the same key supersede each other (the ref of the event). An
+    /// empty key never matches: such a job neither supersedes nor is superseded.
     pub key: String,
 }
 
@@ -52,6 +53,10 @@ impl Drop for Reservation<'_> {
     }
 }
 
+fn same(w: &Waiting, entry: &str, key: &str) -> bool {
+    !key.is_empty() && w.entry == entry && w.key == key
+}
+
 impl Queue {
     pub fn new() -> Queue {
         Queue::default()
@@ -65,10 +70,8 @@ impl Queue {
     /// waiting one of the same entry and key needs no room.
     pub fn reserve(&self, jobs: &[(&str, &str)], capacity: usize) -> Result<Reservation<'_>, Full> {
         let mut inner = self.lock();
-        let needed = jobs
-            .iter()
-            .filter(|(entry, key)| !inner.waiting.iter().any(|w| w.entry == *entry && w.key == *key))
-            .count();
+        let needed =
+            jobs.iter().filter(|(entry, key)| !inner.waiting.iter().any(|w| same(w, entry, key))).count();
         if inner.waiting.len() + inner.reserved + needed > capacity && needed > 0 {
             return Err(Full);
         }
@@ -96,7 +99,7 @@ impl Queue {
             inner.reserved -= reserved;
             for job in jobs {
                 inner.waiting.retain(|w| {
-                    let same = w.entry == job.entry && w.key == job.key;
+                    let same = same(w, &job.entry, &job.key);
                     if same {
                         superseded.push(w.id);
                     }

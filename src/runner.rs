@@ -20,8 +20,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::event::{Event, Trigger};
-use crate::settings::Entry;
+use crate::event::{Event, Trigger, MANUAL_EVENT};
+use crate::settings::{Action, Entry};
 
 /// Variables passed through from the daemon's environment when set.
 const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
@@ -67,7 +67,7 @@ impl Outcome {
                 humantime::format_duration(timeout)
             )),
             Outcome::Cancelled { action } => {
-                Some(format!("cancelled during action {action} (daemon stopping)"))
+                Some(format!("cancelled during action {action}: wh-automata was stopping"))
             }
             Outcome::NotStarted { action, error } => {
                 Some(format!("action {action} could not start: {error}"))
@@ -155,7 +155,8 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
         }
     }
     let e = job.event;
-    let webhook = job.trigger == Trigger::Webhook;
+    // A manual run without a saved delivery has no provider and no event of its own.
+    let webhook = job.trigger == Trigger::Webhook || e.provider_event != MANUAL_EVENT;
     let head = e.head.as_ref();
     let wh = [
         ("WH_ENTRY", entry.name.clone()),
@@ -204,11 +205,9 @@ pub async fn run(
     ));
     for (i, action) in entry.actions.iter().enumerate() {
         let n = i + 1;
-        if let Some((patterns, set)) = &action.if_changed {
-            if e.changes_complete && !e.changed_files.iter().any(|f| set.is_match(f)) {
-                log.note(&format!("skip action {n}: no changed file matches {}", patterns.join(", ")));
-                continue;
-            }
+        if let Some(why) = skip_reason(action, e) {
+            log.note(&format!("skip action {n}: {why}"));
+            continue;
         }
         log.note(&format!("action {n}: {}", action.run));
         let started = std::time::Instant::now();
@@ -228,7 +227,7 @@ pub async fn run(
                 return Outcome::TimedOut { action: n };
             }
             ActionEnd::Cancelled => {
-                log.note(&format!("action {n}: cancelled, the daemon is stopping; process group killed"));
+                log.note(&format!("action {n}: cancelled, wh-automata is stopping; process group killed"));
                 return Outcome::Cancelled { action: n };
             }
             ActionEnd::NotStarted(error) => {
@@ -239,6 +238,17 @@ pub async fn run(
     }
     log.note("job succeeded");
     Outcome::Succeeded
+}
+
+/// Why `action` does not run for `event`, if it does not: an `if_changed` step runs unless the
+/// changed files are fully known and none of them matches.
+pub fn skip_reason(action: &Action, event: &Event) -> Option<String> {
+    let (patterns, set) = action.if_changed.as_ref()?;
+    if event.changes_complete && !event.changed_files.iter().any(|f| set.is_match(f)) {
+        Some(format!("no changed file matches {}", patterns.join(", ")))
+    } else {
+        None
+    }
 }
 
 enum ActionEnd {

@@ -137,7 +137,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code   INTEGER,
     reason      TEXT,
     event_json  TEXT NOT NULL,
-    payload_id  INTEGER REFERENCES payloads(id)
+    payload_id  INTEGER REFERENCES payloads(id),
+    -- Set for a job run in the foreground by wh-automata-trigger: the pid of that process.
+    foreground_pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs(delivery);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
@@ -220,15 +222,32 @@ impl Store {
     }
 
     /// Jobs left queued or running (by a crash or a stop), oldest first. Running ones are put
-    /// back to queued: their actions run again from the start.
+    /// back to queued: their actions run again from the start. Foreground runs are not the
+    /// daemon's to repeat: one whose process is gone is marked failed.
     pub fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
         let conn = self.conn();
         conn.execute(
             "UPDATE jobs SET state = 'queued', started_at = NULL,
                     reason = 'restarted: the daemon stopped while this job ran'
-             WHERE state = 'running'",
+             WHERE state = 'running' AND foreground_pid IS NULL",
             [],
         )?;
+        let mut stmt = conn.prepare(
+            "SELECT id, foreground_pid FROM jobs WHERE state = 'running' AND foreground_pid IS NOT NULL",
+        )?;
+        let foreground: Vec<(i64, i32)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (id, pid) in foreground {
+            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+            if !alive {
+                conn.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?2,
+                            reason = 'interrupted: the foreground run ended without recording its end'
+                     WHERE id = ?1",
+                    params![id, now_ms()],
+                )?;
+            }
+        }
         let mut stmt = conn.prepare(&format!("{SELECT_JOB} WHERE state = 'queued' ORDER BY id"))?;
         let rows = stmt.query_map([], row_to_job)?.collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(|r| r.map_err(StoreError::from)).collect()
@@ -275,6 +294,37 @@ impl Store {
         Ok(())
     }
 
+    /// Records a job that wh-automata-trigger runs in its own process (no daemon running): it
+    /// starts out running, with the pid of that process.
+    pub fn insert_foreground(&self, job: &NewJob) -> Result<i64, StoreError> {
+        let e = &job.event;
+        let now = now_ms();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO jobs (entry, trigger, delivery, provider, event, repo, git_ref, commit_sha, state,
+                               created_at, started_at, event_json, foreground_pid)
+             VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?10)",
+            params![
+                job.entry,
+                job.trigger.as_str(),
+                e.provider.as_str(),
+                e.name(),
+                e.repo,
+                e.git_ref,
+                e.after,
+                now,
+                serde_json::to_string(e)?,
+                std::process::id(),
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Where the raw body of job `id` goes for its actions (`WH_PAYLOAD`).
+    pub fn payload_path(&self, id: i64) -> PathBuf {
+        self.payloads.join(format!("{id}.body"))
+    }
+
     /// Removes the oldest finished jobs beyond [`HISTORY`], with their logs.
     pub fn prune(&self) -> Result<usize, StoreError> {
         let conn = self.conn();
@@ -315,14 +365,14 @@ impl Store {
             )
             .optional()?;
         let Some(body) = body else { return Ok(None) };
-        let path = self.payloads.join(format!("{id}.body"));
+        let path = self.payload_path(id);
         std::fs::write(&path, body)?;
         Ok(Some(path))
     }
 
     /// Removes the payload file written by [`Store::write_payload`].
     pub fn remove_payload_file(&self, id: i64) {
-        let _ = std::fs::remove_file(self.payloads.join(format!("{id}.body")));
+        let _ = std::fs::remove_file(self.payload_path(id));
     }
 }
 
@@ -392,6 +442,14 @@ mod tests {
         store.finish(ids[1], JobState::Failed, Some(1), Some("action 1 failed")).unwrap();
         assert!(store.write_payload(ids[1]).unwrap().is_none());
         assert!(store.unfinished().unwrap().is_empty());
+
+        // A foreground run whose process is alive is left alone; one whose process is gone fails.
+        let live = store.insert_foreground(&job("c")).unwrap();
+        let dead = store.insert_foreground(&job("d")).unwrap();
+        store.conn().execute("UPDATE jobs SET foreground_pid = 2147483646 WHERE id = ?1", [dead]).unwrap();
+        assert!(store.unfinished().unwrap().is_empty());
+        assert_eq!(store.job(live).unwrap().unwrap().state, JobState::Running);
+        assert_eq!(store.job(dead).unwrap().unwrap().state, JobState::Failed);
         let b = store.job(ids[1]).unwrap().unwrap();
         assert_eq!(
             (b.state, b.exit_code, b.reason.as_deref()),

@@ -9,6 +9,7 @@ mod bitbucket;
 mod github;
 mod gitlab;
 mod gogs;
+pub mod saved;
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;

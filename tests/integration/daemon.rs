@@ -6,24 +6,7 @@ use std::process::Command;
 
 use wh_automata::store::JobState;
 
-use crate::common::{eventually, github_push, push_body, request, Daemon, SECRET};
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).unwrap();
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Parses the `KEY=value` lines that `env` wrote (values without newlines).
-fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
-    read(path)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use crate::common::{env_file, eventually, github_push, push_body, read, request, write, Daemon, SECRET};
 
 const SIX: &[(&str, &str, &str, &str, &str)] = &[
     // entry, request, provider, repo, branch

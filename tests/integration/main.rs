@@ -4,3 +4,5 @@ mod check;
 mod common;
 mod corpus;
 mod daemon;
+mod production;
+mod trigger;

@@ -1,0 +1,108 @@
+//! The command lines of both binaries, in the library so that the man pages and shell
+//! completions in `contrib/` can be generated from them (and checked by a test).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::event::Provider;
+
+/// `wh-automatad`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wh-automatad",
+    version,
+    about = "Serve git webhooks and run the matching entries' actions",
+    long_about = "Serve git webhooks (GitHub, GitLab, Gogs, Gitea/Forgejo, Bitbucket): check each request's \
+                  signature, match it against the entries of SETTINGS, and run the matching entries' actions \
+                  in the background. SETTINGS and every file it includes are reloaded when they change, and on \
+                  SIGHUP. SIGTERM or SIGINT stop the daemon: running jobs may finish within shutdown_grace.",
+    after_help = "Environment:\n  WH_LOG         log filter (error, warn, info, debug; default info)\n  \
+                  NOTIFY_SOCKET  set by systemd for Type=notify services: readiness and stopping notices"
+)]
+pub struct DaemonArgs {
+    /// The settings file (YAML).
+    pub settings: PathBuf,
+    /// Validate the settings and every included file, print every problem, and exit 0 or 1.
+    #[arg(long)]
+    pub check: bool,
+    /// Log format on stderr (default: text, without timestamps under journald).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+pub const TRIGGER_EXIT_CODES: &str = "Exit status:
+  0      the job succeeded (or --dry-run, --jobs, --log, --explain with a match)
+  1-123  the job failed: the exit status of the failed action (1 when it had none)
+  1      --explain: no entry matches
+  2      bad usage, invalid settings, unknown entry, or the daemon refused the job
+  124    the job timed out
+  125    the job was cancelled, or the daemon stopped before it ended";
+
+/// `wh-automata-trigger`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wh-automata-trigger",
+    version,
+    about = "Run an entry by hand, as if a webhook had been received",
+    long_about = "Run ENTRY of SETTINGS by hand, as if a webhook had been received. When the daemon for \
+                  SETTINGS is running, the job goes through it (over the control socket in state_dir): it is \
+                  queued, waits for a running job of the same entry, and is recorded with the others. \
+                  Otherwise the actions run here, in the foreground, with the same runner. Either way the \
+                  output is shown as it happens and the exit status is the job's.",
+    after_help = TRIGGER_EXIT_CODES
+)]
+pub struct TriggerArgs {
+    /// The settings file (YAML).
+    pub settings: PathBuf,
+    /// The entry to run.
+    #[arg(required_unless_present_any = ["jobs", "log", "explain"])]
+    pub entry: Option<String>,
+    /// Run for this branch (WH_BRANCH, WH_REF).
+    #[arg(long, value_name = "NAME", conflicts_with = "payload")]
+    pub branch: Option<String>,
+    /// Run for this commit (WH_AFTER).
+    #[arg(long, value_name = "SHA", conflicts_with = "payload")]
+    pub commit: Option<String>,
+    /// Run for a saved delivery: its body, or headers, a blank line and its body.
+    #[arg(long, value_name = "FILE")]
+    pub payload: Option<PathBuf>,
+    /// The provider of the saved delivery, when its headers or shape do not say.
+    #[arg(long, value_name = "NAME", value_parser = parse_provider)]
+    pub provider: Option<Provider>,
+    /// The provider's event name of the saved delivery (as in its event header), when its
+    /// headers or shape do not say.
+    #[arg(long, value_name = "NAME")]
+    pub event: Option<String>,
+    /// Show the actions and the environment that would run, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// List the most recent jobs.
+    #[arg(long, conflicts_with_all = ["entry", "log", "explain"])]
+    pub jobs: bool,
+    /// How many jobs --jobs lists.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// Print the log of job ID.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["entry", "explain"])]
+    pub log: Option<i64>,
+    /// With --log: keep printing until the job ends.
+    #[arg(long, requires = "log")]
+    pub follow: bool,
+    /// For a saved delivery: which entries match it, and why the others do not.
+    #[arg(long, value_name = "FILE", conflicts_with = "entry")]
+    pub explain: Option<PathBuf>,
+}
+
+fn parse_provider(name: &str) -> Result<Provider, String> {
+    Provider::from_name(name)
+        .ok_or_else(|| format!("unknown provider {name:?}: github, gitlab, gogs, gitea or bitbucket"))
+}

@@ -1,0 +1,457 @@
+//! `wh-automata-trigger`: run an entry by hand, list jobs, print a job's log, explain a saved
+//! delivery.
+//!
+//! A manual run goes through the running daemon when there is one (over [`control`]), so it is
+//! queued, serialised with the entry's webhook jobs and recorded like them. With no daemon it
+//! runs in this process with the same runner, recorded in the same store when that is writable.
+//! The exit status is the job's (see [`crate::cli::TRIGGER_EXIT_CODES`]).
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::TriggerArgs;
+use crate::control::{self, Reply, Request};
+use crate::event::{Event, Trigger};
+use crate::matcher;
+use crate::providers::{self, saved};
+use crate::runner::{self, JobContext, Log, Outcome};
+use crate::settings::{self, Entry, Settings};
+use crate::store::{Job, JobState, NewJob, Store};
+
+/// Bad usage, invalid settings, unknown entry, a refused job.
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_TIMED_OUT: u8 = 124;
+pub const EXIT_CANCELLED: u8 = 125;
+
+/// An error worth one line on stderr, and its exit status.
+struct Fail(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Fail {
+        Fail(EXIT_USAGE, e.to_string())
+    }
+}
+
+/// Settings, and the variables they name that are not set here. The daemon has its own
+/// environment (its secrets, usually): a manual run through it needs only the entry names and
+/// `state_dir`, so unset variables are not an error until the actions would run here.
+struct Loaded {
+    settings: Settings,
+    unset: Vec<String>,
+}
+
+fn load(path: &Path) -> Result<Loaded, Fail> {
+    let unset = RefCell::new(Vec::new());
+    let env = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            unset.borrow_mut().push(name.to_string());
+            Some(format!("unset-{name}"))
+        })
+    };
+    let settings = settings::load_with_env(path, &env).map_err(|p| Fail(EXIT_USAGE, p.to_string()))?;
+    let mut unset = unset.into_inner();
+    unset.sort();
+    unset.dedup();
+    Ok(Loaded { settings, unset })
+}
+
+/// Runs the command; returns the exit status.
+pub fn main(args: TriggerArgs) -> u8 {
+    match run(args) {
+        Ok(code) => code,
+        Err(Fail(code, message)) => {
+            eprintln!("wh-automata-trigger: {message}");
+            code
+        }
+    }
+}
+
+fn run(args: TriggerArgs) -> Result<u8, Fail> {
+    let loaded = load(&args.settings)?;
+    if args.jobs {
+        return list_jobs(&loaded.settings, args.limit);
+    }
+    if let Some(id) = args.log {
+        return print_log(&loaded.settings, id, args.follow);
+    }
+    if let Some(file) = &args.explain {
+        return explain(&loaded, file, &args);
+    }
+    let name = args.entry.as_deref().unwrap_or_default();
+    let entry = loaded.settings.entry(name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = loaded.settings.entries.iter().map(|e| e.name.as_str()).collect();
+        Fail(
+            EXIT_USAGE,
+            format!("no entry named {name:?} in {} (entries: {})", args.settings.display(), names.join(", ")),
+        )
+    })?;
+    let (event, body) = manual_event(&entry, &args)?;
+    if args.dry_run {
+        dry_run(&entry, &event);
+        return Ok(0);
+    }
+    let state_dir = &loaded.settings.server.state_dir;
+    match control::connect(state_dir) {
+        Ok(Some(stream)) => through_daemon(stream, &entry.name, event, &body),
+        Ok(None) => {
+            if !loaded.unset.is_empty() {
+                return Err(Fail(
+                    EXIT_USAGE,
+                    format!(
+                        "no daemon is running for these settings, and running here needs the variables they \
+                         name: {} (set them, or start the daemon)",
+                        loaded.unset.join(", ")
+                    ),
+                ));
+            }
+            foreground(&loaded.settings, &entry, event, &body)
+        }
+        Err(e) => Err(Fail(
+            EXIT_USAGE,
+            format!(
+                "cannot reach the daemon's control socket {}: {e} (run this as the daemon's user)",
+                control::socket_path(state_dir).display()
+            ),
+        )),
+    }
+}
+
+/// The event of a manual run: from a saved delivery, or from `--branch` and `--commit`.
+fn manual_event(entry: &Entry, args: &TriggerArgs) -> Result<(Event, Vec<u8>), Fail> {
+    let Some(file) = &args.payload else {
+        return Ok((Event::manual(args.branch.as_deref(), args.commit.as_deref()), Vec::new()));
+    };
+    let saved = read_saved(file, args)?;
+    let events = providers::parse(saved.provider, &saved.headers, &saved.body)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    // A Bitbucket push may hold several refs: take the first one the entry matches.
+    let event = match events.iter().find(|e| matcher::check(entry, e).is_ok()) {
+        Some(e) => e.clone(),
+        None => {
+            let first =
+                events.into_iter().next().ok_or_else(|| format!("{}: no event in it", file.display()))?;
+            let why = matcher::check(entry, &first).err().unwrap_or_default();
+            eprintln!(
+                "note: entry {} would not match this delivery as a webhook ({why}); running it anyway",
+                entry.name
+            );
+            first
+        }
+    };
+    Ok((event, saved.body))
+}
+
+fn read_saved(file: &Path, args: &TriggerArgs) -> Result<saved::Saved, Fail> {
+    let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    saved::read(&text, args.provider, args.event.as_deref())
+        .map_err(|e| Fail(EXIT_USAGE, format!("{}: {e}", file.display())))
+}
+
+fn dry_run(entry: &Entry, event: &Event) {
+    let context = JobContext { id: 0, trigger: Trigger::Manual, event, payload: None };
+    println!("entry {} ({}), dry run: nothing runs", entry.name, entry.file.display());
+    println!("workdir {}", entry.workdir.display());
+    println!("timeout {}", humantime::format_duration(entry.timeout));
+    println!("actions:");
+    for (i, action) in entry.actions.iter().enumerate() {
+        match runner::skip_reason(action, event) {
+            None => println!("  {}. {}", i + 1, action.run),
+            Some(why) => println!("  {}. {}   (skipped: {why})", i + 1, action.run),
+        }
+    }
+    println!("environment:");
+    for (name, value) in runner::environment(entry, &context) {
+        let value = match name.as_str() {
+            "WH_JOB_ID" => "(the job's id)".to_string(),
+            "WH_PAYLOAD" if value.is_empty() => String::new(),
+            _ => value,
+        };
+        println!("  {name}={}", value.escape_debug());
+    }
+}
+
+/// Queues the run in the daemon and follows it to its end.
+fn through_daemon(
+    stream: std::os::unix::net::UnixStream,
+    entry: &str,
+    event: Event,
+    body: &[u8],
+) -> Result<u8, Fail> {
+    let request = Request::Trigger { entry: entry.to_string(), event, body: hex::encode(body) };
+    let mut queued = None;
+    let mut end: Option<Result<u8, Fail>> = None;
+    let mut out = std::io::stdout();
+    control::exchange(stream, &request, |reply| match reply {
+        Reply::Queued { id } => {
+            eprintln!("job {id} queued in the running daemon");
+            queued = Some(id);
+        }
+        Reply::Output { text } => {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        Reply::Done { id, state, exit_code, reason } => {
+            let state = JobState::parse(&state).unwrap_or(JobState::Failed);
+            end = Some(Ok(report(id, state, exit_code, reason.as_deref())));
+        }
+        Reply::Error { message } => {
+            let code = if queued.is_some() { EXIT_CANCELLED } else { EXIT_USAGE };
+            end = Some(Err(Fail(code, message)));
+        }
+    })
+    .map_err(|e| format!("the connection to the daemon failed: {e}"))?;
+    end.unwrap_or_else(|| {
+        let message = match queued {
+            Some(id) => format!("the daemon closed the connection; job {id} goes on there: see --log {id}"),
+            None => "the daemon closed the connection without an answer".to_string(),
+        };
+        Err(Fail(EXIT_CANCELLED, message))
+    })
+}
+
+/// Prints how job `id` ended; returns the exit status for it.
+fn report(id: i64, state: JobState, exit_code: Option<i32>, reason: Option<&str>) -> u8 {
+    let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    eprintln!("job {id} {}{why}", state.as_str());
+    exit_status(state, exit_code)
+}
+
+/// The exit status of the command for a job that ended in `state`.
+pub fn exit_status(state: JobState, exit_code: Option<i32>) -> u8 {
+    match state {
+        JobState::Succeeded => 0,
+        JobState::Failed => match exit_code {
+            Some(c @ 1..=123) => c as u8,
+            _ => 1,
+        },
+        JobState::TimedOut => EXIT_TIMED_OUT,
+        JobState::Cancelled | JobState::Superseded | JobState::Queued | JobState::Running => EXIT_CANCELLED,
+    }
+}
+
+/// Runs the job here, with the same runner as the daemon.
+fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]) -> Result<u8, Fail> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let store = match Store::open(&settings.server.state_dir) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            eprintln!("note: this run is not recorded ({e})");
+            None
+        }
+    };
+    let job = NewJob { entry: entry.name.clone(), trigger: Trigger::Manual, event };
+    let id = match store.as_ref().map(|s| s.insert_foreground(&job)) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => {
+            eprintln!("note: this run is not recorded ({e})");
+            None
+        }
+        None => None,
+    };
+    let store = store.filter(|_| id.is_some());
+    let payload = match (&store, id) {
+        (Some(store), Some(id)) if !body.is_empty() => {
+            let path = store.payload_path(id);
+            std::fs::write(&path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Some(path)
+        }
+        _ => None,
+    };
+    let file = match (&store, id) {
+        (Some(store), Some(id)) => std::fs::File::create(store.log_path(id)).ok(),
+        _ => None,
+    };
+    eprintln!("no daemon is running for these settings: running {} here", entry.name);
+    let mut log = Log::new(file, settings.server.log_limit, true);
+    let outcome = runtime.block_on(async {
+        let (cancel_tx, mut cancel) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let (Ok(mut term), Ok(mut int)) =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+            {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                let _ = cancel_tx.send(true);
+            }
+        });
+        let context = JobContext {
+            id: id.unwrap_or(0),
+            trigger: Trigger::Manual,
+            event: &job.event,
+            payload: payload.as_deref(),
+        };
+        runner::run(entry, &context, &mut log, &mut cancel).await
+    });
+    drop(log);
+    let (state, code) = match &outcome {
+        Outcome::Succeeded => (JobState::Succeeded, Some(0)),
+        Outcome::Failed { exit_code, .. } => (JobState::Failed, *exit_code),
+        Outcome::TimedOut { .. } => (JobState::TimedOut, None),
+        Outcome::Cancelled { .. } => (JobState::Cancelled, None),
+        Outcome::NotStarted { .. } => (JobState::Failed, None),
+    };
+    let reason = outcome.reason(entry.timeout);
+    if let (Some(store), Some(id)) = (&store, id) {
+        store.remove_payload_file(id);
+        if let Err(e) = store.finish(id, state, code, reason.as_deref()) {
+            eprintln!("note: cannot record the end of job {id}: {e}");
+        }
+    }
+    Ok(report(id.unwrap_or(0), state, code, reason.as_deref()))
+}
+
+fn open_store(settings: &Settings) -> Result<Option<Store>, Fail> {
+    let dir = &settings.server.state_dir;
+    if !dir.join("jobs.sqlite3").exists() {
+        return Ok(None);
+    }
+    Store::open(dir).map(Some).map_err(|e| Fail(EXIT_USAGE, format!("{}: {e}", dir.display())))
+}
+
+fn when(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) => {
+            let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+            humantime::format_rfc3339_seconds(t).to_string()
+        }
+        None => "-".to_string(),
+    }
+}
+
+fn took(job: &Job) -> String {
+    match (job.started_at, job.finished_at) {
+        (Some(a), Some(b)) => {
+            let d = Duration::from_millis((b - a).max(0) as u64);
+            if d < Duration::from_secs(1) {
+                format!("{}ms", d.as_millis())
+            } else {
+                humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+            }
+        }
+        _ => "-".to_string(),
+    }
+}
+
+fn list_jobs(settings: &Settings, limit: usize) -> Result<u8, Fail> {
+    let Some(store) = open_store(settings)? else {
+        eprintln!("no jobs recorded yet in {}", settings.server.state_dir.display());
+        return Ok(0);
+    };
+    let jobs = store.recent(limit)?;
+    let rows: Vec<[String; 9]> = jobs
+        .iter()
+        .map(|j| {
+            let commit: String = j.event.after.chars().take(12).collect();
+            [
+                j.id.to_string(),
+                when(Some(j.created_at)),
+                j.entry.clone(),
+                j.trigger.as_str().to_string(),
+                j.event.name().to_string(),
+                if j.event.git_ref.is_empty() { "-".into() } else { j.event.git_ref.clone() },
+                if commit.is_empty() { "-".into() } else { commit },
+                j.state.as_str().to_string(),
+                took(j),
+            ]
+        })
+        .collect();
+    let header = ["ID", "CREATED", "ENTRY", "TRIGGER", "EVENT", "REF", "COMMIT", "STATE", "TOOK"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&header.map(str::to_string));
+    for (row, job) in rows.iter().zip(&jobs) {
+        line(row);
+        if let Some(reason) = &job.reason {
+            if job.state != JobState::Succeeded {
+                println!("    {reason}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn print_log(settings: &Settings, id: i64, follow: bool) -> Result<u8, Fail> {
+    let store = open_store(settings)?
+        .ok_or_else(|| Fail(EXIT_USAGE, format!("no job {id}: no jobs recorded yet")))?;
+    let mut offset = 0usize;
+    let mut out = std::io::stdout();
+    loop {
+        let job = store.job(id)?.ok_or_else(|| Fail(EXIT_USAGE, format!("no job {id}")))?;
+        // The state first: when it is final, the log read after it is complete.
+        let text = std::fs::read(store.log_path(id)).unwrap_or_default();
+        if text.len() > offset {
+            let _ = out.write_all(&text[offset..]);
+            let _ = out.flush();
+            offset = text.len();
+        }
+        if job.state.is_final() {
+            return Ok(report(id, job.state, job.exit_code, job.reason.as_deref()));
+        }
+        if !follow {
+            eprintln!("job {id} is {} (--follow to wait for its end)", job.state.as_str());
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn explain(loaded: &Loaded, file: &Path, args: &TriggerArgs) -> Result<u8, Fail> {
+    let settings = &loaded.settings;
+    let saved = read_saved(file, args)?;
+    let events = providers::parse(saved.provider, &saved.headers, &saved.body)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut any = false;
+    for event in &events {
+        let git_ref = if event.git_ref.is_empty() { "-" } else { &event.git_ref };
+        println!(
+            "{} {} {} {git_ref} {}",
+            event.provider.as_str(),
+            event.name(),
+            if event.repo.is_empty() { "-" } else { &event.repo },
+            if event.after.is_empty() { "-" } else { &event.after }
+        );
+        for entry in &settings.entries {
+            match matcher::check(entry, event) {
+                Ok(()) => {
+                    any = true;
+                    let auth = match (&entry.secret, saved.had_headers) {
+                        (None, _) => "insecure: no signature check".to_string(),
+                        (Some(_), false) => "signature not checked: the file has no headers".to_string(),
+                        (Some(_), true) if !loaded.unset.is_empty() => {
+                            format!("signature not checked: {} not set here", loaded.unset.join(", "))
+                        }
+                        (Some(secret), true) => {
+                            match providers::authenticate(
+                                saved.provider,
+                                &saved.headers,
+                                &saved.body,
+                                secret,
+                                entry.allow_sha1,
+                            ) {
+                                Ok(()) => "signature ok".to_string(),
+                                Err(e) => format!("but the signature would be refused: {e}"),
+                            }
+                        }
+                    };
+                    println!("  {}: matches ({auth})", entry.name);
+                }
+                Err(why) => println!("  {}: no, {why}", entry.name),
+            }
+        }
+    }
+    Ok(if any { 0 } else { 1 })
+}

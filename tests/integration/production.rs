@@ -1,0 +1,52 @@
+//! Running under systemd: readiness and stopping notices on `NOTIFY_SOCKET`, journal-friendly
+//! log lines.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use crate::common::{write, Daemon};
+
+#[test]
+fn readiness_and_stopping_are_notified_on_notify_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
+    );
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let daemon = Daemon::start(dir.path(), &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf).expect("a readiness notice");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(ready, format!("READY=1\nSTATUS=listening on {}", daemon.addr));
+    // Ready means ready: the port answers.
+    assert_eq!(daemon.get("/health").status, 200);
+
+    let status = daemon.stop();
+    assert!(status.success());
+    let n = socket.recv(&mut buf).expect("a stopping notice");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1\n"));
+}
+
+#[test]
+fn under_journald_log_lines_carry_priorities_and_no_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[("JOURNAL_STREAM", "8:12345")]);
+    // A refused edit logs at error priority.
+    write(dir.path(), "settings.yaml", "entries:\n  a:\n    actions: [\"true\"]\n");
+    crate::common::eventually("the refused edit is logged", || daemon.log().contains("refused"));
+    let log = daemon.log();
+    let listening = log.lines().find(|l| l.contains("listening")).unwrap();
+    assert!(listening.starts_with("<6>"), "{listening}");
+    assert!(!listening.contains("Z "), "no timestamp of its own: {listening}");
+    let refused = log.lines().find(|l| l.contains("refused")).unwrap();
+    assert!(refused.starts_with("<3>"), "{refused}");
+}
