@@ -300,3 +300,19 @@ pub fn trigger(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process:
     }
     cmd.output().expect("run wh-automata-trigger")
 }
+
+/// Runs git in `cwd` (failing the test if it fails); returns its trimmed stdout.
+pub fn git(cwd: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

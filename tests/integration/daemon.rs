@@ -2,7 +2,6 @@
 //! real git repositories, crashes, bursts, limits.
 
 use std::path::Path;
-use std::process::Command;
 
 use wh_automata::store::JobState;
 
@@ -147,19 +146,7 @@ fn bad_requests_get_clear_answers_and_change_nothing() {
 fn git_checkout_ends_at_exactly_the_pushed_commit() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let git = |cwd: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = crate::common::git;
     git(root, &["init", "-q", "--bare", "-b", "main", "origin.git"]);
     git(root, &["clone", "-q", "origin.git", "work"]);
     let work = root.join("work");

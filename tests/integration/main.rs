@@ -5,4 +5,5 @@ mod common;
 mod corpus;
 mod daemon;
 mod production;
+mod rules;
 mod trigger;

@@ -1,0 +1,403 @@
+//! Every file of `rules/`, run as shipped by the real daemon: its paths moved under a temp dir,
+//! real git repositories, and stand-ins on PATH for the programs that cannot run here (docker,
+//! npm, pm2, systemctl) which record how they were called.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use hmac::Mac;
+use serde_json::{json, Value};
+use wh_automata::store::JobState;
+
+use crate::common::{fixtures, git, github_push, push_body, read, trigger, write, Daemon};
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// An upstream repository (`origin.git`) and a working clone that commits and pushes to it.
+struct Upstream {
+    root: PathBuf,
+    work: PathBuf,
+}
+
+impl Upstream {
+    /// With a first commit of `files` on main.
+    fn new(root: &Path, files: &[(&str, &str)]) -> Upstream {
+        git(root, &["init", "-q", "--bare", "-b", "main", "origin.git"]);
+        git(root, &["clone", "-q", "origin.git", "work"]);
+        let up = Upstream { root: root.to_path_buf(), work: root.join("work") };
+        up.commit(files);
+        up
+    }
+
+    /// Commits `files` and pushes main; returns the commit.
+    fn commit(&self, files: &[(&str, &str)]) -> String {
+        for (name, text) in files {
+            let path = self.work.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", "change"]);
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+        self.head()
+    }
+
+    fn head(&self) -> String {
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Pushes an annotated tag of the current commit; returns the tag object.
+    fn tag(&self, name: &str) -> String {
+        git(&self.work, &["tag", "-a", name, "-m", name]);
+        git(&self.work, &["push", "-q", "origin", &format!("refs/tags/{name}")]);
+        git(&self.work, &["rev-parse", name])
+    }
+
+    /// Clones origin at `path` (the deploy checkout).
+    fn clone_to(&self, path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        git(&self.root, &["clone", "-q", "origin.git", path.to_str().unwrap()]);
+    }
+}
+
+/// Installs rule file `name` under `root` with `/srv/` moved to `root/srv/`, and settings that
+/// include it; starts the daemon with stand-ins first on PATH.
+fn start(root: &Path, name: &str, env: &[(&str, &str)]) -> Daemon {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name)).unwrap();
+    let text = text.replace("/srv/", &format!("{}/srv/", root.display()));
+    std::fs::create_dir_all(root.join("rules")).unwrap();
+    write(&root.join("rules"), name, &text);
+    write(root, "settings.yaml", &format!("server: {{ listen: 127.0.0.1:0 }}\ninclude: [rules/{name}]\n"));
+    let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let mut all: Vec<(&str, &str)> = env.to_vec();
+    all.push(("PATH", &path));
+    Daemon::start(root, &all)
+}
+
+/// A program on PATH that appends `name args...` (and `script`'s effects) to `root/calls`.
+fn stand_in(root: &Path, name: &str, script: &str) {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join(name);
+    let calls = root.join("calls");
+    std::fs::write(&path, format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\n{script}\n", calls.display()))
+        .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The calls recorded since the last look, and forgets them.
+fn take_calls(root: &Path) -> Vec<String> {
+    let path = root.join("calls");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    text.lines().map(str::to_string).collect()
+}
+
+/// A GitHub push of `after` to `git_ref` of `repo`, whose one commit changed `changed`.
+fn github(repo: &str, git_ref: &str, before: &str, after: &str, changed: &[&str]) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&push_body(repo, git_ref, before, after)).unwrap();
+    let mut commit = v["commits"][0].clone();
+    commit["added"] = json!([]);
+    commit["removed"] = json!([]);
+    commit["modified"] = json!(changed);
+    v["commits"] = json!([commit]);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Sends a request and waits for the one job it queues to end; returns it and its log.
+fn deploy(daemon: &Daemon, headers: &[(String, String)], body: &[u8]) -> (wh_automata::store::Job, String) {
+    let reply = daemon.post("/hooks", headers, body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let ids = reply.job_ids();
+    assert_eq!(ids.len(), 1, "{}", reply.body);
+    let job = daemon.wait_job(ids[0]);
+    let log = read(&daemon.dir.join(format!("state/logs/{}.log", ids[0])));
+    assert_eq!(job.state, JobState::Succeeded, "{:?}\n{log}", job.reason);
+    (job, log)
+}
+
+fn ignored(daemon: &Daemon, headers: &[(String, String)], body: &[u8]) -> String {
+    let reply = daemon.post("/hooks", headers, body);
+    assert_eq!((reply.status, reply.json()["status"].as_str()), (200, Some("ignored")), "{}", reply.body);
+    reply.json()["reason"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn git_checkout_keeps_the_checkout_at_the_pushed_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("index.php", "v1")]);
+    let deploy_dir = root.join("srv/site");
+    up.clone_to(&deploy_dir);
+    // A local edit on the server does not stop the deploy (unlike `git pull`).
+    write(&deploy_dir, "index.php", "edited on the server");
+    let before = up.head();
+    let pushed = up.commit(&[("index.php", "v2")]);
+    up.commit(&[("index.php", "v3")]); // later, not announced yet
+
+    let daemon = start(root, "git-checkout.yaml", &[("SITE_SECRET", "s")]);
+    let body = github("acme/site", "refs/heads/main", &before, &pushed, &["index.php"]);
+    deploy(&daemon, &github_push(&body, "s", "gc-1"), &body);
+    assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), pushed);
+    assert_eq!(read(&deploy_dir.join("index.php")), "v2");
+
+    let other = github("acme/site", "refs/heads/feature/x", &before, &pushed, &[]);
+    assert!(ignored(&daemon, &github_push(&other, "s", "gc-2"), &other).contains("feature/x"));
+    assert_eq!(daemon.post("/hooks", &github_push(&body, "wrong", "gc-3"), &body).status, 401);
+}
+
+#[test]
+fn gitlab_checkout_uses_the_namespace_path_and_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("index.html", "v1")]);
+    let deploy_dir = root.join("srv/site");
+    up.clone_to(&deploy_dir);
+    let before = up.head();
+    let pushed = up.commit(&[("index.html", "v2")]);
+
+    let daemon = start(root, "gitlab-checkout.yaml", &[("SITE_SECRET", "tok")]);
+    let body = |after: &str| {
+        let mut v: Value =
+            serde_json::from_slice(&std::fs::read(fixtures().join("gitlab/push.json")).unwrap()).unwrap();
+        v["ref"] = "refs/heads/main".into();
+        v["before"] = before.as_str().into();
+        v["after"] = after.into();
+        v["checkout_sha"] = after.into();
+        v["project"]["path_with_namespace"] = "acme/web/site".into();
+        v["commits"][0]["id"] = after.into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let headers = |token: &str| {
+        vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Gitlab-Event".to_string(), "Push Hook".to_string()),
+            ("X-Gitlab-Token".to_string(), token.to_string()),
+        ]
+    };
+    deploy(&daemon, &headers("tok"), &body(&pushed));
+    assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), pushed);
+    assert_eq!(daemon.post("/hooks", &headers("other"), &body(&pushed)).status, 401);
+    // Deleting main is a push with an all-zero `after`: a deletion, which never deploys.
+    assert!(ignored(&daemon, &headers("tok"), &body(ZERO)).contains("delete"));
+    assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), pushed);
+}
+
+#[test]
+fn docker_compose_rebuilds_only_when_a_build_input_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("Dockerfile", "FROM alpine\n"), ("compose.yaml", "services: {}\n")]);
+    up.clone_to(&root.join("srv/app"));
+    stand_in(root, "docker", "");
+    let daemon = start(root, "docker-compose.yaml", &[("APP_SECRET", "s")]);
+    let build = "docker compose up -d --build --remove-orphans";
+    let up_only = "docker compose up -d --remove-orphans";
+
+    let before = up.head();
+    let c1 = up.commit(&[("Dockerfile", "FROM alpine:3\n")]);
+    let body = github("acme/app", "refs/heads/main", &before, &c1, &["Dockerfile"]);
+    deploy(&daemon, &github_push(&body, "s", "dc-1"), &body);
+    assert_eq!(take_calls(root), vec![build, up_only]);
+
+    let c2 = up.commit(&[("README.md", "docs\n")]);
+    let body = github("acme/app", "refs/heads/main", &c1, &c2, &["README.md"]);
+    let (_, log) = deploy(&daemon, &github_push(&body, "s", "dc-2"), &body);
+    assert_eq!(take_calls(root), vec![up_only]);
+    assert!(log.contains("skip action 3: no changed file matches Dockerfile"), "{log}");
+    assert_eq!(git(&root.join("srv/app"), &["rev-parse", "HEAD"]), c2);
+
+    // A lock file in a subdirectory is a build input too (`*.lock` matches at any depth).
+    let c3 = up.commit(&[("web/yarn.lock", "x\n")]);
+    let body = github("acme/app", "refs/heads/main", &c2, &c3, &["web/yarn.lock"]);
+    deploy(&daemon, &github_push(&body, "s", "dc-3"), &body);
+    assert_eq!(take_calls(root), vec![build, up_only]);
+
+    // A manual run does not know what changed: it rebuilds.
+    let out = trigger(root, &["settings.yaml", "app", "--branch", "main", "--commit", &c3], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(take_calls(root), vec![build, up_only]);
+}
+
+#[test]
+fn static_site_builds_a_release_and_switches_the_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("package.json", "{}"), ("content/index.md", "hello")]);
+    up.clone_to(&root.join("srv/www/src"));
+    // `npm run build -- --outDir DIR` builds into DIR.
+    stand_in(
+        root,
+        "npm",
+        "if [ \"$1\" = run ]; then mkdir -p \"$5\" && git rev-parse HEAD > \"$5/index.html\"; fi",
+    );
+    let daemon = start(root, "static-site.yaml", &[("WWW_SECRET", "tok")]);
+    let push = |before: &str, after: &str, changed: &[&str], id: &str| {
+        let mut v: Value =
+            serde_json::from_slice(&std::fs::read(fixtures().join("gitlab/push.json")).unwrap()).unwrap();
+        v["ref"] = "refs/heads/main".into();
+        v["before"] = before.into();
+        v["after"] = after.into();
+        v["checkout_sha"] = after.into();
+        v["project"]["path_with_namespace"] = "acme/www".into();
+        v["commits"] =
+            json!([{ "id": after, "message": "m", "added": [], "modified": changed, "removed": [] }]);
+        v["total_commits_count"] = 1.into();
+        let headers = vec![
+            ("X-Gitlab-Event".to_string(), "Push Hook".to_string()),
+            ("X-Gitlab-Token".to_string(), "tok".to_string()),
+            ("X-Gitlab-Event-UUID".to_string(), id.to_string()),
+        ];
+        (headers, serde_json::to_vec(&v).unwrap())
+    };
+    let before = up.head();
+    let c1 = up.commit(&[("package.json", "{\"v\":2}")]);
+    let (h, b) = push(&before, &c1, &["package.json"], "ss-1");
+    deploy(&daemon, &h, &b);
+    let releases = root.join("srv/www/releases");
+    assert_eq!(
+        take_calls(root),
+        vec!["npm ci".to_string(), format!("npm run build -- --outDir {}/{c1}", releases.display())]
+    );
+    let current = root.join("srv/www/current");
+    assert_eq!(std::fs::read_link(&current).unwrap(), releases.join(&c1));
+    assert_eq!(read(&current.join("index.html")).trim(), c1);
+
+    let c2 = up.commit(&[("content/index.md", "hello again")]);
+    let (h, b) = push(&c1, &c2, &["content/index.md"], "ss-2");
+    deploy(&daemon, &h, &b);
+    assert_eq!(take_calls(root), vec![format!("npm run build -- --outDir {}/{c2}", releases.display())]);
+    assert_eq!(std::fs::read_link(&current).unwrap(), releases.join(&c2));
+    assert!(releases.join(&c1).join("index.html").exists(), "the previous release stays for a rollback");
+}
+
+#[test]
+fn node_app_under_pm2_installs_when_the_lock_file_changed_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("package-lock.json", "{}"), ("index.js", "1")]);
+    up.clone_to(&root.join("srv/api"));
+    stand_in(root, "npm", "");
+    stand_in(root, "pm2", &format!("echo \"NODE_ENV=$NODE_ENV\" >> '{}'", root.join("calls").display()));
+    let daemon = start(root, "node-pm2.yaml", &[("NODE_SECRET", "s")]);
+    let before = up.head();
+    let c1 = up.commit(&[("package-lock.json", "{\"lockfileVersion\":3}")]);
+    let body = github("acme/api", "refs/heads/main", &before, &c1, &["package-lock.json"]);
+    deploy(&daemon, &github_push(&body, "s", "pm-1"), &body);
+    let reload = "pm2 startOrReload ecosystem.config.js --env production --update-env";
+    assert_eq!(take_calls(root), vec!["npm ci --omit=dev", reload, "NODE_ENV=production"]);
+
+    let c2 = up.commit(&[("index.js", "2")]);
+    let body = github("acme/api", "refs/heads/main", &c1, &c2, &["index.js"]);
+    deploy(&daemon, &github_push(&body, "s", "pm-2"), &body);
+    assert_eq!(take_calls(root), vec![reload, "NODE_ENV=production"]);
+    assert_eq!(git(&root.join("srv/api"), &["rev-parse", "HEAD"]), c2);
+}
+
+#[test]
+fn node_service_under_systemd_builds_when_sources_changed_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("package.json", "{}"), ("src/index.ts", "1"), ("README.md", "r")]);
+    up.clone_to(&root.join("srv/api"));
+    stand_in(root, "npm", "");
+    stand_in(root, "systemctl", "");
+    let daemon = start(root, "node-systemd.yaml", &[("NODE_SECRET", "s")]);
+    let before = up.head();
+    let c1 = up.commit(&[("src/index.ts", "2")]);
+    let body = github("acme/api", "refs/heads/main", &before, &c1, &["src/index.ts"]);
+    deploy(&daemon, &github_push(&body, "s", "sd-1"), &body);
+    assert_eq!(take_calls(root), vec!["npm run build", "systemctl restart api.service"]);
+
+    let c2 = up.commit(&[("README.md", "r2")]);
+    let body = github("acme/api", "refs/heads/main", &c1, &c2, &["README.md"]);
+    deploy(&daemon, &github_push(&body, "s", "sd-2"), &body);
+    assert_eq!(take_calls(root), vec!["systemctl restart api.service"]);
+}
+
+/// A repository whose deploy/build.sh writes the checked-out version into the given directory.
+fn tool_upstream(root: &Path) -> Upstream {
+    let up = Upstream::new(
+        root,
+        &[("deploy/build.sh", "mkdir -p \"$1\" && git describe --tags > \"$1/VERSION\"\n"), ("main.c", "1")],
+    );
+    up.clone_to(&root.join("srv/tool/src"));
+    up
+}
+
+#[test]
+fn release_runs_on_version_tags_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = tool_upstream(root);
+    let daemon = start(root, "release.yaml", &[("RELEASE_SECRET", "s")]);
+    let commit = up.commit(&[("main.c", "2")]);
+    let tag = up.tag("v1.2.0");
+    let body = github("acme/tool", "refs/tags/v1.2.0", ZERO, &tag, &[]);
+    deploy(&daemon, &github_push(&body, "s", "rel-1"), &body);
+    let current = root.join("srv/tool/current");
+    assert_eq!(std::fs::read_link(&current).unwrap(), root.join("srv/tool/releases/v1.2.0"));
+    assert_eq!(read(&current.join("VERSION")).trim(), "v1.2.0");
+    assert_eq!(git(&root.join("srv/tool/src"), &["rev-parse", "HEAD"]), commit);
+
+    let nightly = up.tag("nightly");
+    let body = github("acme/tool", "refs/tags/nightly", ZERO, &nightly, &[]);
+    assert!(ignored(&daemon, &github_push(&body, "s", "rel-2"), &body).contains("nightly"));
+    let body = github("acme/tool", "refs/heads/main", ZERO, &commit, &[]);
+    assert!(ignored(&daemon, &github_push(&body, "s", "rel-3"), &body).contains("push"));
+    assert_eq!(std::fs::read_link(&current).unwrap(), root.join("srv/tool/releases/v1.2.0"));
+}
+
+#[test]
+fn gitea_release_runs_once_per_tag_with_gitea_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = tool_upstream(root);
+    let daemon = start(root, "gitea-release.yaml", &[("RELEASE_SECRET", "s")]);
+    up.commit(&[("main.c", "3")]);
+    let tag = up.tag("v2.0.0");
+    let signed = |event: &str, body: &[u8], id: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s").unwrap();
+        mac.update(body);
+        vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Gitea-Event".to_string(), event.to_string()),
+            ("X-Gitea-Delivery".to_string(), id.to_string()),
+            ("X-Gitea-Signature".to_string(), hex::encode(mac.finalize().into_bytes())),
+        ]
+    };
+    let mut push: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("gitea/push.json")).unwrap()).unwrap();
+    push["ref"] = "refs/tags/v2.0.0".into();
+    push["before"] = ZERO.into();
+    push["after"] = tag.as_str().into();
+    push["repository"]["full_name"] = "acme/tool".into();
+    let push = serde_json::to_vec(&push).unwrap();
+    // Gitea's `create` for the same tag comes too, and is not a second release.
+    let mut create: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("gitea/create-tag-legacy-secret.json")).unwrap(),
+    )
+    .unwrap();
+    create["ref"] = "v2.0.0".into();
+    create["repository"]["full_name"] = "acme/tool".into();
+    let create = serde_json::to_vec(&create).unwrap();
+
+    deploy(&daemon, &signed("push", &push, "gt-1"), &push);
+    assert!(ignored(&daemon, &signed("create", &create, "gt-2"), &create).contains("create"));
+    let current = root.join("srv/tool/current");
+    assert_eq!(read(&current.join("VERSION")).trim(), "v2.0.0");
+    assert_eq!(daemon.store().recent(10).unwrap().len(), 1, "one release per tag");
+    let mut forged = signed("push", &push, "gt-3");
+    forged[3].1 = "00".repeat(32);
+    assert_eq!(daemon.post("/hooks", &forged, &push).status, 401);
+}
+
+#[test]
+fn every_rule_file_is_tested_here() {
+    let source = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/rules.rs"));
+    for file in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap() {
+        let name = file.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(source.contains(&format!("\"{name}\"")), "rules/{name} has no test in rules.rs");
+    }
+}
