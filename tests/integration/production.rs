@@ -50,3 +50,42 @@ fn under_journald_log_lines_carry_priorities_and_no_timestamp() {
     let refused = log.lines().find(|l| l.contains("refused")).unwrap();
     assert!(refused.starts_with("<3>"), "{refused}");
 }
+
+#[test]
+fn the_systemd_unit_is_valid_and_asks_for_what_the_daemon_does() {
+    let unit_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/wh-automata.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=wh-automata",
+        "User=wh-automata",
+        "Restart=on-failure",
+        "KillMode=mixed",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit has no {line}");
+    }
+    // Longer than the default shutdown_grace (30s), so running jobs can finish.
+    assert!(unit.lines().any(|l| l == "TimeoutStopSec=45s"));
+
+    let Ok(version) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed: the unit file is not verified");
+        return;
+    };
+    assert!(version.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let local =
+        unit.replace("/usr/local/bin/wh-automatad", crate::common::bin("wh-automatad").to_str().unwrap());
+    write(dir.path(), "wh-automata.service", &local);
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("wh-automata.service"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

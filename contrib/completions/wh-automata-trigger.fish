@@ -1,0 +1,13 @@
+complete -c wh-automata-trigger -l branch -d 'Run for this branch (WH_BRANCH, WH_REF)' -r
+complete -c wh-automata-trigger -l commit -d 'Run for this commit (WH_AFTER)' -r
+complete -c wh-automata-trigger -l payload -d 'Run for a saved delivery: its body, or headers, a blank line and its body' -r -F
+complete -c wh-automata-trigger -l provider -d 'The provider of the saved delivery, when its headers or shape do not say' -r
+complete -c wh-automata-trigger -l event -d 'The provider\'s event name of the saved delivery (as in its event header), when its headers or shape do not say' -r
+complete -c wh-automata-trigger -l limit -d 'How many jobs --jobs lists' -r
+complete -c wh-automata-trigger -l log -d 'Print the log of job ID' -r
+complete -c wh-automata-trigger -l explain -d 'For a saved delivery: which entries match it, and why the others do not' -r -F
+complete -c wh-automata-trigger -l dry-run -d 'Show the actions and the environment that would run, and run nothing'
+complete -c wh-automata-trigger -l jobs -d 'List the most recent jobs'
+complete -c wh-automata-trigger -l follow -d 'With --log: keep printing until the job ends'
+complete -c wh-automata-trigger -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wh-automata-trigger -s V -l version -d 'Print version'
