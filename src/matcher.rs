@@ -4,12 +4,21 @@
 //! (the server only asks about entries whose secret authenticated the request). The reasons are
 //! written for the person reading an "ignored" answer when a deploy did not happen.
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Provider};
 use crate::settings::{Entry, EventName, Matcher};
 
 /// Whether `entry` should run for `event`; `Err` says why not.
 pub fn check(entry: &Entry, event: &Event) -> Result<(), String> {
     check_matcher(&entry.matcher, event)
+}
+
+/// Whether a request from `provider` about `repo` may be for `entry` (the rest of its matcher
+/// aside). An event without a repository (an organisation's ping) may be for any entry of
+/// the provider.
+pub fn fits_source(entry: &Entry, provider: Provider, repo: &str) -> bool {
+    let m = &entry.matcher;
+    m.provider.is_none_or(|p| p == provider)
+        && (repo.is_empty() || m.repo.as_ref().is_none_or(|(_, glob)| glob.is_match(repo)))
 }
 
 fn check_matcher(m: &Matcher, event: &Event) -> Result<(), String> {

@@ -3,10 +3,12 @@
 //! Routes: `POST {path}/{entry}` (one entry), `POST {path}` (every entry whose matcher fits and
 //! whose secret authenticates), `GET /health`. A webhook reads top to bottom in [`hook`]:
 //! receive (size limit) → detect provider → authenticate (raw bytes) → normalise → match →
-//! record and queue → answer. The answer never waits for actions. Limits: body size (refused
+//! record and queue → answer. A routed request is normalised first, to authenticate it only
+//! against the entries for its repository: its cost does not grow with the number of entries. The answer never waits for actions. Limits: body size (refused
 //! before reading past it), header read timeout, body read timeout, a cap on connections.
 //! [`HookError::answer`] is the one place that maps errors to statuses.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use crate::daemon::{blocking, App, EnqueueError, Enqueued};
 use crate::event::{Event, EventKind, Trigger};
 use crate::matcher;
 use crate::providers::{self, AuthError, PayloadError};
-use crate::settings::{Entry, Secret};
+use crate::settings::Entry;
 use crate::store::NewJob;
 
 /// How long a client may take to send the body once the headers are in.
@@ -208,22 +210,17 @@ fn authenticate<'a>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<&'a Arc<Entry>>, AuthError> {
-    let mut cache: Vec<(&Secret, bool, Result<(), AuthError>)> = Vec::new();
+    let mut cache: HashMap<(&[u8], bool), Result<(), AuthError>> = HashMap::new();
     let mut authentic = Vec::new();
     let mut first_error = None;
     let mut same_error = true;
     for entry in candidates {
         let result = match &entry.secret {
             None => Ok(()),
-            Some(secret) => match cache.iter().find(|(s, sha1, _)| *s == secret && *sha1 == entry.allow_sha1)
-            {
-                Some((_, _, r)) => r.clone(),
-                None => {
-                    let r = providers::authenticate(provider, headers, body, secret, entry.allow_sha1);
-                    cache.push((secret, entry.allow_sha1, r.clone()));
-                    r
-                }
-            },
+            Some(secret) => cache
+                .entry((secret.expose(), entry.allow_sha1))
+                .or_insert_with(|| providers::authenticate(provider, headers, body, secret, entry.allow_sha1))
+                .clone(),
         };
         match result {
             Ok(()) => authentic.push(*entry),
@@ -247,16 +244,8 @@ async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> 
     let settings = app.settings();
     let (parts, body) = req.into_parts();
 
-    // Which entries this request may be for.
-    let candidates: Vec<&Arc<Entry>> = match &target {
-        Some(name) => vec![settings.entry(name).ok_or_else(|| HookError::NoEntry(name.clone()))?],
-        None => settings.entries.iter().collect(),
-    };
-
     // Receive, within the limits.
     let body = read_body(body, &parts.headers, settings.server.max_body).await?;
-
-    // Detect and authenticate over the raw bytes, before any parsing.
     let provider = providers::detect(&parts.headers).ok_or(PayloadError::UnknownProvider)?;
     let span = tracing::Span::current();
     span.record("provider", provider.as_str());
@@ -264,13 +253,39 @@ async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> 
     if let Some(d) = &delivery {
         span.record("delivery", d.as_str());
     }
-    if candidates.is_empty() {
-        return Err(AuthError::NoEntry.into());
-    }
-    let authentic = authenticate(&candidates, provider, &parts.headers, &body)?;
 
-    // Normalise.
-    let events = providers::parse(provider, &parts.headers, &body)?;
+    let (authentic, events) = match &target {
+        // One entry: authenticate over the raw bytes before any parsing.
+        Some(name) => {
+            let entry = settings.entry(name).ok_or_else(|| HookError::NoEntry(name.clone()))?;
+            let authentic = authenticate(&[entry], provider, &parts.headers, &body)?;
+            (authentic, providers::parse(provider, &parts.headers, &body)?)
+        }
+        // Routed: the repository in the payload says which entries to authenticate against, so
+        // the work per request does not grow with the number of entries. An entry for another
+        // repository never sees the request, and the answer is the same 401 whether no entry
+        // is for this repository or none of their secrets fits (nothing about the settings leaks).
+        None => {
+            let events = providers::parse(provider, &parts.headers, &body)?;
+            // A ping (sent when a webhook is created) is answered for any entry of the provider.
+            let ping = events.iter().any(|e| e.kind == EventKind::Ping);
+            let repo = match events.first() {
+                Some(e) if !ping => e.repo.as_str(),
+                _ => "",
+            };
+            let candidates: Vec<&Arc<Entry>> = if repo.is_empty() {
+                settings.entries.iter().collect()
+            } else {
+                settings.entries_for_repo(repo)
+            };
+            let candidates: Vec<&Arc<Entry>> =
+                candidates.into_iter().filter(|e| matcher::fits_source(e, provider, repo)).collect();
+            if candidates.is_empty() {
+                return Err(AuthError::NoEntry.into());
+            }
+            (authenticate(&candidates, provider, &parts.headers, &body)?, events)
+        }
+    };
     if let Some(e) = events.first() {
         span.record("repo", e.repo.as_str());
     }

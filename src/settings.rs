@@ -223,6 +223,9 @@ pub struct Settings {
     pub include_globs: Vec<PathBuf>,
     pub server: Server,
     pub entries: Vec<Arc<Entry>>,
+    /// Entries by name and by repository, so that finding the entries of a request does not
+    /// grow with their number.
+    index: Index,
 }
 
 /// The `server:` section.
@@ -543,7 +546,8 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    Ok(Settings { source, files, include_globs, server, entries })
+    let index = Index::of(&entries);
+    Ok(Settings { source, files, include_globs, server, entries, index })
 }
 
 fn join_lines(at: &[usize]) -> String {
@@ -1038,7 +1042,42 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 impl Settings {
     /// The entry called `name`, if any.
     pub fn entry(&self, name: &str) -> Option<&Arc<Entry>> {
-        self.entries.iter().find(|e| e.name == name)
+        self.index.by_name.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// The entries whose `match.repo` may accept `repo`: those naming it exactly, and those
+    /// with a glob or no repo at all (still to be checked by the matcher), in settings order.
+    pub fn entries_for_repo(&self, repo: &str) -> Vec<&Arc<Entry>> {
+        let exact = self.index.by_repo.get(repo).map(Vec::as_slice).unwrap_or_default();
+        let mut found: Vec<usize> = exact.iter().chain(&self.index.any_repo).copied().collect();
+        found.sort_unstable();
+        found.into_iter().map(|i| &self.entries[i]).collect()
+    }
+}
+
+/// See [`Settings::entry`] and [`Settings::entries_for_repo`].
+#[derive(Debug, Default)]
+struct Index {
+    by_name: HashMap<String, usize>,
+    /// Entries whose `match.repo` is a literal name.
+    by_repo: HashMap<String, Vec<usize>>,
+    /// Entries with a repo glob, or none.
+    any_repo: Vec<usize>,
+}
+
+impl Index {
+    fn of(entries: &[Arc<Entry>]) -> Index {
+        let mut index = Index::default();
+        for (i, entry) in entries.iter().enumerate() {
+            index.by_name.insert(entry.name.clone(), i);
+            match &entry.matcher.repo {
+                Some((pattern, _)) if !pattern.contains(['*', '?', '[', '{', '\\']) => {
+                    index.by_repo.entry(pattern.clone()).or_default().push(i);
+                }
+                _ => index.any_repo.push(i),
+            }
+        }
+        index
     }
 }
 

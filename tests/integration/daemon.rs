@@ -77,7 +77,7 @@ fn other_branch_deletion_and_ping_run_nothing_and_say_why() {
             "/hooks/gh",
             "repo \"bradrydzewski/drone-test-go\" does not match",
         ),
-        ("github/push-branch-delete.json", "/hooks", "event is delete"),
+        ("github/push-branch-delete.json", "/hooks/gh", "event is delete"),
         (
             "gitlab/push-branch-delete.json",
             "/hooks/gl",
@@ -95,6 +95,11 @@ fn other_branch_deletion_and_ping_run_nothing_and_say_why() {
         assert_eq!(body["status"], "ignored", "{name}");
         assert!(body["reason"].as_str().unwrap().contains(reason), "{name}: {}", body["reason"]);
     }
+    // Routed by the payload's repository: no entry is for this one, so no secret is tried and
+    // the answer is the one a wrong signature gets.
+    let reply = daemon.send("/hooks", &request("github/push-branch-delete.json"));
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "no entry's secret authenticates this request");
     let ping = daemon.send("/hooks", &request("github/ping.json"));
     assert_eq!((ping.status, ping.json()["status"].as_str()), (200, Some("pong")));
     // Another branch of a matching repo, rewritten and signed: same answer, named reason.
