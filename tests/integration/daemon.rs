@@ -450,3 +450,33 @@ fn sigterm_lets_the_running_job_finish_and_keeps_the_waiting_ones() {
     let daemon = Daemon::start(dir.path(), &[]);
     assert_eq!(daemon.wait_job(b).state, JobState::Succeeded);
 }
+
+#[test]
+fn routed_requests_are_checked_only_against_the_entries_for_their_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::from("server: { listen: 127.0.0.1:0 }\nentries:\n");
+    for i in 0..50 {
+        yaml.push_str(&format!("  site{i}:\n    match: {{ repo: acme/site{i} }}\n    secret: s{i}\n    actions: [\"true\"]\n"));
+    }
+    yaml.push_str("  all:\n    match: { repo: \"acme/*\", branch: ^release$ }\n    secret: s7\n    actions: [\"true\"]\n");
+    write(dir.path(), "settings.yaml", &yaml);
+    let daemon = Daemon::start(dir.path(), &[]);
+    let body = push_body("acme/site7", "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+    let reply = daemon.post("/hooks", &github_push(&body, "s7", "r-1"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.json()["jobs"][0]["entry"], "site7");
+    assert_eq!(reply.json()["jobs"].as_array().unwrap().len(), 1);
+    // Another entry's secret does not authenticate it, even though that entry exists.
+    let reply = daemon.post("/hooks", &github_push(&body, "s8", "r-2"), &body);
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    // The glob entry is for this repository too; its reason is the only other one given.
+    let other = push_body("acme/site7", "refs/heads/dev", &"a".repeat(40), &"c".repeat(40));
+    let reply = daemon.post("/hooks", &github_push(&other, "s7", "r-3"), &other);
+    assert_eq!(reply.status, 202, "site7 takes any branch: {}", reply.body);
+    let release = push_body("acme/site9", "refs/heads/release", &"a".repeat(40), &"d".repeat(40));
+    let reply = daemon.post("/hooks", &github_push(&release, "s7", "r-4"), &release);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.json()["jobs"][0]["entry"], "all");
+    let nobody = push_body("other/repo", "refs/heads/main", &"a".repeat(40), &"e".repeat(40));
+    assert_eq!(daemon.post("/hooks", &github_push(&nobody, "s7", "r-5"), &nobody).status, 401);
+}
