@@ -45,7 +45,7 @@ pub(super) fn base(provider: Provider, name: &str, json: &Value) -> Event {
 }
 
 /// A push-shaped payload (GitHub, Gitea, Gogs): `ref`, `before`, `after`, `commits[]`.
-pub(super) fn push_fields(event: &mut Event, json: &Value) -> Result<Vec<Value>, PayloadError> {
+pub(super) fn push_fields<'a>(event: &mut Event, json: &'a Value) -> Result<&'a [Value], PayloadError> {
     let missing = |field| PayloadError::Missing {
         provider: event.provider,
         event: event.provider_event.clone(),
@@ -57,8 +57,9 @@ pub(super) fn push_fields(event: &mut Event, json: &Value) -> Result<Vec<Value>,
     event.set_ref(git_ref);
     event.before = string_at(json, "/before");
     event.after = after.to_string();
-    let commits = json.get("commits").and_then(Value::as_array).cloned().unwrap_or_default();
-    let (files, listed) = commit_files(&commits);
+    let commits: &[Value] =
+        json.get("commits").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let (files, listed) = commit_files(commits);
     event.changed_files = files;
     // File lists are complete only for an ordinary fast-forward whose commits were all listed.
     event.changes_complete = listed
@@ -92,7 +93,7 @@ fn push(event: &mut Event, json: &Value) -> Result<(), PayloadError> {
     let commits = push_fields(event, json)?;
     event.head = match json.get("head_commit").filter(|h| !h.is_null()) {
         Some(h) => Some(commit_of(h)),
-        None => super::find_commit(&commits, &event.after, "id").map(commit_of),
+        None => super::find_commit(commits, &event.after, "id").map(commit_of),
     };
     event.pusher = first_str(json, &["/pusher/name", "/sender/login"]);
     Ok(())

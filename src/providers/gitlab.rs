@@ -45,10 +45,11 @@ pub(super) fn parse(headers: &HeaderMap, json: &Value) -> Result<Vec<Event>, Pay
             event.set_ref(git_ref);
             event.before = string_at(json, "/before");
             event.after = after.to_string();
-            let commits = json.get("commits").and_then(Value::as_array).cloned().unwrap_or_default();
+            let commits: &[Value] =
+                json.get("commits").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             // Annotated tags: `after` is the tag object, `checkout_sha` the commit.
             let checkout = json.get("checkout_sha").and_then(Value::as_str).unwrap_or(after);
-            event.head = find_commit(&commits, checkout, "id")
+            event.head = find_commit(commits, checkout, "id")
                 .map(|c| Commit {
                     id: string_at(c, "/id"),
                     message: string_at(c, "/message"),
@@ -61,7 +62,7 @@ pub(super) fn parse(headers: &HeaderMap, json: &Value) -> Result<Vec<Event>, Pay
                         author: String::new(),
                     })
                 });
-            let (files, listed) = commit_files(&commits);
+            let (files, listed) = commit_files(commits);
             let total = json.get("total_commits_count").and_then(Value::as_u64);
             event.changed_files = files;
             event.changes_complete = listed

@@ -26,7 +26,7 @@ pub(super) fn parse(
             event.head = match json.get("head_commit").filter(|h| !h.is_null()) {
                 Some(h) => Some(commit_of(h)),
                 // Gogs has no head_commit, and lists commits newest first: find it by id.
-                None => super::find_commit(&commits, &event.after, "id").map(commit_of),
+                None => super::find_commit(commits, &event.after, "id").map(commit_of),
             };
             event.pusher = first_str(json, &["/pusher/login", "/pusher/username", "/sender/login"]);
         }

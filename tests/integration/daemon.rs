@@ -456,7 +456,9 @@ fn routed_requests_are_checked_only_against_the_entries_for_their_repository() {
     let dir = tempfile::tempdir().unwrap();
     let mut yaml = String::from("server: { listen: 127.0.0.1:0 }\nentries:\n");
     for i in 0..50 {
-        yaml.push_str(&format!("  site{i}:\n    match: {{ repo: acme/site{i} }}\n    secret: s{i}\n    actions: [\"true\"]\n"));
+        yaml.push_str(&format!(
+            "  site{i}:\n    match: {{ repo: acme/site{i} }}\n    secret: s{i}\n    actions: [\"true\"]\n"
+        ));
     }
     yaml.push_str("  all:\n    match: { repo: \"acme/*\", branch: ^release$ }\n    secret: s7\n    actions: [\"true\"]\n");
     write(dir.path(), "settings.yaml", &yaml);
