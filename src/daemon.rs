@@ -162,30 +162,35 @@ impl App {
             .map(|(id, j)| Waiting { id: *id, entry: j.entry.clone(), key: queue_key(j).to_string() })
             .collect();
         let superseded = self.queue.push(reservation, waiting);
-        self.mark_superseded(&superseded, &ids, &jobs);
+        self.mark_superseded(superseded);
         Ok(Enqueued::Queued(ids.into_iter().zip(jobs.into_iter().map(|j| j.entry)).collect()))
     }
 
-    fn mark_superseded(&self, superseded: &[i64], new_ids: &[i64], jobs: &[NewJob]) {
-        for old in superseded {
-            let by = self.store.job(*old).ok().flatten().and_then(|o| {
-                new_ids
-                    .iter()
-                    .zip(jobs)
-                    .find(|(_, j)| j.entry == o.entry && j.event.git_ref == o.event.git_ref)
-            });
-            let reason = match by {
-                Some((id, _)) => format!("superseded by job {id}, a newer event for the same entry and ref"),
-                None => "superseded by a newer event for the same entry and ref".to_string(),
-            };
-            if let Err(e) = self.store.finish(*old, JobState::Superseded, None, Some(&reason)) {
-                error!(job = old, error = %e, "cannot record a superseded job");
+    /// Records the jobs a newer one replaced in the queue. Off the path of the answer: until
+    /// it is done they are only out of the queue, and if the daemon stops first, the next
+    /// start finds the newer job and supersedes them again ([`Store::supersede_stale`]).
+    fn mark_superseded(&self, pairs: Vec<(i64, i64)>) {
+        if pairs.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let mark = move || {
+            for (old, by) in pairs {
+                let reason = format!("superseded by job {by}, a newer event for the same entry and ref");
+                if let Err(e) = store.finish(old, JobState::Superseded, None, Some(&reason)) {
+                    error!(job = old, error = %e, "cannot record a superseded job");
+                }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(mark)),
+            Err(_) => mark(),
         }
     }
 
     /// Queues the jobs left unfinished by the previous run of the daemon.
     pub fn recover(&self) -> Result<usize, StoreError> {
+        self.store.supersede_stale()?;
         let jobs = self.store.unfinished()?;
         let count = jobs.len();
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
@@ -197,7 +202,7 @@ impl App {
             .map(|(id, j)| Waiting { id: *id, entry: j.entry.clone(), key: queue_key(j).to_string() })
             .collect();
         let superseded = self.queue.push_unreserved(waiting);
-        self.mark_superseded(&superseded, &ids, &new);
+        self.mark_superseded(superseded);
         Ok(count)
     }
 }

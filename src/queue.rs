@@ -79,20 +79,20 @@ impl Queue {
         Ok(Reservation { queue: self, count: needed })
     }
 
-    /// Adds recorded jobs (using the reservation's room). Returns the ids of the waiting jobs
-    /// they supersede.
-    pub fn push(&self, reservation: Reservation<'_>, jobs: Vec<Waiting>) -> Vec<i64> {
+    /// Adds recorded jobs (using the reservation's room). Returns the waiting jobs they
+    /// supersede, each with the id of the job that supersedes it.
+    pub fn push(&self, reservation: Reservation<'_>, jobs: Vec<Waiting>) -> Vec<(i64, i64)> {
         let count = reservation.count;
         std::mem::forget(reservation);
         self.add(count, jobs)
     }
 
     /// Adds jobs without a reservation (recovered at start, or a manual trigger).
-    pub fn push_unreserved(&self, jobs: Vec<Waiting>) -> Vec<i64> {
+    pub fn push_unreserved(&self, jobs: Vec<Waiting>) -> Vec<(i64, i64)> {
         self.add(0, jobs)
     }
 
-    fn add(&self, reserved: usize, jobs: Vec<Waiting>) -> Vec<i64> {
+    fn add(&self, reserved: usize, jobs: Vec<Waiting>) -> Vec<(i64, i64)> {
         let mut superseded = Vec::new();
         {
             let mut inner = self.lock();
@@ -101,7 +101,7 @@ impl Queue {
                 inner.waiting.retain(|w| {
                     let same = same(w, &job.entry, &job.key);
                     if same {
-                        superseded.push(w.id);
+                        superseded.push((w.id, job.id));
                     }
                     !same
                 });
@@ -169,7 +169,7 @@ mod tests {
         assert!(q.push(r, vec![w(1, "a", "main")]).is_empty());
         // Replacing a waiting job needs no room and supersedes it.
         let r = q.reserve(&[("a", "main")], 1).unwrap();
-        assert_eq!(q.push(r, vec![w(2, "a", "main")]), vec![1]);
+        assert_eq!(q.push(r, vec![w(2, "a", "main")]), vec![(1, 2)]);
         // Another ref of the same entry waits beside it.
         let r = q.reserve(&[("a", "dev")], 2).unwrap();
         assert!(q.push(r, vec![w(3, "a", "dev")]).is_empty());

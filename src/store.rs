@@ -270,6 +270,28 @@ impl Store {
         rows.into_iter().map(|r| r.map_err(StoreError::from)).collect()
     }
 
+    /// Supersedes the waiting webhook jobs that have a newer job of the same entry and ref
+    /// (left so by a stop between queuing the newer one and recording the older one's end):
+    /// the newest event wins, even when its job has already run.
+    pub fn supersede_stale(&self) -> Result<usize, StoreError> {
+        let stale: Vec<(i64, i64)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT j.id, MAX(n.id) FROM jobs j JOIN jobs n
+                   ON n.entry = j.entry AND n.git_ref = j.git_ref AND n.trigger = 'webhook' AND n.id > j.id
+                 WHERE j.state = 'queued' AND j.trigger = 'webhook' AND j.git_ref != ''
+                 GROUP BY j.id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            rows
+        };
+        for (old, by) in &stale {
+            let reason = format!("superseded by job {by}, a newer event for the same entry and ref");
+            self.finish(*old, JobState::Superseded, None, Some(&reason))?;
+        }
+        Ok(stale.len())
+    }
+
     pub fn mark_running(&self, id: i64) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1",
@@ -459,6 +481,21 @@ mod tests {
         store.finish(ids[1], JobState::Failed, Some(1), Some("action 1 failed")).unwrap();
         assert!(store.write_payload(ids[1]).unwrap().is_none());
         assert!(store.unfinished().unwrap().is_empty());
+
+        // A waiting webhook job with a newer one of the same entry and ref is superseded at
+        // start, whatever the newer one's state.
+        let Inserted::New(old) = store.insert(Some("github:d2"), b"{}", &[job("e")]).unwrap() else {
+            panic!()
+        };
+        let Inserted::New(new) = store.insert(Some("github:d3"), b"{}", &[job("e")]).unwrap() else {
+            panic!()
+        };
+        store.finish(new[0], JobState::Succeeded, Some(0), None).unwrap();
+        assert_eq!(store.supersede_stale().unwrap(), 1);
+        let stale = store.job(old[0]).unwrap().unwrap();
+        assert_eq!(stale.state, JobState::Superseded);
+        assert!(stale.reason.unwrap().contains(&format!("job {}", new[0])));
+        assert!(store.write_payload(old[0]).unwrap().is_none(), "its payload is dropped");
 
         // A foreground run whose process is alive is left alone; one whose process is gone fails.
         let live = store.insert_foreground(&job("c")).unwrap();
