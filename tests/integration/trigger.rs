@@ -228,3 +228,28 @@ fn explain_says_which_entries_match_a_saved_delivery_and_why_not() {
     let out = trigger(dir.path(), &["settings.yaml", "--explain", "settings.yaml"], &env);
     assert_eq!(out.status.code(), Some(2), "a file that is not a delivery is refused");
 }
+
+#[test]
+fn log_follow_waits_for_the_end_of_a_running_job() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  slow:\n    insecure: true\n    actions:\n      - echo first; sleep 0.8; echo last\n",
+    );
+    let daemon = Daemon::start(dir.path(), &[]);
+    let reply = daemon.send("/hooks/slow", &request("github/push.json"));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let id = reply.job_ids()[0].to_string();
+    crate::common::eventually("the job runs", || {
+        daemon.store().job(reply.job_ids()[0]).unwrap().unwrap().state == JobState::Running
+    });
+    let out = trigger(dir.path(), &["settings.yaml", "--log", &id], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("is running (--follow"), "{}", stderr(&out));
+    let out = trigger(dir.path(), &["settings.yaml", "--log", &id, "--follow"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = stdout(&out);
+    assert!(log.contains("first") && log.contains("last") && log.contains("job succeeded"), "{log}");
+    assert!(stderr(&out).contains(&format!("job {id} succeeded")));
+}
