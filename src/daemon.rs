@@ -20,7 +20,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::event::Trigger;
 use crate::queue::{Full, Queue, Waiting};
-use crate::runner::{self, JobContext, Log, Outcome};
+use crate::runner::{self, JobContext, Log};
 use crate::settings::{self, Problems, Settings};
 use crate::store::{Inserted, JobState, NewJob, Store, StoreError};
 
@@ -285,13 +285,7 @@ async fn run_job(app: &Arc<App>, next: &Waiting, mut cancel: watch::Receiver<boo
     let context = JobContext { id, trigger: job.trigger, event: &job.event, payload: payload.as_deref() };
     let outcome = runner::run(&entry, &context, &mut log, &mut cancel).await;
     drop(log);
-    let (state, code) = match &outcome {
-        Outcome::Succeeded => (JobState::Succeeded, Some(0)),
-        Outcome::Failed { exit_code, .. } => (JobState::Failed, *exit_code),
-        Outcome::TimedOut { .. } => (JobState::TimedOut, None),
-        Outcome::Cancelled { .. } => (JobState::Cancelled, None),
-        Outcome::NotStarted { .. } => (JobState::Failed, None),
-    };
+    let (state, code) = outcome.job_state();
     let reason = outcome.reason(entry.timeout);
     match &reason {
         None => info!(state = state.as_str(), "job finished"),

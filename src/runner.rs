@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::event::{Event, Trigger, MANUAL_EVENT};
 use crate::settings::{Action, Entry};
+use crate::store::JobState;
 
 /// Variables passed through from the daemon's environment when set.
 const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
@@ -52,6 +53,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The job state and exit code to record for this outcome.
+    pub fn job_state(&self) -> (JobState, Option<i32>) {
+        match self {
+            Outcome::Succeeded => (JobState::Succeeded, Some(0)),
+            Outcome::Failed { exit_code, .. } => (JobState::Failed, *exit_code),
+            Outcome::TimedOut { .. } => (JobState::TimedOut, None),
+            Outcome::Cancelled { .. } => (JobState::Cancelled, None),
+            Outcome::NotStarted { .. } => (JobState::Failed, None),
+        }
+    }
+
     /// A one-line explanation for the job record.
     pub fn reason(&self, timeout: Duration) -> Option<String> {
         match self {

@@ -17,7 +17,7 @@ use crate::control::{self, Reply, Request};
 use crate::event::{Event, Trigger};
 use crate::matcher;
 use crate::providers::{self, saved};
-use crate::runner::{self, JobContext, Log, Outcome};
+use crate::runner::{self, JobContext, Log};
 use crate::settings::{self, Entry, Settings};
 use crate::store::{Job, JobState, NewJob, Store};
 
@@ -289,13 +289,7 @@ fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]
         runner::run(entry, &context, &mut log, &mut cancel).await
     });
     drop(log);
-    let (state, code) = match &outcome {
-        Outcome::Succeeded => (JobState::Succeeded, Some(0)),
-        Outcome::Failed { exit_code, .. } => (JobState::Failed, *exit_code),
-        Outcome::TimedOut { .. } => (JobState::TimedOut, None),
-        Outcome::Cancelled { .. } => (JobState::Cancelled, None),
-        Outcome::NotStarted { .. } => (JobState::Failed, None),
-    };
+    let (state, code) = outcome.job_state();
     let reason = outcome.reason(entry.timeout);
     if let (Some(store), Some(id)) = (&store, id) {
         store.remove_payload_file(id);
