@@ -211,7 +211,7 @@ pub async fn run(
         job.id,
         entry.name,
         job.trigger.as_str(),
-        e.name(),
+        if e.provider_event == MANUAL_EVENT { MANUAL_EVENT } else { e.name() },
         if e.git_ref.is_empty() { "-" } else { &e.git_ref },
         if e.after.is_empty() { "-" } else { &e.after },
     ));
