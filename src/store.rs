@@ -366,14 +366,32 @@ impl Store {
 
     /// Removes the oldest finished jobs beyond [`HISTORY`], with their logs.
     pub fn prune(&self) -> Result<usize, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id FROM jobs WHERE state NOT IN ('queued', 'running')
-             ORDER BY id DESC LIMIT -1 OFFSET ?1",
-        )?;
-        let old: Vec<i64> = stmt.query_map([HISTORY], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        self.prune_to(HISTORY)
+    }
+
+    /// Removes the oldest finished jobs beyond the newest `keep`, with their logs.
+    pub fn prune_to(&self, keep: i64) -> Result<usize, StoreError> {
+        let old: Vec<i64> = {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let old: Vec<i64> = tx
+                .prepare(
+                    "SELECT id FROM jobs WHERE state NOT IN ('queued', 'running')
+                     ORDER BY id DESC LIMIT -1 OFFSET ?1",
+                )?
+                .query_map([keep], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            {
+                let mut delete = tx.prepare("DELETE FROM jobs WHERE id = ?1")?;
+                for id in &old {
+                    delete.execute([id])?;
+                }
+            }
+            tx.commit()?;
+            old
+        };
+        // The files go after the lock is released: answers wait on that lock.
         for id in &old {
-            conn.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
             let _ = std::fs::remove_file(self.log_path(*id));
         }
         Ok(old.len())
@@ -509,5 +527,15 @@ mod tests {
             (b.state, b.exit_code, b.reason.as_deref()),
             (JobState::Failed, Some(1), Some("action 1 failed"))
         );
+
+        // Pruning keeps the newest finished jobs and never touches unfinished ones.
+        let before = store.recent(100).unwrap();
+        std::fs::write(store.log_path(ids[0]), "log").unwrap();
+        let finished = before.iter().filter(|j| j.state.is_final()).count();
+        assert_eq!(store.prune_to(1).unwrap(), finished - 1);
+        let after = store.recent(100).unwrap();
+        assert_eq!(after.iter().filter(|j| j.state.is_final()).count(), 1);
+        assert_eq!(after.iter().filter(|j| !j.state.is_final()).count(), before.len() - finished);
+        assert!(!store.log_path(ids[0]).exists(), "a pruned job's log goes with it");
     }
 }
