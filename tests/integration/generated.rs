@@ -126,3 +126,111 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         );
     }
 }
+
+/// Errors of `value` against `schema`, for the keywords the generated schema uses (`type`,
+/// `enum`, `minimum`, `properties`, `required`, `additionalProperties`, `items`, `anyOf`,
+/// `allOf`, `$ref`); annotations (`description`, `default`, `examples`, `format`) are ignored.
+fn violations(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    root: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    let mut errors = Vec::new();
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.trim_start_matches("#/definitions/");
+        return violations(value, &root["definitions"][name], root, at);
+    }
+    if let Some(types) = schema.get("type") {
+        let fits = |t: &str| match t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            _ => false,
+        };
+        let ok = match types {
+            Value::String(t) => fits(t),
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(fits),
+            _ => true,
+        };
+        if !ok {
+            errors.push(format!("{at}: {value} is not of type {types}"));
+            return errors;
+        }
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+        if !options.contains(value) {
+            errors.push(format!("{at}: {value} is not one of {options:?}"));
+        }
+    }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), value.as_f64()) {
+        if n < min {
+            errors.push(format!("{at}: {n} is below {min}"));
+        }
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for s in all {
+            errors.extend(violations(value, s, root, at));
+        }
+    }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
+        let each: Vec<Vec<String>> = any.iter().map(|s| violations(value, s, root, at)).collect();
+        if !each.iter().any(Vec::is_empty) {
+            errors.push(format!("{at}: fits none of the allowed forms: {}", each.concat().join("; ")));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for key in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            if !object.contains_key(key.as_str().unwrap_or_default()) {
+                errors.push(format!("{at}: missing {key}"));
+            }
+        }
+        for (key, v) in object {
+            let path = format!("{at}.{key}");
+            match properties.and_then(|p| p.get(key)) {
+                Some(s) => errors.extend(violations(v, s, root, &path)),
+                None => match schema.get("additionalProperties") {
+                    Some(Value::Bool(false)) => errors.push(format!("{path}: unknown key")),
+                    Some(s @ Value::Object(_)) => errors.extend(violations(v, s, root, &path)),
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in array.iter().enumerate() {
+            errors.extend(violations(v, items, root, &format!("{at}[{i}]")));
+        }
+    }
+    errors
+}
+
+#[test]
+fn the_example_and_every_rule_file_fit_the_schema_and_typos_do_not() {
+    let schema: serde_json::Value = serde_json::from_str(&wh_automata::settings::json_schema()).unwrap();
+    let yaml = |text: &str| -> serde_json::Value { serde_yaml::from_str(text).unwrap() };
+    let mut files = vec![root().join("settings.example.yaml")];
+    for f in std::fs::read_dir(root().join("rules")).unwrap() {
+        files.push(f.unwrap().path());
+    }
+    for file in &files {
+        let value = yaml(&std::fs::read_to_string(file).unwrap());
+        let errors = violations(&value, &schema, &schema, "$");
+        assert!(errors.is_empty(), "{}: {errors:?}", file.display());
+    }
+    for (text, want) in [
+        ("entries:\n  a:\n    actions: [x]\n    timout: 5m\n", "$.entries.a.timout: unknown key"),
+        ("server:\n  workers: 0\n", "$.server.workers: 0 is below 1"),
+        ("entries:\n  a:\n    match: { provider: gitbucket }\n", "is not one of"),
+        ("entries:\n  a:\n    actions: [{ run: x, if_changd: [y] }]\n", "$.entries.a.actions"),
+    ] {
+        let errors = violations(&yaml(text), &schema, &schema, "$");
+        assert!(errors.iter().any(|e| e.contains(want)), "{text}: {errors:?}");
+    }
+}

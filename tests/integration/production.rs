@@ -32,6 +32,25 @@ fn readiness_and_stopping_are_notified_on_notify_socket() {
 }
 
 #[test]
+fn an_abstract_notify_socket_works_too() {
+    use std::os::linux::net::SocketAddrExt;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
+    );
+    let name = format!("wh-automata-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _daemon = Daemon::start(dir.path(), &[("NOTIFY_SOCKET", &format!("@{name}"))]);
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf).expect("a readiness notice on the abstract socket");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("READY=1\n"));
+}
+
+#[test]
 fn under_journald_log_lines_carry_priorities_and_no_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     write(
