@@ -343,9 +343,29 @@ pub async fn run(
     let (waiting, running) = app.queue.depth();
     crate::systemd::notify(&format!("STOPPING=1\nSTATUS=stopping: {running} running job(s) finishing"));
     info!(running, waiting, grace = %humantime::format_duration(grace), "stopping: waiting for running jobs");
-    let drained = tokio::time::timeout(grace, async { while pool.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        warn!("grace period over: killing the running jobs' process groups");
+    // A second SIGTERM or SIGINT (Ctrl-C twice) does not wait for the grace period.
+    let again = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            },
+            _ => std::future::pending().await,
+        }
+    };
+    let drained = tokio::select! {
+        _ = async { while pool.join_next().await.is_some() {} } => true,
+        _ = tokio::time::sleep(grace) => {
+            warn!("grace period over: killing the running jobs' process groups");
+            false
+        }
+        _ = again => {
+            warn!("second stop signal: killing the running jobs' process groups");
+            false
+        }
+    };
+    if !drained {
         let _ = cancel_tx.send(true);
         while pool.join_next().await.is_some() {}
     }

@@ -452,6 +452,32 @@ fn sigterm_lets_the_running_job_finish_and_keeps_the_waiting_ones() {
 }
 
 #[test]
+fn a_second_stop_signal_does_not_wait_for_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0, shutdown_grace: 60s }\nentries:\n  a:\n    insecure: true\n    actions: [\"sleep 30\"]\n",
+    );
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    let id = daemon.send("/hooks/a", &request("github/push.json")).job_ids()[0];
+    let store = daemon.store();
+    eventually("the job runs", || store.job(id).unwrap().unwrap().state == JobState::Running);
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(daemon.child.try_wait().unwrap().is_none(), "the first signal waits for the running job");
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled, "{:?}", job.reason);
+    assert!(daemon.log().contains("second stop signal"));
+}
+
+#[test]
 fn routed_requests_are_checked_only_against_the_entries_for_their_repository() {
     let dir = tempfile::tempdir().unwrap();
     let mut yaml = String::from("server: { listen: 127.0.0.1:0 }\nentries:\n");
