@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(wh_automata::daemon::run(&args.settings, stop_signal(), |_| {}));
+    let result = runtime.block_on(wh_automata::daemon::run(&args.settings, stop(), |_| {}));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -43,18 +43,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
+/// Resolves on the first SIGTERM or SIGINT.
+async fn stop() {
+    let name = wh_automata::daemon::stop_signal().await;
+    tracing::info!("{name}: stopping");
 }
 
 /// Logs go to stderr: text (under journald with priorities and without timestamps, which the

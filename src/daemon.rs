@@ -216,6 +216,21 @@ fn queue_key(job: &NewJob) -> &str {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT, with the signal's name. Never resolves if the handlers
+/// cannot be installed (which is logged).
+pub async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        error!("cannot listen for SIGTERM/SIGINT");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
 /// Runs a blocking store operation off the async threads.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("store operation panicked")
@@ -344,24 +359,14 @@ pub async fn run(
     crate::systemd::notify(&format!("STOPPING=1\nSTATUS=stopping: {running} running job(s) finishing"));
     info!(running, waiting, grace = %humantime::format_duration(grace), "stopping: waiting for running jobs");
     // A second SIGTERM or SIGINT (Ctrl-C twice) does not wait for the grace period.
-    let again = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            },
-            _ => std::future::pending().await,
-        }
-    };
     let drained = tokio::select! {
         _ = async { while pool.join_next().await.is_some() {} } => true,
         _ = tokio::time::sleep(grace) => {
             warn!("grace period over: killing the running jobs' process groups");
             false
         }
-        _ = again => {
-            warn!("second stop signal: killing the running jobs' process groups");
+        name = stop_signal() => {
+            warn!("second stop signal ({name}): killing the running jobs' process groups");
             false
         }
     };

@@ -159,6 +159,12 @@ impl Event {
         }
     }
 
+    /// Whether this is a manual run's event made without a saved delivery: it has no provider
+    /// and no event of its own.
+    pub fn is_bare_manual(&self) -> bool {
+        self.provider_event == MANUAL_EVENT
+    }
+
     /// Sets `git_ref` and derives `branch` / `tag` from it.
     pub fn set_ref(&mut self, full: &str) {
         self.git_ref = full.to_string();

@@ -167,8 +167,7 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
         }
     }
     let e = job.event;
-    // A manual run without a saved delivery has no provider and no event of its own.
-    let webhook = job.trigger == Trigger::Webhook || e.provider_event != MANUAL_EVENT;
+    let webhook = job.trigger == Trigger::Webhook || !e.is_bare_manual();
     let head = e.head.as_ref();
     let wh = [
         ("WH_ENTRY", entry.name.clone()),
@@ -211,7 +210,7 @@ pub async fn run(
         job.id,
         entry.name,
         job.trigger.as_str(),
-        if e.provider_event == MANUAL_EVENT { MANUAL_EVENT } else { e.name() },
+        if e.is_bare_manual() { MANUAL_EVENT } else { e.name() },
         if e.git_ref.is_empty() { "-" } else { &e.git_ref },
         if e.after.is_empty() { "-" } else { &e.after },
     ));

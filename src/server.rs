@@ -4,8 +4,9 @@
 //! whose secret authenticates), `GET /health`. A webhook reads top to bottom in [`hook`]:
 //! receive (size limit) → detect provider → authenticate (raw bytes) → normalise → match →
 //! record and queue → answer. A routed request is normalised first, to authenticate it only
-//! against the entries for its repository: its cost does not grow with the number of entries. The answer never waits for actions. Limits: body size (refused
-//! before reading past it), header read timeout, body read timeout, a cap on connections.
+//! against the entries for its repository: its cost does not grow with the number of entries.
+//! The answer never waits for actions. Limits: body size (refused before reading past it),
+//! header read timeout, body read timeout, a cap on connections.
 //! [`HookError::answer`] is the one place that maps errors to statuses.
 
 use std::collections::HashMap;

@@ -208,31 +208,11 @@ impl Store {
         }
         tx.execute("INSERT INTO payloads (body) VALUES (?1)", [body])?;
         let payload_id = tx.last_insert_rowid();
-        let now = now_ms();
         let mut ids = Vec::with_capacity(jobs.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO jobs (entry, trigger, delivery, provider, event, repo, git_ref, commit_sha, state,
-                                   created_at, event_json, payload_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11)",
-            )?;
-            for job in jobs {
-                let e = &job.event;
-                stmt.execute(params![
-                    job.entry,
-                    job.trigger.as_str(),
-                    delivery,
-                    e.provider.as_str(),
-                    e.name(),
-                    e.repo,
-                    e.git_ref,
-                    e.after,
-                    now,
-                    serde_json::to_string(e)?,
-                    payload_id,
-                ])?;
-                ids.push(tx.last_insert_rowid());
-            }
+        for job in jobs {
+            let row =
+                Row { delivery, state: JobState::Queued, payload_id: Some(payload_id), foreground_pid: None };
+            ids.push(insert_job(&tx, job, &row)?);
         }
         tx.commit()?;
         Ok(Inserted::New(ids))
@@ -336,27 +316,13 @@ impl Store {
     /// Records a job that wh-automata-trigger runs in its own process (no daemon running): it
     /// starts out running, with the pid of that process.
     pub fn insert_foreground(&self, job: &NewJob) -> Result<i64, StoreError> {
-        let e = &job.event;
-        let now = now_ms();
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO jobs (entry, trigger, delivery, provider, event, repo, git_ref, commit_sha, state,
-                               created_at, started_at, event_json, foreground_pid)
-             VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?10)",
-            params![
-                job.entry,
-                job.trigger.as_str(),
-                e.provider.as_str(),
-                e.name(),
-                e.repo,
-                e.git_ref,
-                e.after,
-                now,
-                serde_json::to_string(e)?,
-                std::process::id(),
-            ],
-        )?;
-        Ok(conn.last_insert_rowid())
+        let row = Row {
+            delivery: None,
+            state: JobState::Running,
+            payload_id: None,
+            foreground_pid: Some(std::process::id()),
+        };
+        insert_job(&self.conn(), job, &row)
     }
 
     /// Where the raw body of job `id` goes for its actions (`WH_PAYLOAD`).
@@ -431,6 +397,44 @@ impl Store {
     pub fn remove_payload_file(&self, id: i64) {
         let _ = std::fs::remove_file(self.payload_path(id));
     }
+}
+
+/// How a new job row starts out.
+struct Row<'a> {
+    delivery: Option<&'a str>,
+    /// `Queued`, or `Running` for a foreground run (then it has started now).
+    state: JobState,
+    payload_id: Option<i64>,
+    foreground_pid: Option<u32>,
+}
+
+/// Inserts one job; returns its id.
+fn insert_job(conn: &Connection, job: &NewJob, row: &Row<'_>) -> Result<i64, StoreError> {
+    let e = &job.event;
+    let now = now_ms();
+    let started = (row.state == JobState::Running).then_some(now);
+    conn.prepare_cached(
+        "INSERT INTO jobs (entry, trigger, delivery, provider, event, repo, git_ref, commit_sha, state,
+                           created_at, started_at, event_json, payload_id, foreground_pid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        job.entry,
+        job.trigger.as_str(),
+        row.delivery,
+        e.provider.as_str(),
+        e.name(),
+        e.repo,
+        e.git_ref,
+        e.after,
+        row.state.as_str(),
+        now,
+        started,
+        serde_json::to_string(e)?,
+        row.payload_id,
+        row.foreground_pid,
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 const SELECT_JOB: &str = "SELECT id, entry, trigger, state, event_json, created_at, started_at, finished_at,

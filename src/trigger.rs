@@ -235,69 +235,44 @@ pub fn exit_status(state: JobState, exit_code: Option<i32>) -> u8 {
 /// Runs the job here, with the same runner as the daemon.
 fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]) -> Result<u8, Fail> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let store = match Store::open(&settings.server.state_dir) {
-        Ok(store) => Some(store),
-        Err(e) => {
-            eprintln!("note: this run is not recorded ({e})");
-            None
-        }
-    };
     let job = NewJob { entry: entry.name.clone(), trigger: Trigger::Manual, event };
-    let id = match store.as_ref().map(|s| s.insert_foreground(&job)) {
-        Some(Ok(id)) => Some(id),
-        Some(Err(e)) => {
-            eprintln!("note: this run is not recorded ({e})");
-            None
-        }
-        None => None,
-    };
-    let store = store.filter(|_| id.is_some());
-    let payload = match (&store, id) {
-        (Some(store), Some(id)) if !body.is_empty() => {
-            let path = store.payload_path(id);
+    // Recorded in the store when it can be written; the run goes on either way.
+    let recorded = Store::open(&settings.server.state_dir)
+        .and_then(|store| store.insert_foreground(&job).map(|id| (store, id)))
+        .map_err(|e| eprintln!("note: this run is not recorded ({e})"))
+        .ok();
+    let payload = match &recorded {
+        Some((store, id)) if !body.is_empty() => {
+            let path = store.payload_path(*id);
             std::fs::write(&path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Some(path)
         }
         _ => None,
     };
-    let file = match (&store, id) {
-        (Some(store), Some(id)) => std::fs::File::create(store.log_path(id)).ok(),
-        _ => None,
-    };
+    let file = recorded.as_ref().and_then(|(store, id)| std::fs::File::create(store.log_path(*id)).ok());
+    let id = recorded.as_ref().map_or(0, |(_, id)| *id);
     eprintln!("no daemon is running for these settings: running {} here", entry.name);
     let mut log = Log::new(file, settings.server.log_limit, true);
     let outcome = runtime.block_on(async {
         let (cancel_tx, mut cancel) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            if let (Ok(mut term), Ok(mut int)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-            {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                let _ = cancel_tx.send(true);
-            }
+            crate::daemon::stop_signal().await;
+            let _ = cancel_tx.send(true);
         });
-        let context = JobContext {
-            id: id.unwrap_or(0),
-            trigger: Trigger::Manual,
-            event: &job.event,
-            payload: payload.as_deref(),
-        };
+        let context =
+            JobContext { id, trigger: Trigger::Manual, event: &job.event, payload: payload.as_deref() };
         runner::run(entry, &context, &mut log, &mut cancel).await
     });
     drop(log);
     let (state, code) = outcome.job_state();
     let reason = outcome.reason(entry.timeout);
-    if let (Some(store), Some(id)) = (&store, id) {
-        store.remove_payload_file(id);
-        if let Err(e) = store.finish(id, state, code, reason.as_deref()) {
+    if let Some((store, id)) = &recorded {
+        store.remove_payload_file(*id);
+        if let Err(e) = store.finish(*id, state, code, reason.as_deref()) {
             eprintln!("note: cannot record the end of job {id}: {e}");
         }
     }
-    Ok(report(id.unwrap_or(0), state, code, reason.as_deref()))
+    Ok(report(id, state, code, reason.as_deref()))
 }
 
 fn open_store(settings: &Settings) -> Result<Option<Store>, Fail> {

@@ -33,13 +33,14 @@ pub fn read(text: &[u8], provider: Option<Provider>, event: Option<&str>) -> Res
         let (headers, body) = split_headers(text)?;
         (headers, body, true)
     };
+    // The body's shape is read (once) only when the headers and the user do not say enough.
+    let parse = |body: &[u8]| -> Result<Value, String> {
+        serde_json::from_slice(body).map_err(|e| format!("the saved delivery is not JSON: {e}"))
+    };
+    let mut json: Option<Value> = None;
     let provider = match provider.or_else(|| detect(&headers)) {
         Some(p) => p,
-        None => {
-            let json: Value =
-                serde_json::from_slice(&body).map_err(|e| format!("the saved delivery is not JSON: {e}"))?;
-            infer_provider(&json)
-        }
+        None => infer_provider(json.insert(parse(&body)?)),
     };
     let event_header = match provider {
         Provider::Github => "x-github-event",
@@ -52,8 +53,10 @@ pub fn read(text: &[u8], provider: Option<Provider>, event: Option<&str>) -> Res
         Some(e) => Some(e.to_string()),
         None if headers.contains_key(event_header) => None,
         None => {
-            let json: Value =
-                serde_json::from_slice(&body).map_err(|e| format!("the saved delivery is not JSON: {e}"))?;
+            let json = match json.take() {
+                Some(json) => json,
+                None => parse(&body)?,
+            };
             Some(infer_event(provider, &json).ok_or_else(|| {
                 format!(
                     "cannot tell which {provider} event this payload is from its content; give it with --event \

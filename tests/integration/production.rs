@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use crate::common::{write, Daemon};
 
+/// Settings with one entry that does nothing.
+const MINIMAL: &str =
+    "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n";
+
 #[test]
 fn readiness_and_stopping_are_notified_on_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "settings.yaml",
-        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
-    );
+    write(dir.path(), "settings.yaml", MINIMAL);
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -35,11 +35,7 @@ fn readiness_and_stopping_are_notified_on_notify_socket() {
 fn an_abstract_notify_socket_works_too() {
     use std::os::linux::net::SocketAddrExt;
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "settings.yaml",
-        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
-    );
+    write(dir.path(), "settings.yaml", MINIMAL);
     let name = format!("wh-automata-test-{}", std::process::id());
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let socket = UnixDatagram::bind_addr(&addr).unwrap();
@@ -53,11 +49,7 @@ fn an_abstract_notify_socket_works_too() {
 #[test]
 fn under_journald_log_lines_carry_priorities_and_no_timestamp() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "settings.yaml",
-        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
-    );
+    write(dir.path(), "settings.yaml", MINIMAL);
     let daemon = Daemon::start(dir.path(), &[("JOURNAL_STREAM", "8:12345")]);
     // A refused edit logs at error priority.
     write(dir.path(), "settings.yaml", "entries:\n  a:\n    actions: [\"true\"]\n");

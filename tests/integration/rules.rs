@@ -105,6 +105,29 @@ fn github(repo: &str, git_ref: &str, before: &str, after: &str, changed: &[&str]
     serde_json::to_vec(&v).unwrap()
 }
 
+/// A GitLab push of `after` to main of `repo`, whose one commit changed `changed`.
+fn gitlab(repo: &str, before: &str, after: &str, changed: &[&str]) -> Vec<u8> {
+    let mut v: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("gitlab/push.json")).unwrap()).unwrap();
+    v["ref"] = "refs/heads/main".into();
+    v["before"] = before.into();
+    v["after"] = after.into();
+    v["checkout_sha"] = after.into();
+    v["project"]["path_with_namespace"] = repo.into();
+    v["commits"] = json!([{ "id": after, "message": "m", "added": [], "modified": changed, "removed": [] }]);
+    v["total_commits_count"] = 1.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn gitlab_headers(token: &str, id: &str) -> Vec<(String, String)> {
+    vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Gitlab-Event".to_string(), "Push Hook".to_string()),
+        ("X-Gitlab-Token".to_string(), token.to_string()),
+        ("X-Gitlab-Event-UUID".to_string(), id.to_string()),
+    ]
+}
+
 /// Sends a request and waits for the one job it queues to end; returns it and its log.
 fn deploy(daemon: &Daemon, headers: &[(String, String)], body: &[u8]) -> (wh_automata::store::Job, String) {
     let reply = daemon.post("/hooks", headers, body);
@@ -158,29 +181,12 @@ fn gitlab_checkout_uses_the_namespace_path_and_the_token() {
     let pushed = up.commit(&[("index.html", "v2")]);
 
     let daemon = start(root, "gitlab-checkout.yaml", &[("SITE_SECRET", "tok")]);
-    let body = |after: &str| {
-        let mut v: Value =
-            serde_json::from_slice(&std::fs::read(fixtures().join("gitlab/push.json")).unwrap()).unwrap();
-        v["ref"] = "refs/heads/main".into();
-        v["before"] = before.as_str().into();
-        v["after"] = after.into();
-        v["checkout_sha"] = after.into();
-        v["project"]["path_with_namespace"] = "acme/web/site".into();
-        v["commits"][0]["id"] = after.into();
-        serde_json::to_vec(&v).unwrap()
-    };
-    let headers = |token: &str| {
-        vec![
-            ("Content-Type".to_string(), "application/json".to_string()),
-            ("X-Gitlab-Event".to_string(), "Push Hook".to_string()),
-            ("X-Gitlab-Token".to_string(), token.to_string()),
-        ]
-    };
-    deploy(&daemon, &headers("tok"), &body(&pushed));
+    let body = |after: &str| gitlab("acme/web/site", &before, after, &["index.html"]);
+    deploy(&daemon, &gitlab_headers("tok", "gl-1"), &body(&pushed));
     assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), pushed);
-    assert_eq!(daemon.post("/hooks", &headers("other"), &body(&pushed)).status, 401);
+    assert_eq!(daemon.post("/hooks", &gitlab_headers("other", "gl-2"), &body(&pushed)).status, 401);
     // Deleting main is a push with an all-zero `after`: a deletion, which never deploys.
-    assert!(ignored(&daemon, &headers("tok"), &body(ZERO)).contains("delete"));
+    assert!(ignored(&daemon, &gitlab_headers("tok", "gl-3"), &body(ZERO)).contains("delete"));
     assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), pushed);
 }
 
@@ -234,22 +240,7 @@ fn static_site_builds_a_release_and_switches_the_symlink() {
     );
     let daemon = start(root, "static-site.yaml", &[("WWW_SECRET", "tok")]);
     let push = |before: &str, after: &str, changed: &[&str], id: &str| {
-        let mut v: Value =
-            serde_json::from_slice(&std::fs::read(fixtures().join("gitlab/push.json")).unwrap()).unwrap();
-        v["ref"] = "refs/heads/main".into();
-        v["before"] = before.into();
-        v["after"] = after.into();
-        v["checkout_sha"] = after.into();
-        v["project"]["path_with_namespace"] = "acme/www".into();
-        v["commits"] =
-            json!([{ "id": after, "message": "m", "added": [], "modified": changed, "removed": [] }]);
-        v["total_commits_count"] = 1.into();
-        let headers = vec![
-            ("X-Gitlab-Event".to_string(), "Push Hook".to_string()),
-            ("X-Gitlab-Token".to_string(), "tok".to_string()),
-            ("X-Gitlab-Event-UUID".to_string(), id.to_string()),
-        ];
-        (headers, serde_json::to_vec(&v).unwrap())
+        (gitlab_headers("tok", id), gitlab("acme/www", before, after, changed))
     };
     let before = up.head();
     let c1 = up.commit(&[("package.json", "{\"v\":2}")]);
