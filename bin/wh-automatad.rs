@@ -45,7 +45,7 @@ fn main() -> ExitCode {
 
 /// Resolves on the first SIGTERM or SIGINT.
 async fn stop() {
-    let name = wh_automata::daemon::stop_signal().await;
+    let name = wh_automata::signals::stop_signal().await;
     tracing::info!("{name}: stopping");
 }
 

@@ -20,7 +20,7 @@ use tokio::net::{UnixListener, UnixStream as AsyncUnixStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::daemon::{blocking, App, EnqueueError, Enqueued};
+use crate::app::{blocking, App, Enqueued};
 use crate::event::{Event, Trigger};
 use crate::store::NewJob;
 
@@ -147,9 +147,9 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
     let job = NewJob { entry: entry.clone(), trigger: Trigger::Manual, event };
     let app2 = app.clone();
     let id = match blocking(move || app2.enqueue(None, &body, vec![job])).await {
-        Ok(Enqueued::Queued(ids)) | Ok(Enqueued::Duplicate(ids)) => ids[0].0,
-        Err(EnqueueError::Full) => {
-            let message = "the job queue is full; try again later".to_string();
+        Ok(Enqueued::Queued(ids)) | Ok(Enqueued::Duplicate(ids)) if !ids.is_empty() => ids[0].0,
+        Ok(_) => {
+            let message = "the daemon recorded no job".to_string();
             let _ = send(&mut stream, &Reply::Error { message }).await;
             return;
         }

@@ -66,6 +66,8 @@ pub enum EventKind {
     Delete,
     PullRequest,
     Ping,
+    /// A run asked for by hand without a saved delivery: no provider, no event of a host.
+    Manual,
     /// Anything else; the provider's own name is in [`Event::provider_event`].
     Other,
 }
@@ -78,11 +80,12 @@ impl EventKind {
             EventKind::Delete => "delete",
             EventKind::PullRequest => "pull_request",
             EventKind::Ping => "ping",
+            EventKind::Manual => "manual",
             EventKind::Other => "other",
         }
     }
 
-    /// The normalised kinds that settings may name (`other` is not one of them).
+    /// The normalised kinds that settings may name (`manual` and `other` are not among them).
     pub fn from_name(name: &str) -> Option<EventKind> {
         match name {
             "push" => Some(EventKind::Push),
@@ -103,9 +106,6 @@ pub struct Commit {
     pub author: String,
 }
 
-/// The `provider_event` of a manual run made without a saved delivery.
-pub const MANUAL_EVENT: &str = "manual";
-
 /// How an event came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,12 +121,22 @@ impl Trigger {
             Trigger::Manual => "manual",
         }
     }
+
+    /// The trigger named `name`; anything else is refused.
+    pub fn parse(name: &str) -> Option<Trigger> {
+        match name {
+            "webhook" => Some(Trigger::Webhook),
+            "manual" => Some(Trigger::Manual),
+            _ => None,
+        }
+    }
 }
 
 /// One webhook delivery (or one ref of it), normalised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    pub provider: Provider,
+    /// The git host; `None` for a manual run made without a saved delivery.
+    pub provider: Option<Provider>,
     pub kind: EventKind,
     /// The provider's own name for the event (`push`, `Tag Push Hook`, `repo:refs_changed`, ...).
     pub provider_event: String,
@@ -151,7 +161,44 @@ pub struct Event {
 }
 
 impl Event {
-    /// The name used in answers and logs: the normalised kind, or the provider's own name.
+    /// A blank event of `provider` named `provider_event`: kind [`EventKind::Other`] until the
+    /// adapter says more, every other field empty.
+    pub fn new(provider: Provider, provider_event: &str) -> Event {
+        Event {
+            provider: Some(provider),
+            kind: EventKind::Other,
+            provider_event: provider_event.to_string(),
+            action: None,
+            delivery_id: None,
+            repo: String::new(),
+            repo_url: String::new(),
+            git_ref: String::new(),
+            branch: None,
+            tag: None,
+            before: String::new(),
+            after: String::new(),
+            head: None,
+            pusher: String::new(),
+            changed_files: Vec::new(),
+            changes_complete: false,
+        }
+    }
+
+    /// An event for a manual run of an entry made without a saved delivery.
+    pub fn manual(branch: Option<&str>, commit: Option<&str>) -> Event {
+        let mut event = Event::new(Provider::Github, EventKind::Manual.as_str());
+        event.provider = None;
+        event.kind = EventKind::Manual;
+        event.after = commit.unwrap_or_default().to_string();
+        event.pusher = std::env::var("USER").unwrap_or_default();
+        if let Some(b) = branch {
+            event.set_branch(b);
+        }
+        event
+    }
+
+    /// The name used in answers, logs and the job store: the normalised kind, or the
+    /// provider's own name.
     pub fn name(&self) -> &str {
         match self.kind {
             EventKind::Other => &self.provider_event,
@@ -159,10 +206,9 @@ impl Event {
         }
     }
 
-    /// Whether this is a manual run's event made without a saved delivery: it has no provider
-    /// and no event of its own.
-    pub fn is_bare_manual(&self) -> bool {
-        self.provider_event == MANUAL_EVENT
+    /// The provider's name, or the empty string for a manual run without one.
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.map_or("", Provider::as_str)
     }
 
     /// Sets `git_ref` and derives `branch` / `tag` from it.
@@ -172,29 +218,27 @@ impl Event {
         self.tag = full.strip_prefix("refs/tags/").map(str::to_string);
     }
 
-    /// An event for a manual run of an entry.
-    pub fn manual(branch: Option<&str>, commit: Option<&str>) -> Event {
-        let mut event = Event {
-            provider: Provider::Github,
-            kind: EventKind::Push,
-            provider_event: MANUAL_EVENT.into(),
-            action: None,
-            delivery_id: None,
-            repo: String::new(),
-            repo_url: String::new(),
-            git_ref: String::new(),
-            branch: None,
-            tag: None,
-            before: String::new(),
-            after: commit.unwrap_or_default().to_string(),
-            head: None,
-            pusher: std::env::var("USER").unwrap_or_default(),
-            changed_files: Vec::new(),
-            changes_complete: false,
+    /// Sets the ref to the branch `name` (`refs/heads/<name>`).
+    pub fn set_branch(&mut self, name: &str) {
+        self.set_ref(&format!("refs/heads/{name}"));
+    }
+
+    /// Sets the ref to the tag `name` (`refs/tags/<name>`).
+    pub fn set_tag(&mut self, name: &str) {
+        self.set_ref(&format!("refs/tags/{name}"));
+    }
+
+    /// The kind of a change to the ref: a deletion, else a tag or a branch push, else other.
+    /// The one place where a ref says what kind of event it is.
+    pub fn set_kind_from_ref(&mut self, deleted: bool) {
+        self.kind = if deleted {
+            EventKind::Delete
+        } else if self.tag.is_some() {
+            EventKind::Tag
+        } else if self.branch.is_some() {
+            EventKind::Push
+        } else {
+            EventKind::Other
         };
-        if let Some(b) = branch {
-            event.set_ref(&format!("refs/heads/{b}"));
-        }
-        event
     }
 }

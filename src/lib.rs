@@ -2,21 +2,28 @@
 //!
 //! A git host calls the daemon on a push; the request travels top to bottom through these parts:
 //!
-//! - [`server`]: the HTTP front (limits, routes, answers);
+//! From the top (what the binaries call) down; each imports only from below it:
+//!
+//! - [`daemon`]: wires the parts below together and stops them in order;
+//! - [`trigger`]: `wh-automata-trigger`: manual runs, job lists and logs, explaining a saved delivery;
+//! - [`server`]: the HTTP front (limits, routes, answers): receive, detect, authenticate,
+//!   normalise, match, record, answer;
+//! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
+//! - [`reload`]: the file watcher that swaps in new settings when they are valid;
+//! - [`worker`]: the worker pool: one job per entry at a time, each job's end recorded once;
+//! - [`app`]: the shared state: settings snapshot, load status, store, queue, recording jobs;
+//! - [`queue`]: the bounded queue (newest event of an entry and ref wins);
+//! - [`store`]: the durable job record (SQLite, versioned schema) and job logs;
+//! - [`runner`]: an entry's actions run with `sh -c`: environment, timeout, log;
 //! - [`providers`]: one adapter per git host: detect it, check the signature over the raw
 //!   bytes, normalise the payload into an [`event::Event`];
-//! - [`matcher`]: which entries of the settings fit an event, and why the others do not;
-//! - [`store`]: the durable job record (SQLite) and job logs;
-//! - [`queue`]: the bounded queue and the worker pool (one job per entry at a time, newest wins);
-//! - [`runner`]: an entry's actions run with `sh -c`: environment, timeout, log;
 //! - [`settings`]: the settings file, read in two phases (raw, then validated and compiled);
-//! - [`reload`]: the file watcher that swaps in new settings when they are valid;
-//! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
-//! - [`trigger`]: `wh-automata-trigger`: manual runs, job lists and logs, explaining a saved delivery;
-//! - [`systemd`]: readiness and stopping notices for `Type=notify` services;
-//! - [`daemon`]: the glue that starts all of the above and stops it cleanly.
+//! - [`matcher`]: which entries fit an event, and why the others do not;
+//! - [`event`]: the one normalised event;
+//! - [`signals`], [`systemd`], [`cli`]: stop signals, service manager notices, command lines.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod control;
 pub mod daemon;
@@ -28,6 +35,8 @@ pub mod reload;
 pub mod runner;
 pub mod server;
 pub mod settings;
+pub mod signals;
 pub mod store;
 pub mod systemd;
 pub mod trigger;
+pub mod worker;

@@ -17,7 +17,8 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::daemon::{blocking, App};
+use crate::app::{off_thread, App};
+use crate::settings::include::literal_prefix;
 use crate::settings::Settings;
 
 /// Quiet time after the last change before reloading.
@@ -48,23 +49,6 @@ impl Relevant {
 
     fn matters(&self, path: &Path) -> bool {
         self.files.contains(path) || self.patterns.as_ref().is_some_and(|p| p.is_match(path))
-    }
-}
-
-/// The directory part of a glob before its first wildcard (`/etc/wh/rules/*.yaml` → `/etc/wh/rules`).
-fn literal_prefix(pattern: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in pattern.components() {
-        let s = part.as_os_str().to_string_lossy();
-        if s.contains(['*', '?', '[', '{']) {
-            break;
-        }
-        out.push(part);
-    }
-    if out == pattern {
-        out.parent().map(Path::to_path_buf).unwrap_or(out)
-    } else {
-        out
     }
 }
 
@@ -116,8 +100,11 @@ pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
                 _ = hangup.recv() => debug!("SIGHUP: reloading settings"),
             }
             let app2 = app.clone();
-            if let Ok(new) = blocking(move || app2.reload()).await {
-                update_watches(&w, &relevant, &new);
+            match off_thread(move || app2.reload()).await {
+                Ok(Ok(new)) => update_watches(&w, &relevant, &new),
+                // Refused: logged, and reported by /health.
+                Ok(Err(_)) => {}
+                Err(panic) => tracing::error!(%panic, "reloading the settings failed; the previous settings keep serving"),
             }
         }
     });
@@ -163,11 +150,33 @@ fn explain(e: &notify::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 
+    /// The watcher's own reads (and every other read) never start a reload: once they did,
+    /// and the reload's read of the file started the next one, every 100 ms.
     #[test]
-    fn literal_prefixes() {
-        assert_eq!(literal_prefix(Path::new("/etc/wh/rules/*.yaml")), PathBuf::from("/etc/wh/rules"));
-        assert_eq!(literal_prefix(Path::new("/etc/wh/r*/x.yaml")), PathBuf::from("/etc/wh"));
-        assert_eq!(literal_prefix(Path::new("/etc/wh/one.yaml")), PathBuf::from("/etc/wh"));
+    fn reads_are_not_changes_and_other_files_do_not_matter() {
+        use notify::EventKind as K;
+        assert!(!is_change(&K::Access(AccessKind::Open(AccessMode::Any))));
+        assert!(!is_change(&K::Access(AccessKind::Close(AccessMode::Read))));
+        assert!(!is_change(&K::Access(AccessKind::Read)));
+        assert!(is_change(&K::Access(AccessKind::Close(AccessMode::Write))));
+        assert!(is_change(&K::Modify(ModifyKind::Any)));
+        assert!(is_change(&K::Create(CreateKind::File)));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/a.yaml"), "").unwrap();
+        let path = dir.path().join("settings.yaml");
+        std::fs::write(&path, "include: [rules/*.yaml]
+").unwrap();
+        let settings = crate::settings::load_with_env(&path, &|_| None).unwrap();
+        let relevant = Relevant::of(&settings);
+        assert!(relevant.matters(&path));
+        assert!(relevant.matters(&dir.path().join("rules/a.yaml")));
+        assert!(relevant.matters(&dir.path().join("rules/new.yaml")), "a new rule file matches the include");
+        assert!(!relevant.matters(&dir.path().join("notes.txt")));
+        assert!(!relevant.matters(&dir.path().join("state/jobs.sqlite3")));
+        assert!(relevant.dirs.contains(dir.path()) && relevant.dirs.contains(&dir.path().join("rules")));
     }
 }

@@ -20,9 +20,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::event::{Event, Trigger, MANUAL_EVENT};
+use crate::event::{Event, Trigger};
 use crate::settings::{Action, Entry};
-use crate::store::JobState;
 
 /// Variables passed through from the daemon's environment when set.
 const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
@@ -53,14 +52,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The job state and exit code to record for this outcome.
-    pub fn job_state(&self) -> (JobState, Option<i32>) {
+    /// The exit code of the action that ended the job: 0 on success, none when it was killed
+    /// or never started.
+    pub fn exit_code(&self) -> Option<i32> {
         match self {
-            Outcome::Succeeded => (JobState::Succeeded, Some(0)),
-            Outcome::Failed { exit_code, .. } => (JobState::Failed, *exit_code),
-            Outcome::TimedOut { .. } => (JobState::TimedOut, None),
-            Outcome::Cancelled { .. } => (JobState::Cancelled, None),
-            Outcome::NotStarted { .. } => (JobState::Failed, None),
+            Outcome::Succeeded => Some(0),
+            Outcome::Failed { exit_code, .. } => *exit_code,
+            Outcome::TimedOut { .. } | Outcome::Cancelled { .. } | Outcome::NotStarted { .. } => None,
         }
     }
 
@@ -167,14 +165,13 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
         }
     }
     let e = job.event;
-    let webhook = job.trigger == Trigger::Webhook || !e.is_bare_manual();
     let head = e.head.as_ref();
     let wh = [
         ("WH_ENTRY", entry.name.clone()),
         ("WH_JOB_ID", job.id.to_string()),
         ("WH_TRIGGER", job.trigger.as_str().to_string()),
-        ("WH_PROVIDER", if webhook { e.provider.as_str().to_string() } else { String::new() }),
-        ("WH_EVENT", if webhook { e.name().to_string() } else { "manual".to_string() }),
+        ("WH_PROVIDER", e.provider_name().to_string()),
+        ("WH_EVENT", e.name().to_string()),
         ("WH_DELIVERY_ID", e.delivery_id.clone().unwrap_or_default()),
         ("WH_REPO", e.repo.clone()),
         ("WH_REPO_URL", e.repo_url.clone()),
@@ -210,7 +207,7 @@ pub async fn run(
         job.id,
         entry.name,
         job.trigger.as_str(),
-        if e.is_bare_manual() { MANUAL_EVENT } else { e.name() },
+        e.name(),
         if e.git_ref.is_empty() { "-" } else { &e.git_ref },
         if e.after.is_empty() { "-" } else { &e.after },
     ));

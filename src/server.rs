@@ -28,11 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{field, info, info_span, warn, Instrument};
 
-use crate::daemon::{blocking, App, EnqueueError, Enqueued};
-use crate::event::{Event, EventKind, Trigger};
-use crate::matcher;
+use crate::app::{blocking, App, EnqueueError, Enqueued};
+use crate::event::{Event, EventKind, Provider, Trigger};
 use crate::providers::{self, AuthError, PayloadError};
-use crate::settings::Entry;
+use crate::settings::{Entry, Settings};
 use crate::store::NewJob;
 
 /// How long a client may take to send the body once the headers are in.
@@ -156,10 +155,8 @@ enum HookError {
     Payload(#[from] PayloadError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("the job queue is full; try again later")]
-    Full,
-    #[error("cannot record the job: {0}")]
-    Internal(String),
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
 }
 
 impl HookError {
@@ -171,14 +168,14 @@ impl HookError {
             HookError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             HookError::Body(_) | HookError::Payload(_) => StatusCode::BAD_REQUEST,
             HookError::Auth(_) => StatusCode::UNAUTHORIZED,
-            HookError::Full => StatusCode::SERVICE_UNAVAILABLE,
-            HookError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            HookError::Enqueue(EnqueueError::Full) => StatusCode::SERVICE_UNAVAILABLE,
+            HookError::Enqueue(EnqueueError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn answer(&self) -> Answer {
         let mut res = json_answer(self.status(), &json!({ "error": self.to_string() }));
-        if let HookError::Full = self {
+        if let HookError::Enqueue(EnqueueError::Full) = self {
             res.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
         }
         if let HookError::TooLarge(_) | HookError::SlowBody = self {
@@ -189,25 +186,118 @@ impl HookError {
     }
 }
 
-async fn read_body(body: Incoming, headers: &HeaderMap, max: u64) -> Result<Bytes, HookError> {
+/// A request as received: within the limits, its body whole.
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Which entries authenticated a request, and its events.
+struct Authentic<'a> {
+    entries: Vec<&'a Arc<Entry>>,
+    events: Vec<Event>,
+}
+
+/// The jobs an event makes, and why each other entry was not one of them.
+struct Matched {
+    jobs: Vec<NewJob>,
+    reasons: Vec<(String, String)>,
+}
+
+/// A webhook, top to bottom.
+async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> Result<Answer, HookError> {
+    let settings = app.settings();
+    let request = receive(req, settings.server.max_body).await?;
+    let provider = detect(&request)?;
+    let authentic = match &target {
+        Some(name) => authenticate_then_normalise(&settings, name, provider, &request)?,
+        None => normalise_then_authenticate(&settings, provider, &request)?,
+    };
+    if let Some(e) = authentic.events.first() {
+        tracing::Span::current().record("repo", e.repo.as_str());
+    }
+    let matched = match_entries(&authentic);
+    if matched.jobs.is_empty() {
+        return Ok(not_run(&authentic.events, &matched.reasons));
+    }
+    let enqueued = record(&app, provider, request, matched.jobs).await?;
+    Ok(answer(enqueued))
+}
+
+/// Receives the body within `max_body` (refused from `Content-Length` before reading past it)
+/// and the body timeout.
+async fn receive(req: Request<Incoming>, max: u64) -> Result<Received, HookError> {
+    let (parts, body) = req.into_parts();
     let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max) {
         return Err(HookError::TooLarge(max));
     }
-    let limited = Limited::new(body, max as usize);
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-        Err(_) => Err(HookError::SlowBody),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(HookError::TooLarge(max)),
-        Ok(Err(e)) => Err(HookError::Body(e.to_string())),
+    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => return Err(HookError::SlowBody),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(HookError::TooLarge(max)),
+        Ok(Err(e)) => return Err(HookError::Body(e.to_string())),
+    };
+    Ok(Received { headers: parts.headers, body })
+}
+
+/// The git host, from the headers; recorded in the delivery's span with the delivery id.
+fn detect(request: &Received) -> Result<Provider, HookError> {
+    let provider = providers::detect(&request.headers).ok_or(PayloadError::UnknownProvider)?;
+    let span = tracing::Span::current();
+    span.record("provider", provider.as_str());
+    if let Some(d) = providers::delivery_id(provider, &request.headers) {
+        span.record("delivery", d.as_str());
     }
+    Ok(provider)
+}
+
+/// One entry named in the path: authenticate over the raw bytes before any parsing.
+fn authenticate_then_normalise<'a>(
+    settings: &'a Settings,
+    name: &str,
+    provider: Provider,
+    request: &Received,
+) -> Result<Authentic<'a>, HookError> {
+    let entry = settings.entry(name).ok_or_else(|| HookError::NoEntry(name.to_string()))?;
+    let entries = authenticate(&[entry], provider, &request.headers, &request.body)?;
+    let events = providers::parse(provider, &request.headers, &request.body)?;
+    Ok(Authentic { entries, events })
+}
+
+/// Routed: the repository in the payload says which entries to authenticate against, so the
+/// work per request does not grow with the number of entries. An entry for another repository
+/// never sees the request, and the answer is the same 401 whether no entry is for this
+/// repository or none of their secrets fits (nothing about the settings leaks).
+fn normalise_then_authenticate<'a>(
+    settings: &'a Settings,
+    provider: Provider,
+    request: &Received,
+) -> Result<Authentic<'a>, HookError> {
+    let events = providers::parse(provider, &request.headers, &request.body)?;
+    // A ping (sent when a webhook is created) is answered for any entry of the provider.
+    let ping = events.iter().any(|e| e.kind == EventKind::Ping);
+    let repo = match events.first() {
+        Some(e) if !ping => e.repo.as_str(),
+        _ => "",
+    };
+    let candidates: Vec<&Arc<Entry>> =
+        if repo.is_empty() { settings.entries.iter().collect() } else { settings.entries_for_repo(repo) };
+    let candidates: Vec<&Arc<Entry>> =
+        candidates.into_iter().filter(|e| e.matcher.fits_source(provider, repo)).collect();
+    if candidates.is_empty() {
+        return Err(AuthError::NoEntry.into());
+    }
+    let entries = authenticate(&candidates, provider, &request.headers, &request.body)?;
+    Ok(Authentic { entries, events })
 }
 
 /// Authenticates against each entry's secret, computing each distinct secret only once.
 fn authenticate<'a>(
     candidates: &[&'a Arc<Entry>],
-    provider: crate::event::Provider,
+    provider: Provider,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<&'a Arc<Entry>>, AuthError> {
@@ -241,94 +331,49 @@ fn authenticate<'a>(
     Ok(authentic)
 }
 
-async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> Result<Answer, HookError> {
-    let settings = app.settings();
-    let (parts, body) = req.into_parts();
-
-    // Receive, within the limits.
-    let body = read_body(body, &parts.headers, settings.server.max_body).await?;
-    let provider = providers::detect(&parts.headers).ok_or(PayloadError::UnknownProvider)?;
-    let span = tracing::Span::current();
-    span.record("provider", provider.as_str());
-    let delivery = providers::delivery_id(provider, &parts.headers);
-    if let Some(d) = &delivery {
-        span.record("delivery", d.as_str());
-    }
-
-    let (authentic, events) = match &target {
-        // One entry: authenticate over the raw bytes before any parsing.
-        Some(name) => {
-            let entry = settings.entry(name).ok_or_else(|| HookError::NoEntry(name.clone()))?;
-            let authentic = authenticate(&[entry], provider, &parts.headers, &body)?;
-            (authentic, providers::parse(provider, &parts.headers, &body)?)
-        }
-        // Routed: the repository in the payload says which entries to authenticate against, so
-        // the work per request does not grow with the number of entries. An entry for another
-        // repository never sees the request, and the answer is the same 401 whether no entry
-        // is for this repository or none of their secrets fits (nothing about the settings leaks).
-        None => {
-            let events = providers::parse(provider, &parts.headers, &body)?;
-            // A ping (sent when a webhook is created) is answered for any entry of the provider.
-            let ping = events.iter().any(|e| e.kind == EventKind::Ping);
-            let repo = match events.first() {
-                Some(e) if !ping => e.repo.as_str(),
-                _ => "",
-            };
-            let candidates: Vec<&Arc<Entry>> = if repo.is_empty() {
-                settings.entries.iter().collect()
-            } else {
-                settings.entries_for_repo(repo)
-            };
-            let candidates: Vec<&Arc<Entry>> =
-                candidates.into_iter().filter(|e| matcher::fits_source(e, provider, repo)).collect();
-            if candidates.is_empty() {
-                return Err(AuthError::NoEntry.into());
-            }
-            (authenticate(&candidates, provider, &parts.headers, &body)?, events)
-        }
-    };
-    if let Some(e) = events.first() {
-        span.record("repo", e.repo.as_str());
-    }
-
-    // Match.
-    let mut jobs = Vec::new();
-    let mut reasons: Vec<(String, String)> = Vec::new();
-    for event in &events {
-        for entry in &authentic {
-            match matcher::check(entry, event) {
-                Ok(()) => jobs.push(NewJob {
+/// Each authentic entry against each event.
+fn match_entries(authentic: &Authentic<'_>) -> Matched {
+    let mut matched = Matched { jobs: Vec::new(), reasons: Vec::new() };
+    for event in &authentic.events {
+        for entry in &authentic.entries {
+            match entry.check(event) {
+                Ok(()) => matched.jobs.push(NewJob {
                     entry: entry.name.clone(),
                     trigger: Trigger::Webhook,
                     event: event.clone(),
                 }),
-                Err(reason) => reasons.push((entry.name.clone(), reason)),
+                Err(reason) => matched.reasons.push((entry.name.clone(), reason)),
             }
         }
     }
-    if jobs.is_empty() {
-        if events.iter().any(|e| e.kind == EventKind::Ping) {
-            info!("ping answered");
-            return Ok(json_answer(StatusCode::OK, &json!({ "status": "pong" })));
-        }
-        return Ok(ignored(&events, &reasons));
-    }
+    matched
+}
 
-    // Record durably, then queue; answer.
-    let key = delivery.map(|d| format!("{provider}:{d}"));
-    let app2 = app.clone();
-    let enqueued =
-        blocking(move || app2.enqueue(key.as_deref(), &body, jobs)).await.map_err(|e| match e {
-            EnqueueError::Full => HookError::Full,
-            EnqueueError::Store(e) => HookError::Internal(e.to_string()),
-        })?;
+/// Records the jobs durably and queues them (off the async threads).
+async fn record(app: &Arc<App>, provider: Provider, request: Received, jobs: Vec<NewJob>) -> Result<Enqueued, HookError> {
+    let key = providers::delivery_id(provider, &request.headers).map(|d| format!("{provider}:{d}"));
+    let app = app.clone();
+    Ok(blocking(move || app.enqueue(key.as_deref(), &request.body, jobs)).await?)
+}
+
+/// `queued` (202) or `duplicate` (200), with the jobs.
+fn answer(enqueued: Enqueued) -> Answer {
     let (status, code, list) = match enqueued {
         Enqueued::Queued(list) => ("queued", StatusCode::ACCEPTED, list),
         Enqueued::Duplicate(list) => ("duplicate", StatusCode::OK, list),
     };
     let jobs: Vec<Value> = list.iter().map(|(id, entry)| json!({ "id": id, "entry": entry })).collect();
     info!(status, jobs = %jobs.iter().map(|j| j["id"].to_string()).collect::<Vec<_>>().join(","), "answered");
-    Ok(json_answer(code, &json!({ "status": status, "jobs": jobs })))
+    json_answer(code, &json!({ "status": status, "jobs": jobs }))
+}
+
+/// Nothing to run: a ping's `pong`, or `ignored` with the reasons.
+fn not_run(events: &[Event], reasons: &[(String, String)]) -> Answer {
+    if events.iter().any(|e| e.kind == EventKind::Ping) {
+        info!("ping answered");
+        return json_answer(StatusCode::OK, &json!({ "status": "pong" }));
+    }
+    ignored(events, reasons)
 }
 
 fn ignored(events: &[Event], reasons: &[(String, String)]) -> Answer {
@@ -336,7 +381,7 @@ fn ignored(events: &[Event], reasons: &[(String, String)]) -> Answer {
         .first()
         .map(|e| {
             let r = if e.git_ref.is_empty() { String::new() } else { format!(" {}", e.git_ref) };
-            format!("{} {}{r}", e.provider, e.name())
+            format!("{} {}{r}", e.provider_name(), e.name())
         })
         .unwrap_or_default();
     let reason = if reasons.len() == 1 {

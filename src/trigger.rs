@@ -15,11 +15,12 @@ use std::time::Duration;
 use crate::cli::TriggerArgs;
 use crate::control::{self, Reply, Request};
 use crate::event::{Event, Trigger};
-use crate::matcher;
 use crate::providers::{self, saved};
 use crate::runner::{self, JobContext, Log};
 use crate::settings::{self, Entry, Settings};
+use crate::signals;
 use crate::store::{Job, JobState, NewJob, Store};
+use crate::worker::{finish_job, Finished};
 
 /// Bad usage, invalid settings, unknown entry, a refused job.
 pub const EXIT_USAGE: u8 = 2;
@@ -128,12 +129,12 @@ fn manual_event(entry: &Entry, args: &TriggerArgs) -> Result<(Event, Vec<u8>), F
     let events = providers::parse(saved.provider, &saved.headers, &saved.body)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     // A Bitbucket push may hold several refs: take the first one the entry matches.
-    let event = match events.iter().find(|e| matcher::check(entry, e).is_ok()) {
+    let event = match events.iter().find(|e| entry.check(e).is_ok()) {
         Some(e) => e.clone(),
         None => {
             let first =
                 events.into_iter().next().ok_or_else(|| format!("{}: no event in it", file.display()))?;
-            let why = matcher::check(entry, &first).err().unwrap_or_default();
+            let why = entry.check(&first).err().unwrap_or_default();
             eprintln!(
                 "note: entry {} would not match this delivery as a webhook ({why}); running it anyway",
                 entry.name
@@ -193,9 +194,11 @@ fn through_daemon(
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
         }
-        Reply::Done { id, state, exit_code, reason } => {
-            let state = JobState::parse(&state).unwrap_or(JobState::Failed);
-            end = Some(Ok(report(id, state, exit_code, reason.as_deref())));
+        Reply::Done { id, state: name, exit_code, reason } => {
+            end = Some(match JobState::parse(&name) {
+                Some(state) => Ok(report(id, state, exit_code, reason.as_deref())),
+                None => Err(Fail(EXIT_CANCELLED, format!("job {id} ended in a state this version does not know: {name:?}"))),
+            });
         }
         Reply::Error { message } => {
             let code = if queued.is_some() { EXIT_CANCELLED } else { EXIT_USAGE };
@@ -256,7 +259,7 @@ fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]
     let outcome = runtime.block_on(async {
         let (cancel_tx, mut cancel) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            crate::daemon::stop_signal().await;
+            signals::stop_signal().await;
             let _ = cancel_tx.send(true);
         });
         let context =
@@ -264,20 +267,18 @@ fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]
         runner::run(entry, &context, &mut log, &mut cancel).await
     });
     drop(log);
-    let (state, code) = outcome.job_state();
-    let reason = outcome.reason(entry.timeout);
+    let finished = Finished::of(&outcome, entry.timeout);
     if let Some((store, id)) = &recorded {
-        store.remove_payload_file(*id);
-        if let Err(e) = store.finish(*id, state, code, reason.as_deref()) {
+        if let Err(e) = finish_job(store, *id, &finished) {
             eprintln!("note: cannot record the end of job {id}: {e}");
         }
     }
-    Ok(report(id, state, code, reason.as_deref()))
+    Ok(report(id, finished.state, finished.exit_code, finished.reason.as_deref()))
 }
 
 fn open_store(settings: &Settings) -> Result<Option<Store>, Fail> {
     let dir = &settings.server.state_dir;
-    if !dir.join("jobs.sqlite3").exists() {
+    if !dir.join(crate::store::DATABASE).exists() {
         return Ok(None);
     }
     Store::open(dir).map(Some).map_err(|e| Fail(EXIT_USAGE, format!("{}: {e}", dir.display())))
@@ -388,13 +389,13 @@ fn explain(loaded: &Loaded, file: &Path, args: &TriggerArgs) -> Result<u8, Fail>
         let git_ref = if event.git_ref.is_empty() { "-" } else { &event.git_ref };
         println!(
             "{} {} {} {git_ref} {}",
-            event.provider.as_str(),
+            if event.provider.is_none() { "-" } else { event.provider_name() },
             event.name(),
             if event.repo.is_empty() { "-" } else { &event.repo },
             if event.after.is_empty() { "-" } else { &event.after }
         );
         for entry in &settings.entries {
-            match matcher::check(entry, event) {
+            match entry.check(event) {
                 Ok(()) => {
                     any = true;
                     let auth = match (&entry.secret, saved.had_headers) {

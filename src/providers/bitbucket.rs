@@ -1,34 +1,41 @@
-//! Bitbucket Cloud (`repo:push`, `pullrequest:*`) and Bitbucket Server / Data Center
-//! (`repo:refs_changed`, `pr:*`, `diagnostics:ping`), both keyed by `X-Event-Key`. One push can
-//! change several refs: each becomes its own event. Neither lists changed files.
+//! Bitbucket Cloud and Bitbucket Server / Data Center (both reported as `bitbucket`).
+//!
+//! - Headers: `X-Event-Key` names the event (Cloud: `repo:push`, `pullrequest:*`; Server:
+//!   `repo:refs_changed`, `pr:*`, `diagnostics:ping`); `X-Request-UUID` (Cloud) or
+//!   `X-Request-Id` (Server) is the delivery id.
+//! - Signature: `X-Hub-Signature: sha256=<hex HMAC>` (SHA-256 despite the name).
+//! - Events: one push can change several refs: each becomes its own event. Neither lists
+//!   changed files.
+//! - JSON: Cloud `repository.full_name`, `push.changes[].new`/`old` (`name`, `type`,
+//!   `target.hash`), `closed`; Server `repository.project.key`/`slug`, `changes[]` (`ref.id`,
+//!   `fromHash`, `toHash`, `type`), `toCommit`; pull requests' target branch and head commit.
 
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::{first_str, header, string_at, PayloadError};
+use super::json::{first_str, string_at};
+use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Commit, Event, EventKind, Provider, ZERO_SHA};
+use crate::settings::Secret;
 
-pub(super) fn parse(headers: &HeaderMap, json: &Value) -> Result<Vec<Event>, PayloadError> {
-    let key = header(headers, "x-event-key").unwrap_or_default().to_string();
+pub(super) const ADAPTER: Adapter = Adapter {
+    provider: Provider::Bitbucket,
+    detect_headers: &["x-event-key"],
+    event_headers: &["x-event-key"],
+    delivery_headers: &["x-request-uuid", "x-request-id"],
+    authenticate,
+    parse,
+    infer_event,
+};
+
+fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret, allow_sha1: bool) -> Result<(), AuthError> {
+    signature::hub(headers, body, secret, allow_sha1, "x-hub-signature")
+}
+
+fn parse(key: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
+    let key = key.to_string();
     let server = json.get("eventKey").is_some() || key.starts_with("pr:") || key == "repo:refs_changed";
-    let mut event = Event {
-        provider: Provider::Bitbucket,
-        kind: EventKind::Other,
-        provider_event: key.clone(),
-        action: None,
-        delivery_id: None,
-        repo: String::new(),
-        repo_url: String::new(),
-        git_ref: String::new(),
-        branch: None,
-        tag: None,
-        before: String::new(),
-        after: String::new(),
-        head: None,
-        pusher: String::new(),
-        changed_files: Vec::new(),
-        changes_complete: false,
-    };
+    let mut event = Event::new(Provider::Bitbucket, &key);
     if server {
         server_repo(
             &mut event,
@@ -75,7 +82,7 @@ pub(super) fn parse(headers: &HeaderMap, json: &Value) -> Result<Vec<Event>, Pay
                 )
             };
             if !branch.is_empty() {
-                event.set_ref(&format!("refs/heads/{branch}"));
+                event.set_branch(&branch);
             }
             event.after = after;
             Ok(vec![event])
@@ -101,18 +108,6 @@ fn server_repo(event: &mut Event, repo: Option<&Value>) {
     }
 }
 
-fn ref_kind(event: &mut Event, deleted: bool) {
-    event.kind = if deleted {
-        EventKind::Delete
-    } else if event.tag.is_some() {
-        EventKind::Tag
-    } else if event.branch.is_some() {
-        EventKind::Push
-    } else {
-        EventKind::Other
-    };
-}
-
 /// One entry of a Bitbucket Cloud `push.changes[]`: `old` is null on creation, `new` on deletion.
 fn cloud_change(base: &Event, c: &Value) -> Result<Event, PayloadError> {
     let mut event = base.clone();
@@ -127,8 +122,8 @@ fn cloud_change(base: &Event, c: &Value) -> Result<Event, PayloadError> {
     };
     let name = string_at(side, "/name");
     match side.get("type").and_then(Value::as_str) {
-        Some("tag") | Some("annotated_tag") => event.set_ref(&format!("refs/tags/{name}")),
-        _ => event.set_ref(&format!("refs/heads/{name}")),
+        Some("tag") | Some("annotated_tag") => event.set_tag(&name),
+        _ => event.set_branch(&name),
     }
     event.before = old.map(|o| string_at(o, "/target/hash")).unwrap_or_else(|| ZERO_SHA.to_string());
     event.after = new.map(|n| string_at(n, "/target/hash")).unwrap_or_else(|| ZERO_SHA.to_string());
@@ -138,7 +133,7 @@ fn cloud_change(base: &Event, c: &Value) -> Result<Event, PayloadError> {
         author: first_str(n, &["/target/author/user/display_name", "/target/author/raw"]),
     });
     let closed = c.get("closed").and_then(Value::as_bool) == Some(true);
-    ref_kind(&mut event, new.is_none() || closed);
+    event.set_kind_from_ref(new.is_none() || closed);
     Ok(event)
 }
 
@@ -168,6 +163,18 @@ fn server_change(base: &Event, json: &Value, c: &Value) -> Result<Event, Payload
             })
             .or_else(|| Some(Commit { id: event.after.clone(), ..Commit::default() }));
     }
-    ref_kind(&mut event, deleted);
+    event.set_kind_from_ref(deleted);
     Ok(event)
+}
+
+/// The `X-Event-Key` of a body of this shape (for saved deliveries without headers).
+fn infer_event(json: &Value) -> Option<String> {
+    if let Some(key) = json.get("eventKey").and_then(Value::as_str) {
+        // Bitbucket Server repeats the key in the body.
+        Some(key.to_string())
+    } else if json.pointer("/push/changes").is_some() {
+        Some("repo:push".to_string())
+    } else {
+        None
+    }
 }

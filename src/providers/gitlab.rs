@@ -1,96 +1,100 @@
-//! GitLab: `X-Gitlab-Event` (`Push Hook`, `Tag Push Hook`, `Merge Request Hook`, or `System
-//! Hook` with the same bodies), authenticated by the plain `X-Gitlab-Token`. The body's
-//! `object_kind` says what it is; a zero `after` is a deletion.
+//! GitLab (project hooks and System Hooks).
+//!
+//! - Headers: `X-Gitlab-Event` (`Push Hook`, `Tag Push Hook`, `Merge Request Hook`, `System
+//!   Hook`, ...); the delivery id is `Idempotency-Key`, else `X-Gitlab-Webhook-UUID`, else
+//!   `X-Gitlab-Event-UUID`.
+//! - Authentication: `X-Gitlab-Token` holds the secret itself; GitLab does not sign the body.
+//! - Events: the body's `object_kind` (System Hook pushes: `event_name`) says what it is; a zero
+//!   `after` is a deletion.
+//! - JSON: `ref`, `before`, `after`, `checkout_sha` (annotated tags: `after` is the tag object),
+//!   `commits[]` (at most 20, with `total_commits_count`), `project.path_with_namespace`
+//!   (the whole namespace path), `object_attributes` of merge requests.
 
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::{commit_files, find_commit, first_str, header, string_at, PayloadError};
+use super::json::{find_commit, first_str, read_push, string_at};
+use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Commit, Event, EventKind, Provider, ZERO_SHA};
+use crate::settings::Secret;
 
-/// GitLab lists at most this many commits of a push.
-const COMMIT_LIST_CAP: usize = 20;
+pub(super) const ADAPTER: Adapter = Adapter {
+    provider: Provider::Gitlab,
+    detect_headers: &["x-gitlab-event"],
+    event_headers: &["x-gitlab-event"],
+    delivery_headers: &["idempotency-key", "x-gitlab-webhook-uuid", "x-gitlab-event-uuid"],
+    authenticate,
+    parse,
+    infer_event,
+};
 
-pub(super) fn parse(headers: &HeaderMap, json: &Value) -> Result<Vec<Event>, PayloadError> {
-    let hook = header(headers, "x-gitlab-event").unwrap_or_default().to_string();
+fn authenticate(headers: &HeaderMap, _body: &[u8], secret: &Secret, _allow_sha1: bool) -> Result<(), AuthError> {
+    signature::token(headers, secret, "x-gitlab-token", "X-Gitlab-Token")
+}
+
+fn parse(hook: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     let kind = first_str(json, &["/object_kind", "/event_name"]);
-    let mut event = Event {
-        provider: Provider::Gitlab,
-        kind: EventKind::Other,
-        provider_event: if kind.is_empty() { hook.clone() } else { kind.clone() },
-        action: None,
-        delivery_id: None,
-        repo: first_str(json, &["/project/path_with_namespace"]),
-        repo_url: first_str(json, &["/project/git_http_url", "/repository/git_http_url", "/project/web_url"]),
-        git_ref: String::new(),
-        branch: None,
-        tag: None,
-        before: String::new(),
-        after: String::new(),
-        head: None,
-        pusher: first_str(json, &["/user_username", "/user_name", "/user/username"]),
-        changed_files: Vec::new(),
-        changes_complete: false,
-    };
+    let mut event = Event::new(Provider::Gitlab, if kind.is_empty() { hook } else { &kind });
+    event.repo = first_str(json, &["/project/path_with_namespace"]);
+    event.repo_url = first_str(json, &["/project/git_http_url", "/repository/git_http_url", "/project/web_url"]);
+    event.pusher = first_str(json, &["/user_username", "/user_name", "/user/username"]);
     match kind.as_str() {
-        "push" | "tag_push" => {
-            let missing =
-                |field| PayloadError::Missing { provider: Provider::Gitlab, event: hook.clone(), field };
-            let git_ref = json
-                .get("ref")
-                .and_then(Value::as_str)
-                .filter(|r| !r.is_empty())
-                .ok_or_else(|| missing("ref"))?;
-            let after = json.get("after").and_then(Value::as_str).ok_or_else(|| missing("after"))?;
-            event.set_ref(git_ref);
-            event.before = string_at(json, "/before");
-            event.after = after.to_string();
-            let commits: &[Value] =
-                json.get("commits").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-            // Annotated tags: `after` is the tag object, `checkout_sha` the commit.
-            let checkout = json.get("checkout_sha").and_then(Value::as_str).unwrap_or(after);
-            event.head = find_commit(commits, checkout, "id")
-                .map(|c| Commit {
-                    id: string_at(c, "/id"),
-                    message: string_at(c, "/message"),
-                    author: string_at(c, "/author/name"),
-                })
-                .or_else(|| {
-                    (after != ZERO_SHA).then(|| Commit {
-                        id: checkout.to_string(),
-                        message: string_at(json, "/message"),
-                        author: String::new(),
-                    })
-                });
-            let (files, listed) = commit_files(commits);
-            let total = json.get("total_commits_count").and_then(Value::as_u64);
-            event.changed_files = files;
-            event.changes_complete = listed
-                && !commits.is_empty()
-                && commits.len() < COMMIT_LIST_CAP
-                && total.is_none_or(|t| t as usize == commits.len())
-                && event.before != ZERO_SHA
-                && after != ZERO_SHA;
-            event.kind = if after == ZERO_SHA {
-                EventKind::Delete
-            } else if kind == "tag_push" {
-                EventKind::Tag
-            } else {
-                EventKind::Push
-            };
-        }
-        "merge_request" => {
-            event.kind = EventKind::PullRequest;
-            event.action =
-                json.pointer("/object_attributes/action").and_then(Value::as_str).map(str::to_string);
-            let target = string_at(json, "/object_attributes/target_branch");
-            if !target.is_empty() {
-                event.set_ref(&format!("refs/heads/{target}"));
-            }
-            event.after = string_at(json, "/object_attributes/last_commit/id");
-            event.pusher = first_str(json, &["/user/username", "/user/name"]);
-        }
+        "push" | "tag_push" => push(&mut event, json)?,
+        "merge_request" => merge_request(&mut event, json),
         _ => {}
     }
     Ok(vec![event])
+}
+
+fn push(event: &mut Event, json: &Value) -> Result<(), PayloadError> {
+    let commits = read_push(Provider::Gitlab, event, json)?;
+    let after = event.after.clone();
+    // Annotated tags: `after` is the tag object, `checkout_sha` the commit.
+    let checkout = json.get("checkout_sha").and_then(Value::as_str).unwrap_or(&after);
+    event.head = find_commit(commits, checkout)
+        .map(|c| Commit {
+            id: string_at(c, "/id"),
+            message: string_at(c, "/message"),
+            author: string_at(c, "/author/name"),
+        })
+        .or_else(|| {
+            (after != ZERO_SHA).then(|| Commit {
+                id: checkout.to_string(),
+                message: string_at(json, "/message"),
+                author: String::new(),
+            })
+        });
+    // The list is cut at 20 commits; the count says how many there were.
+    let total = json.get("total_commits_count").and_then(Value::as_u64);
+    if total.is_some_and(|t| t as usize != commits.len()) {
+        event.changes_complete = false;
+    }
+    Ok(())
+}
+
+fn merge_request(event: &mut Event, json: &Value) {
+    event.kind = EventKind::PullRequest;
+    event.action = json.pointer("/object_attributes/action").and_then(Value::as_str).map(str::to_string);
+    let target = string_at(json, "/object_attributes/target_branch");
+    if !target.is_empty() {
+        event.set_branch(&target);
+    }
+    event.after = string_at(json, "/object_attributes/last_commit/id");
+    event.pusher = first_str(json, &["/user/username", "/user/name"]);
+}
+
+/// The `X-Gitlab-Event` of a body of this shape (for saved deliveries without headers).
+fn infer_event(json: &Value) -> Option<String> {
+    let name = match json.get("object_kind").and_then(Value::as_str)? {
+        "push" => "Push Hook",
+        "tag_push" => "Tag Push Hook",
+        "merge_request" => "Merge Request Hook",
+        "note" => "Note Hook",
+        "issue" => "Issue Hook",
+        "pipeline" => "Pipeline Hook",
+        "build" => "Job Hook",
+        "release" => "Release Hook",
+        _ => return None,
+    };
+    Some(name.to_string())
 }

@@ -1,49 +1,55 @@
-//! Gogs and Gitea/Forgejo: GitHub-like payloads with their own quirks. Branch deletions come
-//! only as a `delete` event; Gogs sends tags only as `create`; Gitea sends tags as a `push` (plus
-//! a `create` that is not counted twice); neither lists commits in a fixed order.
+//! Gogs.
+//!
+//! - Headers: `X-Gogs-Event` names the event (a GitHub-style `X-GitHub-Event` comes too);
+//!   `X-Gogs-Delivery` is the delivery id.
+//! - Signature: `X-Gogs-Signature: <bare hex HMAC-SHA256>`.
+//! - Events: `push` for branches only: a tag comes only as `create` (ref_type tag), a deletion
+//!   only as `delete`; `pull_request` with `base_branch`.
+//! - JSON: the GitHub shape ([`super::github_shape`]); no `head_commit`, and `commits[]` newest
+//!   first; `pusher.login`/`username`.
 
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::github::{base, commit_of, other, pull_request, push_fields};
-use super::{first_str, header, string_at, PayloadError};
+use super::github_shape::{self, base};
+use super::json::{first_str, string_at};
+use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
+use crate::settings::Secret;
 
-pub(super) fn parse(
-    provider: Provider,
-    headers: &HeaderMap,
-    json: &Value,
-) -> Result<Vec<Event>, PayloadError> {
-    let name = ["x-forgejo-event", "x-gitea-event", "x-gogs-event"]
-        .iter()
-        .find_map(|h| header(headers, h))
-        .unwrap_or_default()
-        .to_string();
-    let mut event = base(provider, &name, json);
-    match name.as_str() {
+pub(super) const ADAPTER: Adapter = Adapter {
+    provider: Provider::Gogs,
+    detect_headers: &["x-gogs-event"],
+    event_headers: &["x-gogs-event"],
+    delivery_headers: &["x-gogs-delivery", "x-github-delivery"],
+    authenticate,
+    parse,
+    infer_event: github_shape::infer_event,
+};
+
+fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret, _allow_sha1: bool) -> Result<(), AuthError> {
+    signature::bare_hex(headers, body, secret, &[("x-gogs-signature", "X-Gogs-Signature")])
+}
+
+fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
+    let mut event = base(Provider::Gogs, name, json);
+    match name {
         "push" => {
-            let commits = push_fields(&mut event, json)?;
-            event.head = match json.get("head_commit").filter(|h| !h.is_null()) {
-                Some(h) => Some(commit_of(h)),
-                // Gogs has no head_commit, and lists commits newest first: find it by id.
-                None => super::find_commit(commits, &event.after, "id").map(commit_of),
-            };
+            github_shape::push(Provider::Gogs, &mut event, json)?;
             event.pusher = first_str(json, &["/pusher/login", "/pusher/username", "/sender/login"]);
         }
-        "pull_request" => pull_request(&mut event, json),
+        "pull_request" => github_shape::pull_request(&mut event, json),
         "create" | "delete" => {
-            other(&mut event, json);
-            let ref_type = string_at(json, "/ref_type");
-            event.kind = match (provider, name.as_str(), ref_type.as_str()) {
+            github_shape::other(&mut event, json);
+            event.kind = match (name, string_at(json, "/ref_type").as_str()) {
                 // Gogs sends no push for a tag: its create event is the tag event.
-                (Provider::Gogs, "create", "tag") => EventKind::Tag,
-                // Neither sends a push for a deleted branch; Gogs none for a deleted tag either.
-                (_, "delete", "branch") | (Provider::Gogs, "delete", "tag") => EventKind::Delete,
-                // Gitea's tag create/delete duplicate a push that is already counted.
+                ("create", "tag") => EventKind::Tag,
+                // Nor a push for a deleted branch or tag.
+                ("delete", "branch" | "tag") => EventKind::Delete,
                 _ => EventKind::Other,
             };
         }
-        _ => other(&mut event, json),
+        _ => github_shape::other(&mut event, json),
     }
     Ok(vec![event])
 }

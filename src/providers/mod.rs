@@ -2,22 +2,38 @@
 //!
 //! The order of work is fixed: [`detect`] the provider from the headers, [`authenticate`] the
 //! raw body bytes against an entry's secret (constant time, before any JSON is parsed), then
-//! [`parse`] the payload into [`Event`]s. Each provider's JSON shape is known only to its own
-//! file here. What to do with a verified event (matching, queuing) is left to others.
+//! [`parse`] the payload into [`Event`]s. What to do with a verified event (matching, queuing)
+//! is left to others.
+//!
+//! Each host's facts live in its own file, as one [`Adapter`]: the headers that identify it and
+//! name its events, its delivery id, its signature scheme, its event names and JSON paths.
+//!
+//! | provider | file | what it reads |
+//! |---|---|---|
+//! | GitHub | `github.rs` | `X-GitHub-Event`, `X-GitHub-Delivery`, `X-Hub-Signature-256`; the GitHub shape, `pusher.name` |
+//! | GitLab | `gitlab.rs` | `X-Gitlab-Event`, `Idempotency-Key`/`X-Gitlab-Webhook-UUID`, `X-Gitlab-Token`; `object_kind`, `project.*`, `checkout_sha`, `total_commits_count`, `object_attributes` |
+//! | Gogs | `gogs.rs` | `X-Gogs-Event`, `X-Gogs-Delivery`, `X-Gogs-Signature`; the GitHub shape, `create`/`delete` with `ref_type` |
+//! | Gitea, Forgejo | `gitea.rs` | `X-Gitea-Event`/`X-Forgejo-Event`, `X-Gitea-Delivery`/`X-Forgejo-Delivery`, `X-Gitea-Signature`/`X-Forgejo-Signature` (or `X-Hub-Signature-256`); the GitHub shape |
+//! | Bitbucket Cloud, Server | `bitbucket.rs` | `X-Event-Key`, `X-Request-UUID`/`X-Request-Id`, `X-Hub-Signature`; `push.changes[]` or `changes[]`, `repository.*`, pull request refs |
+//!
+//! Shared by several: `github_shape.rs` (the payload shape GitHub, Gogs and Gitea have in
+//! common), `json.rs` (paths, and the push fields of every push-shaped payload),
+//! `signature.rs` (the HMAC and token checks), `pruned.rs` (parsing only what the adapters
+//! read), `saved.rs` (deliveries kept in files).
 
 mod bitbucket;
+mod gitea;
 mod github;
+mod github_shape;
 mod gitlab;
 mod gogs;
+mod json;
 mod pruned;
 pub mod saved;
+mod signature;
 
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use serde_json::Value;
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::event::{Event, Provider};
 use crate::settings::Secret;
@@ -52,23 +68,44 @@ pub enum PayloadError {
     Missing { provider: Provider, event: String, field: &'static str },
 }
 
-/// Finds the provider of a request from its headers. Gitea and Forgejo also send Gogs and
-/// GitHub headers, and Gogs sends GitHub's, so the most specific header wins.
-pub fn detect(headers: &HeaderMap) -> Option<Provider> {
-    let has = |name: &str| headers.contains_key(name);
-    if has("x-forgejo-event") || has("x-gitea-event") {
-        Some(Provider::Gitea)
-    } else if has("x-gogs-event") {
-        Some(Provider::Gogs)
-    } else if has("x-github-event") {
-        Some(Provider::Github)
-    } else if has("x-gitlab-event") {
-        Some(Provider::Gitlab)
-    } else if has("x-event-key") {
-        Some(Provider::Bitbucket)
-    } else {
-        None
+/// What one host's adapter knows. Header names are lowercase.
+pub(crate) struct Adapter {
+    provider: Provider,
+    /// Headers that only this host (or a host that also sends its own) sets.
+    detect_headers: &'static [&'static str],
+    /// Headers naming the event, the first present wins.
+    event_headers: &'static [&'static str],
+    /// Headers holding the delivery id, the first present wins.
+    delivery_headers: &'static [&'static str],
+    /// Checks the raw body against one secret (the flag: accept legacy SHA-1).
+    authenticate: fn(&HeaderMap, &[u8], &Secret, bool) -> Result<(), AuthError>,
+    /// Turns a payload into events, given the event name from the headers.
+    parse: fn(&str, &Value) -> Result<Vec<Event>, PayloadError>,
+    /// The event name a body of this shape has, for saved deliveries without headers.
+    infer_event: fn(&Value) -> Option<String>,
+}
+
+/// Gitea and Forgejo also send Gogs and GitHub headers, and Gogs sends GitHub's, so the most
+/// specific host is asked first.
+const DETECTION_ORDER: [&Adapter; 5] =
+    [&gitea::ADAPTER, &gogs::ADAPTER, &github::ADAPTER, &gitlab::ADAPTER, &bitbucket::ADAPTER];
+
+fn adapter(provider: Provider) -> &'static Adapter {
+    match provider {
+        Provider::Github => &github::ADAPTER,
+        Provider::Gitlab => &gitlab::ADAPTER,
+        Provider::Gogs => &gogs::ADAPTER,
+        Provider::Gitea => &gitea::ADAPTER,
+        Provider::Bitbucket => &bitbucket::ADAPTER,
     }
+}
+
+/// Finds the provider of a request from its headers.
+pub fn detect(headers: &HeaderMap) -> Option<Provider> {
+    DETECTION_ORDER
+        .iter()
+        .find(|a| a.detect_headers.iter().any(|h| headers.contains_key(*h)))
+        .map(|a| a.provider)
 }
 
 /// A header's value as text; a value that is not visible ASCII counts as absent.
@@ -76,16 +113,20 @@ pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+/// The event name of a request, from the first of `names` that is present.
+fn event_name<'a>(headers: &'a HeaderMap, names: &[&str]) -> &'a str {
+    names.iter().find_map(|n| header(headers, n)).unwrap_or_default()
+}
+
+/// The header that names the event of `provider`'s requests (for saved deliveries).
+pub fn event_header(provider: Provider) -> &'static str {
+    adapter(provider).event_headers[0]
+}
+
 /// The request's delivery id, as the provider names it.
 pub fn delivery_id(provider: Provider, headers: &HeaderMap) -> Option<String> {
-    let names: &[&str] = match provider {
-        Provider::Github => &["x-github-delivery"],
-        Provider::Gitlab => &["idempotency-key", "x-gitlab-webhook-uuid", "x-gitlab-event-uuid"],
-        Provider::Gogs => &["x-gogs-delivery", "x-github-delivery"],
-        Provider::Gitea => &["x-forgejo-delivery", "x-gitea-delivery", "x-gogs-delivery"],
-        Provider::Bitbucket => &["x-request-uuid", "x-request-id"],
-    };
-    names
+    adapter(provider)
+        .delivery_headers
         .iter()
         .find_map(|n| header(headers, n))
         .filter(|v| !v.is_empty() && v.len() <= 200)
@@ -100,94 +141,7 @@ pub fn authenticate(
     secret: &Secret,
     allow_sha1: bool,
 ) -> Result<(), AuthError> {
-    match provider {
-        Provider::Github => hub_signature(headers, body, secret, allow_sha1, "x-hub-signature-256"),
-        Provider::Bitbucket => hub_signature(headers, body, secret, allow_sha1, "x-hub-signature"),
-        Provider::Gitlab => {
-            let token = header(headers, "x-gitlab-token").ok_or(AuthError::Missing("X-Gitlab-Token"))?;
-            // Compare digests so that neither the content nor the length of the secret leaks.
-            let a = Sha256::digest(token.as_bytes());
-            let b = Sha256::digest(secret.expose());
-            if bool::from(a.ct_eq(&b)) {
-                Ok(())
-            } else {
-                Err(AuthError::Mismatch)
-            }
-        }
-        Provider::Gogs => bare_hex(headers, body, secret, &[("x-gogs-signature", "X-Gogs-Signature")]),
-        Provider::Gitea => {
-            let named = [
-                ("x-forgejo-signature", "X-Forgejo-Signature"),
-                ("x-gitea-signature", "X-Gitea-Signature"),
-                ("x-gogs-signature", "X-Gogs-Signature"),
-            ];
-            match bare_hex(headers, body, secret, &named) {
-                Err(AuthError::Missing(_)) => {
-                    hub_signature(headers, body, secret, allow_sha1, "x-hub-signature-256")
-                }
-                other => other,
-            }
-        }
-    }
-}
-
-/// `algo=hex` signatures: GitHub's `X-Hub-Signature-256` (with legacy `X-Hub-Signature` SHA-1),
-/// and Bitbucket's `X-Hub-Signature`, which holds SHA-256 despite the name.
-fn hub_signature(
-    headers: &HeaderMap,
-    body: &[u8],
-    secret: &Secret,
-    allow_sha1: bool,
-    primary: &'static str,
-) -> Result<(), AuthError> {
-    let candidates = [primary, "x-hub-signature"];
-    let mut saw_sha1 = false;
-    for name in candidates {
-        let Some(value) = header(headers, name).filter(|v| !v.is_empty()) else { continue };
-        let label = display_name(name);
-        let (algo, hex_sig) = value.split_once('=').ok_or(AuthError::Malformed(label))?;
-        let sig = hex::decode(hex_sig).map_err(|_| AuthError::Malformed(label))?;
-        match algo {
-            "sha256" => return verify::<Hmac<Sha256>>(secret, body, &sig),
-            "sha1" if allow_sha1 => return verify::<Hmac<Sha1>>(secret, body, &sig),
-            "sha1" => saw_sha1 = true,
-            _ => return Err(AuthError::Malformed(label)),
-        }
-    }
-    if saw_sha1 {
-        Err(AuthError::Sha1NotAllowed)
-    } else {
-        Err(AuthError::Missing(display_name(primary)))
-    }
-}
-
-fn display_name(name: &str) -> &'static str {
-    match name {
-        "x-hub-signature-256" => "X-Hub-Signature-256",
-        _ => "X-Hub-Signature",
-    }
-}
-
-/// Gogs and Gitea: bare lowercase hex HMAC-SHA256, no `sha256=` prefix.
-fn bare_hex(
-    headers: &HeaderMap,
-    body: &[u8],
-    secret: &Secret,
-    names: &[(&str, &'static str)],
-) -> Result<(), AuthError> {
-    for (name, label) in names {
-        let Some(value) = header(headers, name).filter(|v| !v.is_empty()) else { continue };
-        let sig = hex::decode(value).map_err(|_| AuthError::Malformed(label))?;
-        return verify::<Hmac<Sha256>>(secret, body, &sig);
-    }
-    Err(AuthError::Missing(names[0].1))
-}
-
-fn verify<M: Mac + hmac::digest::KeyInit>(secret: &Secret, body: &[u8], sig: &[u8]) -> Result<(), AuthError> {
-    let mut mac = <M as Mac>::new_from_slice(secret.expose()).expect("HMAC takes keys of any length");
-    mac.update(body);
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(sig).map_err(|_| AuthError::Mismatch)
+    (adapter(provider).authenticate)(headers, body, secret, allow_sha1)
 }
 
 /// Turns an authenticated request into events: one, or (Bitbucket) one per changed ref.
@@ -201,18 +155,18 @@ pub fn parse(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<Vec
 
 /// The events of a payload already parsed as JSON.
 fn events_of(provider: Provider, headers: &HeaderMap, json: &Value) -> Result<Vec<Event>, PayloadError> {
+    let adapter = adapter(provider);
+    let mut events = (adapter.parse)(event_name(headers, adapter.event_headers), json)?;
     let delivery = delivery_id(provider, headers);
-    let mut events = match provider {
-        Provider::Github => github::parse(headers, json)?,
-        Provider::Gitlab => gitlab::parse(headers, json)?,
-        Provider::Gogs => gogs::parse(Provider::Gogs, headers, json)?,
-        Provider::Gitea => gogs::parse(Provider::Gitea, headers, json)?,
-        Provider::Bitbucket => bitbucket::parse(headers, json)?,
-    };
     for e in &mut events {
         e.delivery_id = delivery.clone();
     }
     Ok(events)
+}
+
+/// The event name of a body of `provider`'s, from its shape alone.
+pub(crate) fn infer_event(provider: Provider, json: &Value) -> Option<String> {
+    (adapter(provider).infer_event)(json)
 }
 
 /// The JSON of a request: the body itself, or the `payload` field of a form-encoded body
@@ -231,53 +185,16 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, PayloadError> {
     }
 }
 
-// Small helpers for reading JSON by path; shared by the adapters.
-
-pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str)
-}
-
-pub(crate) fn string_at(v: &Value, pointer: &str) -> String {
-    str_at(v, pointer).unwrap_or_default().to_string()
-}
-
-/// The first non-empty string among several paths.
-pub(crate) fn first_str(v: &Value, pointers: &[&str]) -> String {
-    pointers.iter().find_map(|p| str_at(v, p).filter(|s| !s.is_empty())).unwrap_or_default().to_string()
-}
-
-/// The union of `added`, `modified` and `removed` over `commits`, sorted and deduplicated,
-/// and whether every commit carried its file lists.
-pub(crate) fn commit_files(commits: &[Value]) -> (Vec<String>, bool) {
-    let mut files = std::collections::BTreeSet::new();
-    let mut all_listed = true;
-    for c in commits {
-        for key in ["added", "modified", "removed"] {
-            match c.get(key).and_then(Value::as_array) {
-                Some(list) => files.extend(list.iter().filter_map(Value::as_str).map(str::to_string)),
-                None => all_listed = false,
-            }
-        }
-    }
-    (files.into_iter().collect(), all_listed)
-}
-
-/// The commit of `commits` whose id is `after`, whatever the order the provider lists them in.
-pub(crate) fn find_commit<'a>(commits: &'a [Value], after: &str, id_key: &str) -> Option<&'a Value> {
-    commits.iter().find(|c| c.get(id_key).and_then(Value::as_str) == Some(after))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
     use http::HeaderValue;
+    use sha1::Sha1;
 
-    /// The pruned parse changes nothing the adapters see: over every request of the fixture
-    /// corpus, the events are the same as from the whole payload.
-    #[test]
-    fn pruned_payloads_give_the_same_events_as_whole_ones() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut checked = 0;
+    /// Every request of a corpus: (name, headers, body).
+    fn corpus(root: &std::path::Path) -> Vec<(String, HeaderMap, Vec<u8>)> {
+        let mut out = Vec::new();
         for dir in std::fs::read_dir(root.join("requests")).unwrap() {
             for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
                 let path = file.unwrap().path();
@@ -293,20 +210,38 @@ mod tests {
                         v.as_str().unwrap().parse().unwrap(),
                     );
                 }
-                let provider = detect(&h).unwrap();
+                out.push((path.display().to_string(), h, body));
+            }
+        }
+        out
+    }
+
+    /// The pruned parse changes nothing the adapters see: over every request of both corpora
+    /// (the 66 of the first and the 86 real deliveries of the second), the events, or the
+    /// error, are the same as from the whole payload. A key an adapter starts reading that the
+    /// pruned parse drops fails here.
+    #[test]
+    fn pruned_payloads_give_the_same_events_as_whole_ones() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (root, expected) in [(fixtures.clone(), 66), (fixtures.join("corpus2"), 86)] {
+            let requests = corpus(&root);
+            assert_eq!(requests.len(), expected, "{}", root.display());
+            let mut parsed = 0;
+            for (name, h, body) in requests {
+                let Some(provider) = detect(&h) else { panic!("{name}: no provider detected") };
+                let form = h.get("content-type").is_some_and(|v| v.to_str().unwrap().contains("form"));
                 let whole: Value = match form_urlencoded::parse(&body).find(|(k, _)| k == "payload") {
-                    Some((_, p)) if h["content-type"].to_str().unwrap().contains("form") => {
-                        serde_json::from_str(&p).unwrap()
-                    }
+                    Some((_, p)) if form => serde_json::from_str(&p).unwrap(),
                     _ => serde_json::from_slice(&body).unwrap(),
                 };
                 let pruned = parse(provider, &h, &body);
-                assert_eq!(pruned, events_of(provider, &h, &whole), "{}", path.display());
+                assert_eq!(pruned, events_of(provider, &h, &whole), "{name}");
+                parsed += usize::from(pruned.is_ok());
                 assert!(json_body(&h, &body).unwrap().to_string().len() <= whole.to_string().len());
-                checked += 1;
             }
+            // Nearly all are understood (the rest must fail the same way both ways).
+            assert!(parsed + 2 >= expected, "{}: only {parsed} parsed", root.display());
         }
-        assert_eq!(checked, 66);
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

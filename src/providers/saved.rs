@@ -10,7 +10,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{detect, str_at};
+use super::{detect, event_header, infer_event};
 use crate::event::Provider;
 
 /// A delivery read from a file.
@@ -42,13 +42,7 @@ pub fn read(text: &[u8], provider: Option<Provider>, event: Option<&str>) -> Res
         Some(p) => p,
         None => infer_provider(json.insert(parse(&body)?)),
     };
-    let event_header = match provider {
-        Provider::Github => "x-github-event",
-        Provider::Gitlab => "x-gitlab-event",
-        Provider::Gogs => "x-gogs-event",
-        Provider::Gitea => "x-gitea-event",
-        Provider::Bitbucket => "x-event-key",
-    };
+    let event_header = event_header(provider);
     let event = match event {
         Some(e) => Some(e.to_string()),
         None if headers.contains_key(event_header) => None,
@@ -120,48 +114,6 @@ fn infer_provider(json: &Value) -> Provider {
     } else {
         Provider::Gogs
     }
-}
-
-/// The provider's event name for a payload of this shape, when the shape says it.
-fn infer_event(provider: Provider, json: &Value) -> Option<String> {
-    let has = |key: &str| json.get(key).is_some();
-    let name = match provider {
-        Provider::Gitlab => match str_at(json, "/object_kind")? {
-            "push" => "Push Hook",
-            "tag_push" => "Tag Push Hook",
-            "merge_request" => "Merge Request Hook",
-            "note" => "Note Hook",
-            "issue" => "Issue Hook",
-            "pipeline" => "Pipeline Hook",
-            "build" => "Job Hook",
-            "release" => "Release Hook",
-            _ => return None,
-        },
-        Provider::Bitbucket => {
-            if let Some(key) = str_at(json, "/eventKey") {
-                return Some(key.to_string());
-            }
-            if json.pointer("/push/changes").is_some() {
-                "repo:push"
-            } else {
-                return None;
-            }
-        }
-        Provider::Github | Provider::Gogs | Provider::Gitea => {
-            if has("zen") {
-                "ping"
-            } else if has("ref") && has("before") && has("after") {
-                "push"
-            } else if has("pull_request") {
-                "pull_request"
-            } else if has("release") {
-                "release"
-            } else {
-                return None;
-            }
-        }
-    };
-    Some(name.to_string())
 }
 
 #[cfg(test)]

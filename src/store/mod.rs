@@ -6,61 +6,19 @@
 //! The same delivery id twice finds the jobs of the first. This module decides nothing about
 //! order or concurrency; the queue does.
 
+mod job;
+pub mod schema;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 
-use crate::event::{Event, Trigger};
-
+pub use job::{Job, JobState, NewJob};
+use job::{RawJob, COLUMNS};
 /// How many finished jobs (and their logs) are kept; older ones are pruned.
 pub const HISTORY: i64 = 10_000;
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Cancelled,
-    Superseded,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::TimedOut => "timed_out",
-            JobState::Cancelled => "cancelled",
-            JobState::Superseded => "superseded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobState> {
-        Some(match s {
-            "queued" => JobState::Queued,
-            "running" => JobState::Running,
-            "succeeded" => JobState::Succeeded,
-            "failed" => JobState::Failed,
-            "timed_out" => JobState::TimedOut,
-            "cancelled" => JobState::Cancelled,
-            "superseded" => JobState::Superseded,
-            _ => return None,
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        !matches!(self, JobState::Queued | JobState::Running)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -68,32 +26,16 @@ pub enum StoreError {
     Db(#[from] rusqlite::Error),
     #[error("job store: {0}")]
     Io(#[from] std::io::Error),
-    #[error("job store: stored event is unreadable: {0}")]
+    #[error("job store: cannot encode the event: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-/// A job to record.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub entry: String,
-    pub trigger: Trigger,
-    pub event: Event,
-}
-
-/// A recorded job.
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    pub id: i64,
-    pub entry: String,
-    pub trigger: Trigger,
-    pub state: JobState,
-    pub event: Event,
-    /// Milliseconds since the Unix epoch.
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub exit_code: Option<i32>,
-    pub reason: Option<String>,
+    #[error("job database: job {id}: {what}")]
+    Corrupt { id: i64, what: String },
+    #[error("job database: {0}")]
+    Schema(String),
+    /// A store operation ended without an answer (it panicked); the database is unchanged
+    /// (each change is one transaction).
+    #[error("job store: the operation failed unexpectedly: {0}")]
+    Failed(String),
 }
 
 /// What [`Store::insert`] did.
@@ -117,39 +59,12 @@ pub struct Store {
     payloads: PathBuf,
 }
 
+/// The database's file name under `state_dir`.
+pub const DATABASE: &str = "jobs.sqlite3";
+
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS payloads (
-    id   INTEGER PRIMARY KEY,
-    body BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id          INTEGER PRIMARY KEY,
-    entry       TEXT NOT NULL,
-    trigger     TEXT NOT NULL,
-    delivery    TEXT,
-    provider    TEXT NOT NULL,
-    event       TEXT NOT NULL,
-    repo        TEXT NOT NULL,
-    git_ref     TEXT NOT NULL,
-    commit_sha  TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    created_at  INTEGER NOT NULL,
-    started_at  INTEGER,
-    finished_at INTEGER,
-    exit_code   INTEGER,
-    reason      TEXT,
-    event_json  TEXT NOT NULL,
-    payload_id  INTEGER REFERENCES payloads(id),
-    -- Set for a job run in the foreground by wh-automata-trigger: the pid of that process.
-    foreground_pid INTEGER
-);
-CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs(delivery);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-";
 
 impl Store {
     /// Opens (creating if needed) the store under `state_dir`.
@@ -158,11 +73,11 @@ impl Store {
         let payloads = state_dir.join("payloads");
         std::fs::create_dir_all(&logs)?;
         std::fs::create_dir_all(&payloads)?;
-        let conn = Connection::open(state_dir.join("jobs.sqlite3"))?;
+        let mut conn = Connection::open(state_dir.join(DATABASE))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        schema::migrate(&mut conn)?;
         Ok(Store { conn: Mutex::new(conn), logs, payloads })
     }
 
@@ -245,9 +160,9 @@ impl Store {
                 )?;
             }
         }
-        let mut stmt = conn.prepare(&format!("{SELECT_JOB} WHERE state = 'queued' ORDER BY id"))?;
-        let rows = stmt.query_map([], row_to_job)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(|r| r.map_err(StoreError::from)).collect()
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY id"))?;
+        let rows = stmt.query_map([], RawJob::read)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(RawJob::decode).collect()
     }
 
     /// Supersedes the waiting webhook jobs that have a newer job of the same entry and ref
@@ -365,16 +280,16 @@ impl Store {
 
     pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let conn = self.conn();
-        let row = conn.query_row(&format!("{SELECT_JOB} WHERE id = ?1"), [id], row_to_job).optional()?;
-        row.transpose().map_err(StoreError::from)
+        let row = conn.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), [id], RawJob::read).optional()?;
+        row.map(RawJob::decode).transpose()
     }
 
     /// The most recent jobs, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("{SELECT_JOB} ORDER BY id DESC LIMIT ?1"))?;
-        let rows = stmt.query_map([limit as i64], row_to_job)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(|r| r.map_err(StoreError::from)).collect()
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"))?;
+        let rows = stmt.query_map([limit as i64], RawJob::read)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(RawJob::decode).collect()
     }
 
     /// Writes the raw request body of job `id` to a file for its actions (`WH_PAYLOAD`).
@@ -422,7 +337,7 @@ fn insert_job(conn: &Connection, job: &NewJob, row: &Row<'_>) -> Result<i64, Sto
         job.entry,
         job.trigger.as_str(),
         row.delivery,
-        e.provider.as_str(),
+        e.provider_name(),
         e.name(),
         e.repo,
         e.git_ref,
@@ -437,34 +352,10 @@ fn insert_job(conn: &Connection, job: &NewJob, row: &Row<'_>) -> Result<i64, Sto
     Ok(conn.last_insert_rowid())
 }
 
-const SELECT_JOB: &str = "SELECT id, entry, trigger, state, event_json, created_at, started_at, finished_at,
-                                 exit_code, reason FROM jobs";
-
-fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, serde_json::Error>> {
-    let trigger: String = r.get(2)?;
-    let state: String = r.get(3)?;
-    let event_json: String = r.get(4)?;
-    let event = match serde_json::from_str(&event_json) {
-        Ok(e) => e,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(Ok(Job {
-        id: r.get(0)?,
-        entry: r.get(1)?,
-        trigger: if trigger == "manual" { Trigger::Manual } else { Trigger::Webhook },
-        state: JobState::parse(&state).unwrap_or(JobState::Failed),
-        event,
-        created_at: r.get(5)?,
-        started_at: r.get(6)?,
-        finished_at: r.get(7)?,
-        exit_code: r.get(8)?,
-        reason: r.get(9)?,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Event, EventKind, Trigger};
 
     fn job(entry: &str) -> NewJob {
         NewJob {
@@ -541,5 +432,74 @@ mod tests {
         assert_eq!(after.iter().filter(|j| j.state.is_final()).count(), 1);
         assert_eq!(after.iter().filter(|j| !j.state.is_final()).count(), before.len() - finished);
         assert!(!store.log_path(ids[0]).exists(), "a pruned job's log goes with it");
+    }
+
+    /// A database written by 0.1.0 (`tests/fixtures/store-0.1.0`: made by that version's
+    /// daemon and trigger, see the README there) opens, is migrated, and keeps every job.
+    #[test]
+    fn a_database_written_by_0_1_0_opens_migrated() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-0.1.0/jobs.sqlite3");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&fixture, dir.path().join(DATABASE)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(schema::version(&store.conn()).unwrap(), schema::LATEST);
+
+        let jobs = store.recent(100).unwrap();
+        let states: Vec<(i64, &str, JobState)> =
+            jobs.iter().rev().map(|j| (j.id, j.entry.as_str(), j.state)).collect();
+        assert_eq!(
+            states,
+            [
+                (1, "site", JobState::Succeeded),
+                (2, "failing", JobState::Failed),
+                (3, "slow", JobState::Succeeded),
+                (4, "later", JobState::Superseded),
+                (5, "later", JobState::Queued),
+                (6, "later", JobState::Queued),
+                (7, "failing", JobState::Failed),
+            ]
+        );
+        // Manual runs are manual events now, with no provider, in the rows and the events.
+        for id in [6, 7] {
+            let job = store.job(id).unwrap().unwrap();
+            assert_eq!((job.trigger, job.event.kind, job.event.provider), (Trigger::Manual, EventKind::Manual, None));
+            assert_eq!(job.event.name(), "manual");
+            let (event, provider): (String, String) = store
+                .conn()
+                .query_row("SELECT event, provider FROM jobs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
+            assert_eq!((event.as_str(), provider.as_str()), ("manual", ""));
+        }
+        assert_eq!(store.job(6).unwrap().unwrap().event.branch.as_deref(), Some("main"));
+        assert_eq!(store.job(7).unwrap().unwrap().exit_code, Some(3));
+        let site = store.job(1).unwrap().unwrap();
+        assert_eq!((site.event.provider, site.event.name()), (Some(crate::event::Provider::Github), "push"));
+        // Its deliveries are still known, its waiting jobs still wait, with their payloads.
+        match store.insert(Some("github:f3c465a4-e181-53a7-b951-9e31bc243d75"), b"{}", &[job("site")]).unwrap() {
+            Inserted::Duplicate(seen) => assert_eq!(seen, vec![(1, "site".to_string())]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.unfinished().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), [5, 6]);
+        let payload = store.write_payload(5).unwrap().unwrap();
+        assert_eq!(std::fs::metadata(payload).unwrap().len(), 7703);
+        // Opening it again migrates nothing more.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(schema::version(&store.conn()).unwrap(), schema::LATEST);
+        assert_eq!(store.recent(100).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn an_unknown_state_or_trigger_is_an_error_not_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let Inserted::New(ids) = store.insert(None, b"{}", &[job("a"), job("b")]).unwrap() else { panic!() };
+        store.conn().execute("UPDATE jobs SET state = 'done' WHERE id = ?1", [ids[0]]).unwrap();
+        store.conn().execute("UPDATE jobs SET trigger = 'cron' WHERE id = ?1", [ids[1]]).unwrap();
+        let err = store.job(ids[0]).unwrap_err().to_string();
+        assert!(err.contains(&format!("job {}: unknown state \"done\"", ids[0])), "{err}");
+        let err = store.job(ids[1]).unwrap_err().to_string();
+        assert!(err.contains("unknown trigger \"cron\""), "{err}");
+        assert!(store.recent(10).is_err());
     }
 }

@@ -1,0 +1,238 @@
+//! The state that the server, the control socket, the watcher and the workers share: the
+//! current settings (an `Arc` snapshot swapped whole on reload) and their load status, the job
+//! store and the queue. Recording a delivery's jobs ([`App::enqueue`]) and picking up the jobs
+//! of the previous run ([`App::recover`]) live here, so every way in records jobs the same way.
+//!
+//! None of the parts that use it is known here: they import this module, never the reverse.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use crate::event::Trigger;
+use crate::queue::{Full, Queue, Waiting};
+use crate::settings::{self, Problems, Settings};
+use crate::store::{Inserted, JobState, NewJob, Store, StoreError};
+
+/// What `/health` says about the settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadStatus {
+    /// `loaded`, or `error` when the last edit was refused (the previous settings still serve).
+    pub state: &'static str,
+    pub file: PathBuf,
+    pub entries: usize,
+    pub loaded_at: String,
+    pub reloads: u64,
+    /// The problems of the refused edit.
+    pub problems: Vec<String>,
+}
+
+/// The state shared by the server, the control socket, the workers and the watcher.
+pub struct App {
+    settings: RwLock<Arc<Settings>>,
+    status: Mutex<LoadStatus>,
+    pub store: Arc<Store>,
+    pub queue: Queue,
+    source: PathBuf,
+}
+
+/// The result of recording a delivery's jobs: (id, entry) of each.
+#[derive(Debug)]
+pub enum Enqueued {
+    Queued(Vec<(i64, String)>),
+    /// The delivery was seen before: its earlier jobs.
+    Duplicate(Vec<(i64, String)>),
+}
+
+/// Why jobs were not recorded. Its message is the one both the HTTP answer and the control
+/// socket give.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("the job queue is full; try again later")]
+    Full,
+    #[error("cannot record the job: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<Full> for EnqueueError {
+    fn from(_: Full) -> Self {
+        EnqueueError::Full
+    }
+}
+
+fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl App {
+    /// Opens the store of `settings` and builds the shared state.
+    pub fn new(settings: Settings) -> Result<App, StoreError> {
+        let store = Store::open(&settings.server.state_dir)?;
+        let status = LoadStatus {
+            state: "loaded",
+            file: settings.source.clone(),
+            entries: settings.entries.len(),
+            loaded_at: timestamp(SystemTime::now()),
+            reloads: 0,
+            problems: Vec::new(),
+        };
+        Ok(App {
+            source: settings.source.clone(),
+            settings: RwLock::new(Arc::new(settings)),
+            status: Mutex::new(status),
+            store: Arc::new(store),
+            queue: Queue::new(),
+        })
+    }
+
+    /// The current settings snapshot.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn status(&self) -> LoadStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the settings again; swaps them in whole when valid, keeps the old ones otherwise.
+    pub fn reload(&self) -> Result<Arc<Settings>, Problems> {
+        let old = self.settings();
+        match settings::load(&self.source) {
+            Ok(new) => {
+                for (what, changed) in [
+                    ("listen", old.server.listen != new.server.listen),
+                    ("workers", old.server.workers != new.server.workers),
+                    ("state_dir", old.server.state_dir != new.server.state_dir),
+                ] {
+                    if changed {
+                        warn!("server.{what} changed: it takes effect when the daemon restarts");
+                    }
+                }
+                let new = Arc::new(new);
+                *self.settings.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                status.state = "loaded";
+                status.entries = new.entries.len();
+                status.loaded_at = timestamp(SystemTime::now());
+                status.reloads += 1;
+                status.problems.clear();
+                info!(entries = new.entries.len(), files = new.files.len(), "settings reloaded");
+                Ok(new)
+            }
+            Err(problems) => {
+                for p in &problems.0 {
+                    error!(problem = %p, "settings edit refused; the previous settings keep serving");
+                }
+                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                status.state = "error";
+                status.problems = problems.0.iter().map(ToString::to_string).collect();
+                Err(problems)
+            }
+        }
+    }
+
+    /// Records the jobs of one delivery and queues them: the room is reserved first (a full
+    /// queue records nothing), then the jobs are written durably, then queued. Blocking: call it
+    /// off the async threads.
+    pub fn enqueue(&self, delivery: Option<&str>, body: &[u8], jobs: Vec<NewJob>) -> Result<Enqueued, EnqueueError> {
+        let capacity = self.settings().server.queue;
+        let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.entry.as_str(), queue_key(j))).collect();
+        let reservation = self.queue.reserve(&keys, capacity)?;
+        let ids = match self.store.insert(delivery, body, &jobs)? {
+            Inserted::Duplicate(seen) => return Ok(Enqueued::Duplicate(seen)),
+            Inserted::New(ids) => ids,
+        };
+        let superseded = self.queue.push(reservation, waiting(&ids, &jobs));
+        self.mark_superseded(superseded);
+        Ok(Enqueued::Queued(ids.into_iter().zip(jobs.into_iter().map(|j| j.entry)).collect()))
+    }
+
+    /// Records the jobs a newer one replaced in the queue. Off the path of the answer: until
+    /// it is done they are only out of the queue, and if the daemon stops first, the next
+    /// start finds the newer job and supersedes them again ([`Store::supersede_stale`]).
+    fn mark_superseded(&self, pairs: Vec<(i64, i64)>) {
+        if pairs.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let mark = move || {
+            for (old, by) in pairs {
+                let reason = format!("superseded by job {by}, a newer event for the same entry and ref");
+                if let Err(e) = store.finish(old, JobState::Superseded, None, Some(&reason)) {
+                    error!(job = old, error = %e, "cannot record a superseded job");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(mark)),
+            Err(_) => mark(),
+        }
+    }
+
+    /// Queues the jobs left unfinished by the previous run of the daemon; returns how many.
+    pub fn recover(&self) -> Result<usize, StoreError> {
+        self.store.supersede_stale()?;
+        let jobs = self.store.unfinished()?;
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let new: Vec<NewJob> =
+            jobs.into_iter().map(|j| NewJob { entry: j.entry, trigger: j.trigger, event: j.event }).collect();
+        let superseded = self.queue.push_unreserved(waiting(&ids, &new));
+        self.mark_superseded(superseded);
+        Ok(ids.len())
+    }
+}
+
+fn waiting(ids: &[i64], jobs: &[NewJob]) -> Vec<Waiting> {
+    ids.iter()
+        .zip(jobs)
+        .map(|(id, j)| Waiting { id: *id, entry: j.entry.clone(), key: queue_key(j).to_string() })
+        .collect()
+}
+
+/// Jobs of one entry with the same key supersede each other: webhook jobs of the same ref. A
+/// manual run was asked for by a person and is never superseded, nor supersedes.
+fn queue_key(job: &NewJob) -> &str {
+    match job.trigger {
+        Trigger::Manual => "",
+        Trigger::Webhook => &job.event.git_ref,
+    }
+}
+
+/// Blocking work was cut short by a panic; the message says where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Panicked(pub String);
+
+impl Panicked {
+    /// The message of a task that panicked (or was cancelled).
+    pub fn of(error: tokio::task::JoinError) -> Panicked {
+        match error.try_into_panic() {
+            Ok(payload) => Panicked(
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string()),
+            ),
+            Err(e) => Panicked(e.to_string()),
+        }
+    }
+}
+
+/// Runs blocking work off the async threads. A panic in it is returned, not propagated: the
+/// caller (a worker, the watcher, a connection) goes on.
+pub async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Panicked> {
+    tokio::task::spawn_blocking(f).await.map_err(Panicked::of)
+}
+
+/// Runs a blocking store operation off the async threads; a panic in it is a store error.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    off_thread(f).await.unwrap_or_else(|p| Err(StoreError::Failed(p.0).into()))
+}

@@ -1,0 +1,63 @@
+//! Gitea and Forgejo (reported as `gitea`).
+//!
+//! - Headers: `X-Gitea-Event` or `X-Forgejo-Event` names the event (Gogs and GitHub headers
+//!   come too); `X-Gitea-Delivery` / `X-Forgejo-Delivery` is the delivery id.
+//! - Signature: `X-Gitea-Signature` / `X-Forgejo-Signature` (and `X-Gogs-Signature`): bare hex
+//!   HMAC-SHA256; newer versions also send `X-Hub-Signature-256`, used when those are absent.
+//! - Events: tags arrive as a `push` of `refs/tags/*` plus a `create` that is not counted twice;
+//!   a branch deletion comes only as `delete`; `pull_request`.
+//! - JSON: the GitHub shape ([`super::github_shape`]); `commits[]` in no fixed order;
+//!   `pusher.login`/`username`.
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use super::github_shape::{self, base};
+use super::json::{first_str, string_at};
+use super::{signature, Adapter, AuthError, PayloadError};
+use crate::event::{Event, EventKind, Provider};
+use crate::settings::Secret;
+
+pub(super) const ADAPTER: Adapter = Adapter {
+    provider: Provider::Gitea,
+    detect_headers: &["x-forgejo-event", "x-gitea-event"],
+    event_headers: &["x-gitea-event", "x-forgejo-event", "x-gogs-event"],
+    delivery_headers: &["x-forgejo-delivery", "x-gitea-delivery", "x-gogs-delivery"],
+    authenticate,
+    parse,
+    infer_event: github_shape::infer_event,
+};
+
+fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret, allow_sha1: bool) -> Result<(), AuthError> {
+    let named = [
+        ("x-forgejo-signature", "X-Forgejo-Signature"),
+        ("x-gitea-signature", "X-Gitea-Signature"),
+        ("x-gogs-signature", "X-Gogs-Signature"),
+    ];
+    match signature::bare_hex(headers, body, secret, &named) {
+        Err(AuthError::Missing(_)) => signature::hub(headers, body, secret, allow_sha1, "x-hub-signature-256"),
+        other => other,
+    }
+}
+
+fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
+    let mut event = base(Provider::Gitea, name, json);
+    match name {
+        "push" => {
+            github_shape::push(Provider::Gitea, &mut event, json)?;
+            event.pusher = first_str(json, &["/pusher/login", "/pusher/username", "/sender/login"]);
+        }
+        "pull_request" => github_shape::pull_request(&mut event, json),
+        "create" | "delete" => {
+            github_shape::other(&mut event, json);
+            event.kind = match (name, string_at(json, "/ref_type").as_str()) {
+                // No push comes for a deleted branch.
+                ("delete", "branch") => EventKind::Delete,
+                // A tag's create/delete duplicates a push that is already counted.
+                _ => EventKind::Other,
+            };
+        }
+        _ => github_shape::other(&mut event, json),
+    }
+    Ok(vec![event])
+}

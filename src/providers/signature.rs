@@ -1,0 +1,88 @@
+//! The signature schemes the hosts use, shared by the adapters: `algo=hex` HMACs
+//! (`X-Hub-Signature-256` and its relatives), bare hex HMAC-SHA256 (Gogs, Gitea/Forgejo), and a
+//! plain token (GitLab). Every comparison is over the raw body bytes, in constant time.
+
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{header, AuthError};
+use crate::settings::Secret;
+
+/// `algo=hex` signatures in `primary`, falling back to `X-Hub-Signature`: GitHub's
+/// `X-Hub-Signature-256` (with its legacy SHA-1 `X-Hub-Signature`), and Bitbucket's
+/// `X-Hub-Signature`, which holds SHA-256 despite the name. SHA-1 only when `allow_sha1`.
+pub(super) fn hub(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &Secret,
+    allow_sha1: bool,
+    primary: &'static str,
+) -> Result<(), AuthError> {
+    let mut saw_sha1 = false;
+    for name in [primary, "x-hub-signature"] {
+        let Some(value) = header(headers, name).filter(|v| !v.is_empty()) else { continue };
+        let label = display_name(name);
+        let (algo, hex_sig) = value.split_once('=').ok_or(AuthError::Malformed(label))?;
+        let sig = hex::decode(hex_sig).map_err(|_| AuthError::Malformed(label))?;
+        match algo {
+            "sha256" => return verify::<Hmac<Sha256>>(secret, body, &sig),
+            "sha1" if allow_sha1 => return verify::<Hmac<Sha1>>(secret, body, &sig),
+            "sha1" => saw_sha1 = true,
+            _ => return Err(AuthError::Malformed(label)),
+        }
+    }
+    if saw_sha1 {
+        Err(AuthError::Sha1NotAllowed)
+    } else {
+        Err(AuthError::Missing(display_name(primary)))
+    }
+}
+
+fn display_name(name: &str) -> &'static str {
+    match name {
+        "x-hub-signature-256" => "X-Hub-Signature-256",
+        _ => "X-Hub-Signature",
+    }
+}
+
+/// Bare lowercase hex HMAC-SHA256, no `sha256=` prefix, in the first of `names` (header name,
+/// name as shown) that is present.
+pub(super) fn bare_hex(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &Secret,
+    names: &[(&str, &'static str)],
+) -> Result<(), AuthError> {
+    for (name, label) in names {
+        let Some(value) = header(headers, name).filter(|v| !v.is_empty()) else { continue };
+        let sig = hex::decode(value).map_err(|_| AuthError::Malformed(label))?;
+        return verify::<Hmac<Sha256>>(secret, body, &sig);
+    }
+    Err(AuthError::Missing(names[0].1))
+}
+
+/// A plain token in `name`, equal to the secret. Digests are compared, so that neither the
+/// content nor the length of the secret leaks through timing.
+pub(super) fn token(headers: &HeaderMap, secret: &Secret, name: &str, label: &'static str) -> Result<(), AuthError> {
+    let token = header(headers, name).ok_or(AuthError::Missing(label))?;
+    let a = Sha256::digest(token.as_bytes());
+    let b = Sha256::digest(secret.expose());
+    if bool::from(a.ct_eq(&b)) {
+        Ok(())
+    } else {
+        Err(AuthError::Mismatch)
+    }
+}
+
+fn verify<M: Mac + hmac::digest::KeyInit>(secret: &Secret, body: &[u8], sig: &[u8]) -> Result<(), AuthError> {
+    let Ok(mut mac) = <M as Mac>::new_from_slice(secret.expose()) else {
+        // HMAC takes keys of any length: this cannot happen, and would refuse the request.
+        return Err(AuthError::Mismatch);
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(sig).map_err(|_| AuthError::Mismatch)
+}

@@ -1,0 +1,358 @@
+//! Phase two: from what was typed to what the daemon uses. Regexes and globs compiled,
+//! durations and sizes parsed, secrets resolved from the environment or a file, relative paths
+//! made absolute. Each function adds what is wrong to the problems and goes on, so that every
+//! problem is reported at once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use globset::{Glob, GlobSetBuilder};
+
+use super::problems::{problem, Problem};
+use super::raw::{OneOrMany, RawAction, RawActions, RawEntry, RawServer};
+use super::units::{parse_duration, parse_size};
+use super::{Action, Entry, Secret, Server, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
+use crate::matcher::{MatchSpec, Matcher};
+
+/// Where an entry is, for its problems.
+pub(super) struct Place<'a> {
+    pub name: &'a str,
+    pub file: &'a Path,
+    pub line: Option<usize>,
+    /// The directory of the file: relative paths are relative to it.
+    pub dir: &'a Path,
+}
+
+/// The problems of one entry, each located at the entry.
+struct Report<'a, 'p> {
+    place: &'a Place<'a>,
+    problems: &'p mut Vec<Problem>,
+}
+
+impl Report<'_, '_> {
+    fn bad(&mut self, message: String) {
+        self.problems.push(problem(self.place.file, self.place.line, Some(self.place.name), message));
+    }
+}
+
+pub(super) fn server(file: &Path, base: &Path, raw: Option<&RawServer>, problems: &mut Vec<Problem>) -> Server {
+    let mut server = Server {
+        listen: DEFAULT_LISTEN.to_string(),
+        path: "/hooks".to_string(),
+        workers: 2,
+        queue: 100,
+        max_body: 1024 * 1024,
+        state_dir: base.join("state"),
+        max_connections: 256,
+        header_timeout: Duration::from_secs(10),
+        log_limit: 1024 * 1024,
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let Some(raw) = raw else { return server };
+    let mut bad = |message: String| problems.push(problem(file, None, None, format!("server: {message}")));
+    if let Some(listen) = &raw.listen {
+        if listen.parse::<SocketAddr>().is_err() {
+            bad(format!("listen \"{listen}\" is not an address like 127.0.0.1:8970"));
+        }
+        server.listen = listen.clone();
+    }
+    if let Some(path) = &raw.path {
+        let trimmed = path.trim_end_matches('/');
+        if !path.starts_with('/') || trimmed.contains("//") || trimmed.contains(['?', '#', ' ']) {
+            bad(format!("path \"{path}\" must be a URL path starting with '/'"));
+        }
+        server.path = trimmed.to_string();
+    }
+    for (name, value, slot, max) in [
+        ("workers", raw.workers, &mut server.workers, 1024),
+        ("queue", raw.queue, &mut server.queue, 1_000_000),
+        ("max_connections", raw.max_connections, &mut server.max_connections, 1_000_000),
+    ] {
+        match value {
+            Some(n) if n == 0 || n > max => bad(format!("{name} must be between 1 and {max}, not {n}")),
+            Some(n) => *slot = n,
+            None => {}
+        }
+    }
+    for (name, value, slot) in
+        [("max_body", &raw.max_body, &mut server.max_body), ("log_limit", &raw.log_limit, &mut server.log_limit)]
+    {
+        match value.as_deref().map(parse_size) {
+            Some(Ok(0)) => bad(format!("{name} must be more than 0")),
+            Some(Ok(n)) => *slot = n,
+            Some(Err(e)) => bad(format!("{name}: {e}")),
+            None => {}
+        }
+    }
+    for (name, value, slot) in [
+        ("header_timeout", &raw.header_timeout, &mut server.header_timeout),
+        ("shutdown_grace", &raw.shutdown_grace, &mut server.shutdown_grace),
+    ] {
+        match value.as_deref().map(parse_duration) {
+            Some(Ok(d)) => *slot = d,
+            Some(Err(e)) => bad(format!("{name}: {e}")),
+            None => {}
+        }
+    }
+    if let Some(dir) = &raw.state_dir {
+        server.state_dir = base.join(dir);
+    }
+    server
+}
+
+/// Compiles one entry; `None` when it has problems (they are in `problems`).
+pub(super) fn entry(
+    place: &Place<'_>,
+    raw: RawEntry,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Entry> {
+    let before = problems.len();
+    let mut report = Report { place, problems };
+    let matcher = matcher(&raw, &mut report);
+    let secret = secret(&raw, env, &mut report);
+    let env_vars = environment(&raw, env, &mut report);
+    let timeout = timeout(raw.timeout.as_deref(), &mut report);
+    let actions = actions(raw.actions, &mut report);
+    if problems.len() > before {
+        return None;
+    }
+    Some(Entry {
+        name: place.name.to_string(),
+        file: place.file.to_path_buf(),
+        line: place.line,
+        matcher: matcher?,
+        secret,
+        allow_sha1: raw.allow_sha1,
+        workdir: raw.workdir.as_ref().map_or_else(|| place.dir.to_path_buf(), |w| place.dir.join(w)),
+        env: env_vars,
+        inherit_env: raw.inherit_env,
+        timeout,
+        actions,
+    })
+}
+
+fn matcher(raw: &RawEntry, report: &mut Report<'_, '_>) -> Option<Matcher> {
+    let m = &raw.matcher;
+    let events = m.event.as_ref().map(|e| match e {
+        OneOrMany::One(one) => vec![one.clone()],
+        OneOrMany::Many(many) => many.clone(),
+    });
+    let spec = MatchSpec {
+        provider: m.provider.as_deref(),
+        repo: m.repo.as_deref(),
+        branch: m.branch.as_deref(),
+        tag: m.tag.as_deref(),
+        events,
+    };
+    Matcher::compile(&spec).map_err(|problems| problems.into_iter().for_each(|p| report.bad(p))).ok()
+}
+
+/// `secret` (with `${VAR}`), `secret_file`, or `insecure: true`: exactly one of them.
+fn secret(raw: &RawEntry, env: &dyn Fn(&str) -> Option<String>, report: &mut Report<'_, '_>) -> Option<Secret> {
+    if raw.insecure && (raw.secret.is_some() || raw.secret_file.is_some()) {
+        report.bad("`insecure: true` and a secret contradict each other: remove one".into());
+    }
+    let value = match (&raw.secret, &raw.secret_file) {
+        (Some(_), Some(_)) => Err("give either `secret` or `secret_file`, not both".to_string()),
+        (Some(s), None) => expand(s, env).map_err(|e| format!("secret: {e}")),
+        (None, Some(path)) => {
+            let path = report.place.dir.join(path);
+            match std::fs::read_to_string(&path) {
+                Ok(v) if v.trim_end_matches(['\n', '\r']).is_empty() => {
+                    Err(format!("secret_file {} is empty", path.display()))
+                }
+                Ok(v) => Ok(v.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => Err(format!("secret_file {}: {e}", path.display())),
+            }
+        }
+        (None, None) if raw.insecure => return None,
+        (None, None) => Err(
+            "no secret: set `secret` or `secret_file`, or say `insecure: true` to accept unsigned requests".into(),
+        ),
+    };
+    match value {
+        Ok(v) if v.is_empty() => report.bad("secret is empty".into()),
+        Ok(v) => return Some(Secret(v)),
+        Err(e) => report.bad(e),
+    }
+    None
+}
+
+/// `env:` (values with `${VAR}`) and the names of `inherit_env:`.
+fn environment(
+    raw: &RawEntry,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut Report<'_, '_>,
+) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for (key, value) in &raw.env {
+        if !valid_env_name(key) {
+            report.bad(format!("env: \"{key}\" is not a valid variable name"));
+        } else if key.starts_with("WH_") {
+            report.bad(format!("env: \"{key}\": names starting with WH_ are set by wh-automata"));
+        }
+        match expand(value, env) {
+            Ok(v) => vars.push((key.clone(), v)),
+            Err(e) => report.bad(format!("env.{key}: {e}")),
+        }
+    }
+    for key in &raw.inherit_env {
+        if !valid_env_name(key) {
+            report.bad(format!("inherit_env: \"{key}\" is not a valid variable name"));
+        }
+    }
+    vars
+}
+
+fn timeout(text: Option<&str>, report: &mut Report<'_, '_>) -> Duration {
+    match text.map(parse_duration) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(d)) if d.is_zero() => {
+            report.bad("timeout must be more than 0".into());
+            DEFAULT_TIMEOUT
+        }
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            report.bad(format!("timeout: {e}"));
+            DEFAULT_TIMEOUT
+        }
+    }
+}
+
+fn actions(raw: Option<RawActions>, report: &mut Report<'_, '_>) -> Vec<Action> {
+    let raw_actions = match raw {
+        None => Vec::new(),
+        Some(RawActions::One(s)) => vec![RawAction::Command(s)],
+        Some(RawActions::Many(list)) => list,
+    };
+    let mut actions = Vec::new();
+    for (i, a) in raw_actions.into_iter().enumerate() {
+        let (run, if_changed) = match a {
+            RawAction::Command(run) => (run, None),
+            RawAction::Step(step) => (step.run, step.if_changed),
+        };
+        if run.trim().is_empty() {
+            report.bad(format!("action {} is empty", i + 1));
+            continue;
+        }
+        let if_changed = if_changed.and_then(|list| changed_set(i + 1, list.into_vec(), report));
+        actions.push(Action { run, if_changed });
+    }
+    if actions.is_empty() {
+        report.bad("no actions: give at least one command under `actions:`".into());
+    }
+    actions
+}
+
+/// The compiled `if_changed` patterns of action `n`.
+fn changed_set(
+    n: usize,
+    patterns: Vec<String>,
+    report: &mut Report<'_, '_>,
+) -> Option<(Vec<String>, globset::GlobSet)> {
+    if patterns.is_empty() {
+        report.bad(format!("action {n}: if_changed is an empty list"));
+    }
+    let mut builder = GlobSetBuilder::new();
+    for p in &patterns {
+        match changed_glob(p) {
+            Ok(globs) => {
+                for g in globs {
+                    builder.add(g);
+                }
+            }
+            Err(e) => report.bad(format!("action {n}: if_changed \"{p}\": {e}")),
+        }
+    }
+    match builder.build() {
+        Ok(set) => Some((patterns, set)),
+        Err(e) => {
+            report.bad(format!("action {n}: if_changed: {e}"));
+            None
+        }
+    }
+}
+
+/// An `if_changed` pattern: a glob on the path from the repository root. A pattern without a
+/// `/` also matches that name in any directory (`Dockerfile` matches `app/Dockerfile`), and a
+/// directory pattern ending in `/` matches everything under it.
+fn changed_glob(pattern: &str) -> Result<Vec<Glob>, globset::Error> {
+    let build = |p: &str| globset::GlobBuilder::new(p).literal_separator(true).build();
+    let mut out = Vec::new();
+    if let Some(dir) = pattern.strip_suffix('/') {
+        out.push(build(&format!("{dir}/**"))?);
+    } else {
+        out.push(build(pattern)?);
+        if !pattern.contains('/') {
+            out.push(build(&format!("**/{pattern}"))?);
+        }
+    }
+    Ok(out)
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Replaces every `${VAR}` with the variable's value. An unset variable is an error: a deploy
+/// with an empty secret or path is worse than one that does not start.
+pub fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("unterminated ${ (write it as ${NAME})".into());
+        };
+        let name = &after[..end];
+        if !valid_env_name(name) {
+            return Err(format!("\"${{{name}}}\" is not a valid variable reference"));
+        }
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion() {
+        let env = |n: &str| (n == "A").then(|| "x$y".to_string());
+        assert_eq!(expand("pre-${A}-post", &env).unwrap(), "pre-x$y-post");
+        assert_eq!(expand("no vars", &env).unwrap(), "no vars");
+        assert!(expand("${B}", &env).unwrap_err().contains("B is not set"));
+        assert!(expand("${A", &env).is_err());
+        assert!(expand("${1A}", &env).is_err());
+    }
+
+    #[test]
+    fn if_changed_globs() {
+        let set = |p: &str| {
+            let mut b = GlobSetBuilder::new();
+            for g in changed_glob(p).unwrap() {
+                b.add(g);
+            }
+            b.build().unwrap()
+        };
+        assert!(set("Dockerfile").is_match("Dockerfile"));
+        assert!(set("Dockerfile").is_match("app/Dockerfile"));
+        assert!(!set("Dockerfile").is_match("Dockerfile.dev"));
+        assert!(set("src/").is_match("src/a/b.rs"));
+        assert!(!set("src/").is_match("srcx/a"));
+        assert!(set("*.lock").is_match("Cargo.lock"));
+        assert!(set("web/*.json").is_match("web/package.json"));
+        assert!(!set("web/*.json").is_match("web/x/package.json"));
+    }
+}

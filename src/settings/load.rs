@@ -1,0 +1,170 @@
+//! Reading the settings file and the rule files it includes, then compiling their entries.
+//! Names are unique across all files; each problem is reported with its file, line and entry.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::compile::{self, Place};
+use super::problems::{duplicate_names, entry_lines, problem, Problem, Problems};
+use super::raw::{RawEntry, RawFile};
+use super::{include, Entry, Index, Settings};
+
+/// One file read: its path, its text, and its `entries:` as typed.
+struct Source {
+    file: PathBuf,
+    text: String,
+    entries: Option<serde_yaml::Mapping>,
+}
+
+/// Reads, validates and compiles the settings file at `path` and every file it includes, with
+/// `env` to look up `${VAR}`.
+pub(super) fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Problems> {
+    let mut problems = Vec::new();
+    let source = absolute(path);
+    let base = source.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = std::fs::read_to_string(&source)
+        .map_err(|e| Problems(vec![problem(&source, None, None, format!("cannot read: {e}"))]))?;
+    let Some(main) = parse_file(&source, &text, &mut problems) else {
+        return Err(Problems(problems));
+    };
+    let server = compile::server(&source, &base, main.server.as_ref(), &mut problems);
+    let include_globs: Vec<PathBuf> = main.include.iter().map(|p| base.join(p)).collect();
+    let mut sources = vec![Source { file: source.clone(), text, entries: main.entries }];
+    for (pattern, full) in main.include.iter().zip(&include_globs) {
+        included(&source, pattern, full, &mut sources, &mut problems);
+    }
+    let files = sources.iter().map(|s| s.file.clone()).collect();
+    let entries = entries(sources, env, &mut problems);
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    let index = Index::of(&entries);
+    Ok(Settings { source, files, include_globs, server, entries, index })
+}
+
+/// Reads the files that the include `pattern` (`full`: made absolute) names, once each.
+fn included(main: &Path, pattern: &str, full: &Path, sources: &mut Vec<Source>, problems: &mut Vec<Problem>) {
+    let matched = match include::expand(full) {
+        Ok(found) => found,
+        Err(e) => {
+            problems.push(problem(main, None, None, format!("include \"{pattern}\": bad glob: {e}")));
+            return;
+        }
+    };
+    if matched.is_empty() {
+        problems.push(problem(main, None, None, format!("include \"{pattern}\" matches no file")));
+    }
+    for file in matched {
+        if sources.iter().any(|s| s.file == file) {
+            continue;
+        }
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem(&file, None, None, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let Some(raw) = parse_file(&file, &text, problems) else { continue };
+        if raw.server.is_some() {
+            let message = "`server:` belongs in the main settings file, not in an included file";
+            problems.push(problem(&file, None, None, message.into()));
+        }
+        if !raw.include.is_empty() {
+            problems.push(problem(&file, None, None, "`include:` is only read in the main settings file".into()));
+        }
+        sources.push(Source { file, text, entries: raw.entries });
+    }
+}
+
+/// Compiles the entries of every file, refusing names defined twice.
+fn entries(
+    sources: Vec<Source>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Vec<Arc<Entry>> {
+    let mut seen: HashMap<String, (PathBuf, Option<usize>)> = HashMap::new();
+    let mut entries = Vec::new();
+    for source in sources {
+        let file = &source.file;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let lines = entry_lines(&source.text);
+        for (key, value) in source.entries.into_iter().flatten() {
+            let Some(name) = key.as_str().map(str::to_string) else {
+                problems.push(problem(file, None, None, format!("entry name must be a string, got {key:?}")));
+                continue;
+            };
+            let line = lines.iter().find(|(n, _)| *n == name).map(|(_, l)| *l);
+            if let Some((other, other_line)) = seen.get(&name) {
+                if other != file {
+                    let at = match other_line {
+                        Some(l) => format!("{}:{l}", other.display()),
+                        None => other.display().to_string(),
+                    };
+                    problems.push(problem(file, line, Some(&name), format!("already defined in {at}")));
+                }
+                continue;
+            }
+            seen.insert(name.clone(), (file.clone(), line));
+            let place = Place { name: &name, file, line, dir: &dir };
+            if let Some(entry) = entry(&place, value, env, problems) {
+                entries.push(Arc::new(entry));
+            }
+        }
+    }
+    entries
+}
+
+/// One entry: its name checked, then what was typed read and compiled.
+fn entry(
+    place: &Place<'_>,
+    value: serde_yaml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Entry> {
+    if !valid_entry_name(place.name) {
+        let message = "name may only hold letters, digits, '.', '_' and '-' (it is part of the URL)";
+        problems.push(problem(place.file, place.line, Some(place.name), message.into()));
+    }
+    let raw: RawEntry = match serde_yaml::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(problem(place.file, place.line, Some(place.name), e.to_string()));
+            return None;
+        }
+    };
+    compile::entry(place, raw, env, problems)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+fn parse_file(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<RawFile> {
+    let duplicates = duplicate_names(file, text);
+    let has_duplicates = !duplicates.is_empty();
+    problems.extend(duplicates);
+    if text.trim().is_empty() {
+        return Some(RawFile { server: None, include: Vec::new(), entries: None });
+    }
+    match serde_yaml::from_str::<RawFile>(text) {
+        Ok(raw) => Some(raw),
+        Err(e) if has_duplicates && e.to_string().contains("duplicate") => None,
+        Err(e) => {
+            let line = e.location().map(|l| l.line());
+            problems.push(problem(file, line, None, e.to_string()));
+            None
+        }
+    }
+}
+
+fn valid_entry_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}

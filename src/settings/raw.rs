@@ -1,0 +1,157 @@
+//! Phase one: what was typed. Serde structs that refuse unknown keys, one per YAML file (the
+//! settings file and every file its `include:` globs name), and the JSON Schema derived from
+//! them for editors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// A settings file, or a file of rules it includes (which holds `entries:` only).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "wh-automata settings")]
+pub(super) struct RawFile {
+    /// The daemon's own settings (in the main settings file only).
+    pub(super) server: Option<RawServer>,
+    /// Globs of rule files holding more `entries:`, relative to this file; each must match a file.
+    #[serde(default)]
+    pub(super) include: Vec<String>,
+    /// The entries, by name (unique across all files).
+    #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, RawEntry>>")]
+    pub(super) entries: Option<serde_yaml::Mapping>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    /// Address and port to listen on (default 127.0.0.1:8970); put a reverse proxy in front for TLS.
+    pub(super) listen: Option<String>,
+    /// Route prefix (default /hooks): POST /hooks routes by matchers, POST /hooks/<entry> targets one entry.
+    pub(super) path: Option<String>,
+    /// Jobs that may run at once (default 2); never two of one entry.
+    #[schemars(range(min = 1))]
+    pub(super) workers: Option<usize>,
+    /// Jobs that may wait (default 100); beyond that the answer is 503 with Retry-After.
+    #[schemars(range(min = 1))]
+    pub(super) queue: Option<usize>,
+    /// Largest request body (default 1 MiB); larger ones get 413 before being read.
+    #[schemars(example = &"1 MiB")]
+    pub(super) max_body: Option<String>,
+    /// Job database and job logs (default ./state), relative to this file.
+    pub(super) state_dir: Option<PathBuf>,
+    /// Connections served at once (default 256); more wait to be accepted.
+    #[schemars(range(min = 1))]
+    pub(super) max_connections: Option<usize>,
+    /// Time a client has to send its request headers (default 10s).
+    #[schemars(example = &"10s")]
+    pub(super) header_timeout: Option<String>,
+    /// Largest job log (default 1 MiB); the rest of the output is dropped.
+    pub(super) log_limit: Option<String>,
+    /// How long running jobs may go on after SIGTERM before their process groups are killed (default 30s).
+    pub(super) shutdown_grace: Option<String>,
+}
+
+/// One entry: which events it accepts, how they are authenticated, and the actions they run.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEntry {
+    /// Which events run this entry (default: any provider, any repo, any branch, push).
+    #[serde(rename = "match", default)]
+    pub(super) matcher: RawMatch,
+    /// The webhook secret, as set on the git host; `${VAR}` reads the environment.
+    pub(super) secret: Option<String>,
+    /// A file holding the webhook secret (relative to this file).
+    pub(super) secret_file: Option<PathBuf>,
+    /// Accept requests without any secret check. Only for tests on a trusted network.
+    #[serde(default)]
+    pub(super) insecure: bool,
+    /// Also accept GitHub's legacy SHA-1 signature (X-Hub-Signature).
+    #[serde(default)]
+    pub(super) allow_sha1: bool,
+    /// Where the actions run (default: the directory of this file).
+    pub(super) workdir: Option<PathBuf>,
+    /// More environment variables for the actions; `${VAR}` reads the environment.
+    #[serde(default)]
+    pub(super) env: BTreeMap<String, String>,
+    /// Variables of the daemon's environment passed to the actions by name (SSH_AUTH_SOCK, ...).
+    #[serde(default)]
+    pub(super) inherit_env: Vec<String>,
+    /// Time limit for the whole job (default 10m); then its process groups are killed.
+    #[schemars(example = &"10m")]
+    pub(super) timeout: Option<String>,
+    /// Shell commands run in order with `sh -c`; the first failure stops the job.
+    #[serde(default)]
+    pub(super) actions: Option<RawActions>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    /// The git host (default any).
+    #[schemars(extend("enum" = ["github", "gitlab", "gogs", "gitea", "forgejo", "bitbucket", "any"]))]
+    pub(super) provider: Option<String>,
+    /// owner/name (GitLab: the whole namespace path); a glob (acme/*) is allowed.
+    pub(super) repo: Option<String>,
+    /// A regular expression on the branch name (^main$).
+    pub(super) branch: Option<String>,
+    /// A regular expression on the tag name (^v[0-9]+).
+    pub(super) tag: Option<String>,
+    /// push, tag, delete, pull_request, ping, or a provider's own event name; one or a list (default push).
+    pub(super) event: Option<OneOrMany>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum RawActions {
+    One(String),
+    Many(Vec<RawAction>),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum RawAction {
+    /// A shell command.
+    Command(String),
+    Step(RawStep),
+}
+
+/// A shell command that may run only when some files changed.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    /// The shell command.
+    pub(super) run: String,
+    /// Globs of files: the step runs only when the event changed a matching file (or did not list its files).
+    #[serde(default)]
+    pub(super) if_changed: Option<OneOrMany>,
+}
+
+/// The JSON Schema of settings and rule files (JSON Schema draft 7, which YAML language
+/// servers read), as kept in `settings.schema.json`.
+pub fn json_schema() -> String {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let schema = generator.into_root_schema_for::<RawFile>();
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is JSON");
+    text.push('\n');
+    text
+}
+
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The job database's schema and its ordered migrations.
+//!
+//! The version is SQLite's `PRAGMA user_version`. Each migration moves the database from one
+//! version to the next inside one transaction that also sets the new version, so a crash leaves
+//! it at one version or the other, never between. A database written by 0.1.0 has version 0
+//! and the version-1 tables: the first migration creates them only where they are missing. A
+//! database of a newer version than this program knows is refused, not guessed at.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// One step: the version it leads to, what it does, and its SQL.
+struct Migration {
+    to: u32,
+    what: &'static str,
+    sql: &'static str,
+}
+
+/// In order; never edit a released one, add the next.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        what: "jobs and their payloads (the schema of 0.1.0)",
+        sql: "
+CREATE TABLE IF NOT EXISTS payloads (
+    id   INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY,
+    entry       TEXT NOT NULL,
+    trigger     TEXT NOT NULL,
+    delivery    TEXT,
+    provider    TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    git_ref     TEXT NOT NULL,
+    commit_sha  TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    started_at  INTEGER,
+    finished_at INTEGER,
+    exit_code   INTEGER,
+    reason      TEXT,
+    event_json  TEXT NOT NULL,
+    payload_id  INTEGER REFERENCES payloads(id),
+    -- Set for a job run in the foreground by wh-automata-trigger: the pid of that process.
+    foreground_pid INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs(delivery);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+",
+    },
+    Migration {
+        to: 2,
+        what: "manual runs without a saved delivery are events of their own (`manual`, no provider)",
+        // 0.1.0 recorded them as GitHub pushes marked by `provider_event: manual`.
+        sql: "
+UPDATE jobs
+   SET event = 'manual',
+       provider = '',
+       event_json = json_set(event_json, '$.kind', 'manual', '$.provider', NULL)
+ WHERE trigger = 'manual' AND json_extract(event_json, '$.provider_event') = 'manual';
+",
+    },
+    Migration {
+        to: 3,
+        what: "an index for finding the newest job of an entry and ref",
+        sql: "CREATE INDEX IF NOT EXISTS jobs_entry_ref ON jobs(entry, git_ref, id);",
+    },
+];
+
+/// The version this program writes.
+pub const LATEST: u32 = MIGRATIONS[MIGRATIONS.len() - 1].to;
+
+/// The database's version.
+pub fn version(conn: &Connection) -> Result<u32, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings the database to [`LATEST`]; returns the version it had. Safe against another process
+/// migrating at the same moment: each step re-reads the version under a write lock.
+pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let found = version(conn)?;
+    if found > LATEST {
+        return Err(StoreError::Schema(format!(
+            "the job database has schema version {found}, written by a newer wh-automata; this one knows \
+             versions up to {LATEST} (upgrade, or point state_dir elsewhere)"
+        )));
+    }
+    for step in MIGRATIONS.iter().filter(|m| m.to > found) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if version(&tx)? >= step.to {
+            continue;
+        }
+        tx.execute_batch(step.sql)
+            .map_err(|e| StoreError::Schema(format!("migration to version {} ({}): {e}", step.to, step.what)))?;
+        tx.pragma_update(None, "user_version", step.to)?;
+        tx.commit()?;
+        tracing::info!(version = step.to, "job database migrated: {}", step.what);
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_follow_each_other() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.to as usize, i + 1, "{}", m.what);
+        }
+    }
+
+    #[test]
+    fn a_new_database_is_made_at_the_latest_version_and_a_newer_one_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 0);
+        assert_eq!(version(&conn).unwrap(), LATEST);
+        assert_eq!(migrate(&mut conn).unwrap(), LATEST, "nothing left to do");
+        conn.pragma_update(None, "user_version", LATEST + 1).unwrap();
+        let err = migrate(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("newer wh-automata"), "{err}");
+    }
+}

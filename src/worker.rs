@@ -1,0 +1,240 @@
+//! The worker pool: a fixed number of workers take jobs from the queue, one job per entry at a
+//! time, prepare each (running state, payload file, log), hand it to the work they were given
+//! (the runner's actions, in the daemon), and record how it ended with [`finish_job`], which
+//! the foreground manual run uses too.
+//!
+//! A job's work runs in a task of its own: if it panics, the job is recorded `failed` with the
+//! reason and the worker takes the next one; the pool never shrinks silently.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::app::{blocking, App, Panicked};
+use crate::event::{Event, Trigger};
+use crate::queue::Waiting;
+use crate::runner::{self, JobContext, Log, Outcome};
+use crate::settings::Entry;
+use crate::store::{JobState, Store, StoreError};
+
+/// Everything a job's work needs, owned.
+pub struct Prepared {
+    pub id: i64,
+    pub entry: Arc<Entry>,
+    pub trigger: Trigger,
+    pub event: Event,
+    pub payload: Option<PathBuf>,
+    pub log: Log,
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// What a worker does with a prepared job.
+pub type Work = Arc<dyn Fn(Prepared) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
+
+/// The daemon's work: the entry's actions, by the runner.
+pub fn actions() -> Work {
+    Arc::new(|mut job: Prepared| {
+        Box::pin(async move {
+            let context =
+                JobContext { id: job.id, trigger: job.trigger, event: &job.event, payload: job.payload.as_deref() };
+            runner::run(&job.entry, &context, &mut job.log, &mut job.cancel).await
+        })
+    })
+}
+
+/// How a job ended, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+}
+
+impl Finished {
+    /// The record of a run's outcome (`timeout`: the entry's, for the reason's text).
+    pub fn of(outcome: &Outcome, timeout: Duration) -> Finished {
+        let state = match outcome {
+            Outcome::Succeeded => JobState::Succeeded,
+            Outcome::Failed { .. } | Outcome::NotStarted { .. } => JobState::Failed,
+            Outcome::TimedOut { .. } => JobState::TimedOut,
+            Outcome::Cancelled { .. } => JobState::Cancelled,
+        };
+        Finished { state, exit_code: outcome.exit_code(), reason: outcome.reason(timeout) }
+    }
+
+    fn failed(reason: String) -> Finished {
+        Finished { state: JobState::Failed, exit_code: None, reason: Some(reason) }
+    }
+}
+
+/// Records the end of job `id`: its payload file removed, its final state written. The one
+/// job-end sequence, for the daemon's workers and for a foreground manual run.
+pub fn finish_job(store: &Store, id: i64, finished: &Finished) -> Result<(), StoreError> {
+    store.remove_payload_file(id);
+    store.finish(id, finished.state, finished.exit_code, finished.reason.as_deref())
+}
+
+/// Starts `count` workers doing `work` until the queue closes. `cancel` turning true kills the
+/// running jobs' process groups (the daemon's stop after its grace period).
+pub fn spawn(app: &Arc<App>, count: usize, work: Work, cancel: &watch::Receiver<bool>) -> JoinSet<()> {
+    let mut pool = JoinSet::new();
+    for _ in 0..count {
+        pool.spawn(worker(app.clone(), work.clone(), cancel.clone()));
+    }
+    pool
+}
+
+/// One worker: takes jobs from the queue until it closes.
+async fn worker(app: Arc<App>, work: Work, cancel: watch::Receiver<bool>) {
+    let mut done = 0u64;
+    while let Some(next) = app.queue.next().await {
+        let span = info_span!("job", job = next.id, entry = %next.entry);
+        run_job(&app, &next, &work, cancel.clone()).instrument(span).await;
+        app.queue.done(&next.entry);
+        done += 1;
+        if done % 100 == 0 {
+            let store = app.store.clone();
+            if let Err(e) = blocking(move || store.prune()).await {
+                warn!(error = %e, "cannot prune old jobs");
+            }
+        }
+    }
+}
+
+/// Prepares, runs and records one job. Nothing here can end the worker.
+async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Receiver<bool>) {
+    let id = next.id;
+    let prepared = match prepare(app, id, cancel).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(finished) => return record(app, id, finished).await,
+    };
+    info!(event = prepared.event.name(), commit = %prepared.event.after, "job started");
+    let timeout = prepared.entry.timeout;
+    // Its own task: a panic in the work ends that task, not this worker.
+    let finished = match tokio::spawn(work(prepared)).await {
+        Ok(outcome) => Finished::of(&outcome, timeout),
+        Err(e) => {
+            let why = Panicked::of(e);
+            error!(panic = %why, "the job's run panicked");
+            Finished::failed(format!("internal error: the run panicked: {why}"))
+        }
+    };
+    match &finished.reason {
+        None => info!(state = finished.state.as_str(), "job finished"),
+        Some(r) => warn!(state = finished.state.as_str(), reason = %r, "job finished"),
+    }
+    record(app, id, finished).await;
+}
+
+/// The job ready to run: `None` when it is no longer waiting (superseded meanwhile); `Err`
+/// with how it ended when it cannot run.
+async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Result<Option<Prepared>, Finished> {
+    let store = app.store.clone();
+    let job = match blocking(move || store.job(id)).await {
+        Ok(Some(job)) if job.state == JobState::Queued => job,
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(Finished::failed(format!("could not start: {e}"))),
+    };
+    // A job runs with the settings of the moment it starts; it keeps them until it ends.
+    let settings = app.settings();
+    let Some(entry) = settings.entry(&job.entry).cloned() else {
+        warn!("entry no longer in the settings: job cancelled");
+        let reason = Some("the entry is no longer in the settings".to_string());
+        return Err(Finished { state: JobState::Cancelled, exit_code: None, reason });
+    };
+    let log_limit = settings.server.log_limit;
+    drop(settings);
+    let store = app.store.clone();
+    let started = blocking(move || -> Result<(Option<PathBuf>, Log), StoreError> {
+        store.mark_running(id)?;
+        let payload = store.write_payload(id)?;
+        let log = Log::create(&store.log_path(id), log_limit)?;
+        Ok((payload, log))
+    })
+    .await;
+    match started {
+        Ok((payload, log)) => {
+            Ok(Some(Prepared { id, entry, trigger: job.trigger, event: job.event, payload, log, cancel }))
+        }
+        Err(e) => {
+            error!(error = %e, "cannot start the job");
+            Err(Finished::failed(format!("could not start: {e}")))
+        }
+    }
+}
+
+async fn record(app: &Arc<App>, id: i64, finished: Finished) {
+    let store = app.store.clone();
+    if let Err(e) = blocking(move || finish_job(&store, id, &finished)).await {
+        error!(error = %e, "cannot record the end of the job");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewJob;
+
+    /// A job whose run panics is recorded failed with the reason, and the pool's only worker
+    /// goes on to the next job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_run_fails_its_job_and_the_worker_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.yaml");
+        let yaml = "entries:\n  boom:\n    insecure: true\n    actions: [\"true\"]\n  fine:\n    insecure: true\n    actions: [\"true\"]\n";
+        std::fs::write(&path, yaml).unwrap();
+        let settings = crate::settings::load_with_env(&path, &|_| None).unwrap();
+        let app = Arc::new(App::new(settings).unwrap());
+        let work: Work = Arc::new(|job: Prepared| {
+            Box::pin(async move {
+                if job.entry.name == "boom" {
+                    panic!("injected fault in job {}", job.id);
+                }
+                Outcome::Succeeded
+            })
+        });
+        let (_cancel_tx, cancel) = watch::channel(false);
+        let mut pool = spawn(&app, 1, work, &cancel);
+        let mut ids = Vec::new();
+        for entry in ["boom", "fine", "boom", "fine"] {
+            let job = NewJob { entry: entry.into(), trigger: Trigger::Manual, event: Event::manual(None, None) };
+            match app.enqueue(None, b"", vec![job]).unwrap() {
+                crate::app::Enqueued::Queued(list) => ids.push(list[0].0),
+                other => panic!("{other:?}"),
+            }
+        }
+        let store = app.store.clone();
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let jobs: Vec<_> = ids.iter().map(|id| store.job(*id).unwrap().unwrap()).collect();
+                if jobs.iter().all(|j| j.state.is_final()) {
+                    return jobs;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("every job ends");
+        for job in &ended {
+            if job.entry == "boom" {
+                assert_eq!(job.state, JobState::Failed);
+                let reason = job.reason.as_deref().unwrap();
+                assert!(reason.contains(&format!("the run panicked: injected fault in job {}", job.id)), "{reason}");
+            } else {
+                assert_eq!(job.state, JobState::Succeeded, "{:?}", job.reason);
+            }
+        }
+        assert_eq!(app.queue.depth(), (0, 0), "no entry is left marked running");
+        app.queue.close();
+        while let Some(joined) = pool.join_next().await {
+            joined.expect("the worker itself never panicked");
+        }
+    }
+}
