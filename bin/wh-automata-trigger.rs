@@ -1,4 +1,5 @@
 //! `wh-automata-trigger`: run an entry by hand, list jobs, print a job's log, explain a saved delivery.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -1,4 +1,5 @@
 //! `wh-automatad`: the daemon, or `--check` to validate settings.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -137,7 +137,12 @@ impl App {
     /// Records the jobs of one delivery and queues them: the room is reserved first (a full
     /// queue records nothing), then the jobs are written durably, then queued. Blocking: call it
     /// off the async threads.
-    pub fn enqueue(&self, delivery: Option<&str>, body: &[u8], jobs: Vec<NewJob>) -> Result<Enqueued, EnqueueError> {
+    pub fn enqueue(
+        &self,
+        delivery: Option<&str>,
+        body: &[u8],
+        jobs: Vec<NewJob>,
+    ) -> Result<Enqueued, EnqueueError> {
         let capacity = self.settings().server.queue;
         let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.entry.as_str(), queue_key(j))).collect();
         let reservation = self.queue.reserve(&keys, capacity)?;

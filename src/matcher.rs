@@ -121,7 +121,6 @@ impl EventName {
     }
 }
 
-
 /// A `match:` section as typed, before compiling.
 #[derive(Debug, Default)]
 pub struct MatchSpec<'a> {
@@ -140,7 +139,9 @@ impl Matcher {
         let provider = match spec.provider {
             None | Some("any") => None,
             Some(p) => Provider::from_name(p).or_else(|| {
-                problems.push(format!("unknown provider \"{p}\" (github, gitlab, gogs, gitea, bitbucket or any)"));
+                problems.push(format!(
+                    "unknown provider \"{p}\" (github, gitlab, gogs, gitea, bitbucket or any)"
+                ));
                 None
             }),
         };
@@ -233,7 +234,13 @@ impl Matcher {
 }
 
 /// A branch or tag regex against the event's branch or tag (`None`: the event has none).
-fn check_ref(field: &str, lacking: &str, want: Option<&Regex>, have: Option<&str>, event: &Event) -> Result<(), String> {
+fn check_ref(
+    field: &str,
+    lacking: &str,
+    want: Option<&Regex>,
+    have: Option<&str>,
+    event: &Event,
+) -> Result<(), String> {
     let Some(re) = want else { return Ok(()) };
     match have {
         Some(name) if re.is_match(name) => Ok(()),
@@ -268,7 +275,13 @@ mod tests {
     use super::*;
     use crate::event::ZERO_SHA;
 
-    fn matcher(provider: Option<&str>, repo: Option<&str>, branch: Option<&str>, tag: Option<&str>, events: &[&str]) -> Matcher {
+    fn matcher(
+        provider: Option<&str>,
+        repo: Option<&str>,
+        branch: Option<&str>,
+        tag: Option<&str>,
+        events: &[&str],
+    ) -> Matcher {
         let events = (!events.is_empty()).then(|| events.iter().map(|e| e.to_string()).collect());
         Matcher::compile(&MatchSpec { provider, repo, branch, tag, events }).unwrap()
     }

@@ -125,8 +125,8 @@ impl Queue {
                     return None;
                 }
                 let running = &inner.running;
-                if let Some(pos) = inner.waiting.iter().position(|w| !running.contains(&w.entry)) {
-                    let job = inner.waiting.remove(pos).expect("position is in range");
+                let pos = inner.waiting.iter().position(|w| !running.contains(&w.entry));
+                if let Some(job) = pos.and_then(|pos| inner.waiting.remove(pos)) {
                     inner.running.insert(job.entry.clone());
                     return Some(job);
                 }

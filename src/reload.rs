@@ -104,7 +104,9 @@ pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
                 Ok(Ok(new)) => update_watches(&w, &relevant, &new),
                 // Refused: logged, and reported by /health.
                 Ok(Err(_)) => {}
-                Err(panic) => tracing::error!(%panic, "reloading the settings failed; the previous settings keep serving"),
+                Err(panic) => {
+                    tracing::error!(%panic, "reloading the settings failed; the previous settings keep serving")
+                }
             }
         }
     });
@@ -168,8 +170,12 @@ mod tests {
         std::fs::create_dir(dir.path().join("rules")).unwrap();
         std::fs::write(dir.path().join("rules/a.yaml"), "").unwrap();
         let path = dir.path().join("settings.yaml");
-        std::fs::write(&path, "include: [rules/*.yaml]
-").unwrap();
+        std::fs::write(
+            &path,
+            "include: [rules/*.yaml]
+",
+        )
+        .unwrap();
         let settings = crate::settings::load_with_env(&path, &|_| None).unwrap();
         let relevant = Relevant::of(&settings);
         assert!(relevant.matters(&path));

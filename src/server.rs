@@ -51,8 +51,12 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     tokio::pin!(shutdown);
     loop {
         // Wait for room before accepting: excess connections wait in the kernel's backlog.
+        // The semaphore is never closed: an error cannot happen, and would stop serving cleanly.
         let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
             _ = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -228,8 +232,11 @@ async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> 
 /// and the body timeout.
 async fn receive(req: Request<Incoming>, max: u64) -> Result<Received, HookError> {
     let (parts, body) = req.into_parts();
-    let declared =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max) {
         return Err(HookError::TooLarge(max));
     }
@@ -350,7 +357,12 @@ fn match_entries(authentic: &Authentic<'_>) -> Matched {
 }
 
 /// Records the jobs durably and queues them (off the async threads).
-async fn record(app: &Arc<App>, provider: Provider, request: Received, jobs: Vec<NewJob>) -> Result<Enqueued, HookError> {
+async fn record(
+    app: &Arc<App>,
+    provider: Provider,
+    request: Received,
+    jobs: Vec<NewJob>,
+) -> Result<Enqueued, HookError> {
     let key = providers::delivery_id(provider, &request.headers).map(|d| format!("{provider}:{d}"));
     let app = app.clone();
     Ok(blocking(move || app.enqueue(key.as_deref(), &request.body, jobs)).await?)

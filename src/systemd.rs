@@ -11,20 +11,27 @@ pub fn notify(state: &str) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
     let result = (|| -> std::io::Result<()> {
         let socket = UnixDatagram::unbound()?;
-        let bytes = target.as_encoded_bytes();
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            // An abstract socket (Linux): the name without the leading `@`.
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            socket.send_to_addr(state.as_bytes(), &addr)?;
-        } else {
-            socket.send_to(state.as_bytes(), &target)?;
+        match target.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => send_abstract(&socket, name, state),
+            None => socket.send_to(state.as_bytes(), &target).map(drop),
         }
-        Ok(())
     })();
     if let Err(e) = result {
         tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
+}
+
+/// An abstract socket (Linux): the name without the leading `@`.
+#[cfg(target_os = "linux")]
+fn send_abstract(socket: &UnixDatagram, name: &[u8], state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    socket.send_to_addr(state.as_bytes(), &addr).map(drop)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_abstract(_socket: &UnixDatagram, _name: &[u8], _state: &str) -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "abstract sockets exist only on Linux"))
 }
 
 /// Whether stderr goes to the journal (systemd sets `JOURNAL_STREAM` for services whose output

@@ -197,7 +197,10 @@ fn through_daemon(
         Reply::Done { id, state: name, exit_code, reason } => {
             end = Some(match JobState::parse(&name) {
                 Some(state) => Ok(report(id, state, exit_code, reason.as_deref())),
-                None => Err(Fail(EXIT_CANCELLED, format!("job {id} ended in a state this version does not know: {name:?}"))),
+                None => Err(Fail(
+                    EXIT_CANCELLED,
+                    format!("job {id} ended in a state this version does not know: {name:?}"),
+                )),
             });
         }
         Reply::Error { message } => {

@@ -41,8 +41,12 @@ pub type Work = Arc<dyn Fn(Prepared) -> Pin<Box<dyn Future<Output = Outcome> + S
 pub fn actions() -> Work {
     Arc::new(|mut job: Prepared| {
         Box::pin(async move {
-            let context =
-                JobContext { id: job.id, trigger: job.trigger, event: &job.event, payload: job.payload.as_deref() };
+            let context = JobContext {
+                id: job.id,
+                trigger: job.trigger,
+                event: &job.event,
+                payload: job.payload.as_deref(),
+            };
             runner::run(&job.entry, &context, &mut job.log, &mut job.cancel).await
         })
     })
@@ -135,7 +139,11 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Rec
 
 /// The job ready to run: `None` when it is no longer waiting (superseded meanwhile); `Err`
 /// with how it ended when it cannot run.
-async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Result<Option<Prepared>, Finished> {
+async fn prepare(
+    app: &Arc<App>,
+    id: i64,
+    cancel: watch::Receiver<bool>,
+) -> Result<Option<Prepared>, Finished> {
     let store = app.store.clone();
     let job = match blocking(move || store.job(id)).await {
         Ok(Some(job)) if job.state == JobState::Queued => job,
@@ -204,7 +212,8 @@ mod tests {
         let mut pool = spawn(&app, 1, work, &cancel);
         let mut ids = Vec::new();
         for entry in ["boom", "fine", "boom", "fine"] {
-            let job = NewJob { entry: entry.into(), trigger: Trigger::Manual, event: Event::manual(None, None) };
+            let job =
+                NewJob { entry: entry.into(), trigger: Trigger::Manual, event: Event::manual(None, None) };
             match app.enqueue(None, b"", vec![job]).unwrap() {
                 crate::app::Enqueued::Queued(list) => ids.push(list[0].0),
                 other => panic!("{other:?}"),
@@ -226,7 +235,10 @@ mod tests {
             if job.entry == "boom" {
                 assert_eq!(job.state, JobState::Failed);
                 let reason = job.reason.as_deref().unwrap();
-                assert!(reason.contains(&format!("the run panicked: injected fault in job {}", job.id)), "{reason}");
+                assert!(
+                    reason.contains(&format!("the run panicked: injected fault in job {}", job.id)),
+                    "{reason}"
+                );
             } else {
                 assert_eq!(job.state, JobState::Succeeded, "{:?}", job.reason);
             }

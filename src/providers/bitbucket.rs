@@ -28,7 +28,12 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event,
 };
 
-fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret, allow_sha1: bool) -> Result<(), AuthError> {
+fn authenticate(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &Secret,
+    allow_sha1: bool,
+) -> Result<(), AuthError> {
     signature::hub(headers, body, secret, allow_sha1, "x-hub-signature")
 }
 

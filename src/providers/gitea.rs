@@ -28,14 +28,21 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event: github_shape::infer_event,
 };
 
-fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret, allow_sha1: bool) -> Result<(), AuthError> {
+fn authenticate(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &Secret,
+    allow_sha1: bool,
+) -> Result<(), AuthError> {
     let named = [
         ("x-forgejo-signature", "X-Forgejo-Signature"),
         ("x-gitea-signature", "X-Gitea-Signature"),
         ("x-gogs-signature", "X-Gogs-Signature"),
     ];
     match signature::bare_hex(headers, body, secret, &named) {
-        Err(AuthError::Missing(_)) => signature::hub(headers, body, secret, allow_sha1, "x-hub-signature-256"),
+        Err(AuthError::Missing(_)) => {
+            signature::hub(headers, body, secret, allow_sha1, "x-hub-signature-256")
+        }
         other => other,
     }
 }

@@ -28,7 +28,12 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event,
 };
 
-fn authenticate(headers: &HeaderMap, _body: &[u8], secret: &Secret, _allow_sha1: bool) -> Result<(), AuthError> {
+fn authenticate(
+    headers: &HeaderMap,
+    _body: &[u8],
+    secret: &Secret,
+    _allow_sha1: bool,
+) -> Result<(), AuthError> {
     signature::token(headers, secret, "x-gitlab-token", "X-Gitlab-Token")
 }
 
@@ -36,7 +41,8 @@ fn parse(hook: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     let kind = first_str(json, &["/object_kind", "/event_name"]);
     let mut event = Event::new(Provider::Gitlab, if kind.is_empty() { hook } else { &kind });
     event.repo = first_str(json, &["/project/path_with_namespace"]);
-    event.repo_url = first_str(json, &["/project/git_http_url", "/repository/git_http_url", "/project/web_url"]);
+    event.repo_url =
+        first_str(json, &["/project/git_http_url", "/repository/git_http_url", "/project/web_url"]);
     event.pusher = first_str(json, &["/user_username", "/user_name", "/user/username"]);
     match kind.as_str() {
         "push" | "tag_push" => push(&mut event, json)?,

@@ -27,7 +27,12 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event: github_shape::infer_event,
 };
 
-fn authenticate(headers: &HeaderMap, body: &[u8], secret: &Secret, _allow_sha1: bool) -> Result<(), AuthError> {
+fn authenticate(
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &Secret,
+    _allow_sha1: bool,
+) -> Result<(), AuthError> {
     signature::bare_hex(headers, body, secret, &[("x-gogs-signature", "X-Gogs-Signature")])
 }
 

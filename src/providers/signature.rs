@@ -66,7 +66,12 @@ pub(super) fn bare_hex(
 
 /// A plain token in `name`, equal to the secret. Digests are compared, so that neither the
 /// content nor the length of the secret leaks through timing.
-pub(super) fn token(headers: &HeaderMap, secret: &Secret, name: &str, label: &'static str) -> Result<(), AuthError> {
+pub(super) fn token(
+    headers: &HeaderMap,
+    secret: &Secret,
+    name: &str,
+    label: &'static str,
+) -> Result<(), AuthError> {
     let token = header(headers, name).ok_or(AuthError::Missing(label))?;
     let a = Sha256::digest(token.as_bytes());
     let b = Sha256::digest(secret.expose());

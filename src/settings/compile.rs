@@ -36,7 +36,12 @@ impl Report<'_, '_> {
     }
 }
 
-pub(super) fn server(file: &Path, base: &Path, raw: Option<&RawServer>, problems: &mut Vec<Problem>) -> Server {
+pub(super) fn server(
+    file: &Path,
+    base: &Path,
+    raw: Option<&RawServer>,
+    problems: &mut Vec<Problem>,
+) -> Server {
     let mut server = Server {
         listen: DEFAULT_LISTEN.to_string(),
         path: "/hooks".to_string(),
@@ -75,9 +80,10 @@ pub(super) fn server(file: &Path, base: &Path, raw: Option<&RawServer>, problems
             None => {}
         }
     }
-    for (name, value, slot) in
-        [("max_body", &raw.max_body, &mut server.max_body), ("log_limit", &raw.log_limit, &mut server.log_limit)]
-    {
+    for (name, value, slot) in [
+        ("max_body", &raw.max_body, &mut server.max_body),
+        ("log_limit", &raw.log_limit, &mut server.log_limit),
+    ] {
         match value.as_deref().map(parse_size) {
             Some(Ok(0)) => bad(format!("{name} must be more than 0")),
             Some(Ok(n)) => *slot = n,
@@ -150,7 +156,11 @@ fn matcher(raw: &RawEntry, report: &mut Report<'_, '_>) -> Option<Matcher> {
 }
 
 /// `secret` (with `${VAR}`), `secret_file`, or `insecure: true`: exactly one of them.
-fn secret(raw: &RawEntry, env: &dyn Fn(&str) -> Option<String>, report: &mut Report<'_, '_>) -> Option<Secret> {
+fn secret(
+    raw: &RawEntry,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut Report<'_, '_>,
+) -> Option<Secret> {
     if raw.insecure && (raw.secret.is_some() || raw.secret_file.is_some()) {
         report.bad("`insecure: true` and a secret contradict each other: remove one".into());
     }
@@ -169,7 +179,8 @@ fn secret(raw: &RawEntry, env: &dyn Fn(&str) -> Option<String>, report: &mut Rep
         }
         (None, None) if raw.insecure => return None,
         (None, None) => Err(
-            "no secret: set `secret` or `secret_file`, or say `insecure: true` to accept unsigned requests".into(),
+            "no secret: set `secret` or `secret_file`, or say `insecure: true` to accept unsigned requests"
+                .into(),
         ),
     };
     match value {

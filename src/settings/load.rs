@@ -72,7 +72,12 @@ fn included(main: &Path, pattern: &str, full: &Path, sources: &mut Vec<Source>, 
             problems.push(problem(&file, None, None, message.into()));
         }
         if !raw.include.is_empty() {
-            problems.push(problem(&file, None, None, "`include:` is only read in the main settings file".into()));
+            problems.push(problem(
+                &file,
+                None,
+                None,
+                "`include:` is only read in the main settings file".into(),
+            ));
         }
         sources.push(Source { file, text, entries: raw.entries });
     }

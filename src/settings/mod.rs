@@ -124,7 +124,6 @@ pub struct Action {
     pub if_changed: Option<(Vec<String>, GlobSet)>,
 }
 
-
 impl Entry {
     /// Whether this entry should run for `event`; `Err` says why not.
     pub fn check(&self, event: &crate::event::Event) -> Result<(), String> {

@@ -146,7 +146,6 @@ pub fn json_schema() -> String {
     text
 }
 
-
 impl OneOrMany {
     pub(super) fn into_vec(self) -> Vec<String> {
         match self {

@@ -80,7 +80,9 @@ mod tests {
             assert_eq!(parse_duration(text).unwrap(), Duration::from_secs(want), "{text}");
         }
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "m", "10 parsecs", "-1s", "1.5h", "18446744073709551615h", "18446744073709551615s1s", "367d"] {
+        for bad in
+            ["", "m", "10 parsecs", "-1s", "1.5h", "18446744073709551615h", "18446744073709551615s1s", "367d"]
+        {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

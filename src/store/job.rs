@@ -114,9 +114,12 @@ impl RawJob {
     pub(super) fn decode(self) -> Result<Job, StoreError> {
         let id = self.id;
         let corrupt = |what: String| StoreError::Corrupt { id, what };
-        let trigger = Trigger::parse(&self.trigger).ok_or_else(|| corrupt(format!("unknown trigger {:?}", self.trigger)))?;
-        let state = JobState::parse(&self.state).ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?;
-        let event = serde_json::from_str(&self.event_json).map_err(|e| corrupt(format!("unreadable event: {e}")))?;
+        let trigger = Trigger::parse(&self.trigger)
+            .ok_or_else(|| corrupt(format!("unknown trigger {:?}", self.trigger)))?;
+        let state =
+            JobState::parse(&self.state).ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?;
+        let event =
+            serde_json::from_str(&self.event_json).map_err(|e| corrupt(format!("unreadable event: {e}")))?;
         Ok(Job {
             id,
             entry: self.entry,

@@ -160,7 +160,8 @@ impl Store {
                 )?;
             }
         }
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY id"))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY id"))?;
         let rows = stmt.query_map([], RawJob::read)?.collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(RawJob::decode).collect()
     }
@@ -280,7 +281,9 @@ impl Store {
 
     pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let conn = self.conn();
-        let row = conn.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), [id], RawJob::read).optional()?;
+        let row = conn
+            .query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), [id], RawJob::read)
+            .optional()?;
         row.map(RawJob::decode).transpose()
     }
 
@@ -462,11 +465,16 @@ mod tests {
         // Manual runs are manual events now, with no provider, in the rows and the events.
         for id in [6, 7] {
             let job = store.job(id).unwrap().unwrap();
-            assert_eq!((job.trigger, job.event.kind, job.event.provider), (Trigger::Manual, EventKind::Manual, None));
+            assert_eq!(
+                (job.trigger, job.event.kind, job.event.provider),
+                (Trigger::Manual, EventKind::Manual, None)
+            );
             assert_eq!(job.event.name(), "manual");
             let (event, provider): (String, String) = store
                 .conn()
-                .query_row("SELECT event, provider FROM jobs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row("SELECT event, provider FROM jobs WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .unwrap();
             assert_eq!((event.as_str(), provider.as_str()), ("manual", ""));
         }
@@ -475,7 +483,10 @@ mod tests {
         let site = store.job(1).unwrap().unwrap();
         assert_eq!((site.event.provider, site.event.name()), (Some(crate::event::Provider::Github), "push"));
         // Its deliveries are still known, its waiting jobs still wait, with their payloads.
-        match store.insert(Some("github:f3c465a4-e181-53a7-b951-9e31bc243d75"), b"{}", &[job("site")]).unwrap() {
+        match store
+            .insert(Some("github:f3c465a4-e181-53a7-b951-9e31bc243d75"), b"{}", &[job("site")])
+            .unwrap()
+        {
             Inserted::Duplicate(seen) => assert_eq!(seen, vec![(1, "site".to_string())]),
             other => panic!("{other:?}"),
         }

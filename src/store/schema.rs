@@ -94,8 +94,9 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
         if version(&tx)? >= step.to {
             continue;
         }
-        tx.execute_batch(step.sql)
-            .map_err(|e| StoreError::Schema(format!("migration to version {} ({}): {e}", step.to, step.what)))?;
+        tx.execute_batch(step.sql).map_err(|e| {
+            StoreError::Schema(format!("migration to version {} ({}): {e}", step.to, step.what))
+        })?;
         tx.pragma_update(None, "user_version", step.to)?;
         tx.commit()?;
         tracing::info!(version = step.to, "job database migrated: {}", step.what);

@@ -71,24 +71,55 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
-/// A running `wh-automatad` on `127.0.0.1:0`, with its stderr collected.
+/// A running `wh-automatad` on `127.0.0.1:0`, with its stderr collected and its service
+/// manager notices (`NOTIFY_SOCKET`) received on a socket the test binds.
 pub struct Daemon {
     pub child: std::process::Child,
     pub addr: std::net::SocketAddr,
     pub dir: PathBuf,
+    /// The readiness notice, as sent.
+    pub ready: String,
+    notify: std::os::unix::net::UnixDatagram,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// Where the daemon sends its notices.
+pub enum NotifyAt {
+    /// A socket file in the daemon's directory.
+    File,
+    /// A Linux abstract socket of this name.
+    Abstract(String),
+}
+
 impl Daemon {
-    /// Starts the daemon on `dir/settings.yaml` with `env` added to a minimal environment.
+    /// Writes `yaml` as `dir/settings.yaml` and starts the daemon on it.
+    pub fn with_settings(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> Daemon {
+        write(dir, "settings.yaml", yaml);
+        Daemon::start(dir, env)
+    }
+
+    /// Starts the daemon on `dir/settings.yaml` with `env` added to a minimal environment, and
+    /// waits for its readiness notice.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
-        use std::io::BufRead;
+        Daemon::start_notifying(dir, env, NotifyAt::File)
+    }
+
+    pub fn start_notifying(dir: &Path, env: &[(&str, &str)], at: NotifyAt) -> Daemon {
+        use std::os::unix::net::UnixDatagram;
+        let (notify, target) = match at {
+            NotifyAt::File => {
+                let path = dir.join(format!("notify-{}.sock", unique()));
+                (UnixDatagram::bind(&path).unwrap(), path.to_string_lossy().into_owned())
+            }
+            NotifyAt::Abstract(name) => (bind_abstract(&name), format!("@{name}")),
+        };
         let mut cmd = std::process::Command::new(bin("wh-automatad"));
         cmd.arg(dir.join("settings.yaml"))
             .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WH_LOG", "info")
+            .env("NOTIFY_SOCKET", target)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
@@ -96,29 +127,23 @@ impl Daemon {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start wh-automatad");
-        let stderr = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
-            Ok(a) => a.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("daemon did not start:\n{}", log.lock().unwrap());
-            }
-        };
-        Daemon { child, addr, dir: dir.to_path_buf(), log }
+        let log = collect(child.stderr.take().unwrap());
+        let ready = wait_ready(&mut child, &notify, &log);
+        let addr = ready
+            .lines()
+            .find_map(|l| l.strip_prefix("STATUS=listening on "))
+            .unwrap_or_else(|| panic!("no address in the readiness notice {ready:?}"))
+            .parse()
+            .unwrap();
+        Daemon { child, addr, dir: dir.to_path_buf(), ready, notify, log }
+    }
+
+    /// The next notice the daemon sends to the service manager (waits up to 20 s).
+    pub fn notice(&self) -> String {
+        self.notify.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self.notify.recv(&mut buf).expect("a notice from the daemon");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     pub fn log(&self) -> String {
@@ -158,14 +183,77 @@ impl Daemon {
         }
     }
 
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
     /// SIGTERM, then waits for the exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         self.child.wait().unwrap()
+    }
+}
+
+/// A number no other daemon of this test process has.
+fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(target_os = "linux")]
+fn bind_abstract(name: &str) -> std::os::unix::net::UnixDatagram {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_abstract(_name: &str) -> std::os::unix::net::UnixDatagram {
+    panic!("abstract sockets are Linux-only")
+}
+
+/// Collects the lines of `stderr` as they come.
+fn collect(stderr: std::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
+}
+
+/// Waits for the `READY=1` notice; fails the test with the daemon's log if it exits first or
+/// takes longer than 20 s.
+fn wait_ready(
+    child: &mut std::process::Child,
+    notify: &std::os::unix::net::UnixDatagram,
+    log: &std::sync::Mutex<String>,
+) -> String {
+    notify.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Ok(n) = notify.recv(&mut buf) {
+            let notice = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if notice.lines().any(|l| l == "READY=1") {
+                return notice;
+            }
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            // The stderr reader may still be catching up with the last lines.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            panic!("daemon did not become ready ({exited:?}):\n{}", log.lock().unwrap());
+        }
     }
 }
 

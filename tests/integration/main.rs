@@ -8,3 +8,4 @@ mod generated;
 mod production;
 mod rules;
 mod trigger;
+mod upgrade;

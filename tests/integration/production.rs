@@ -1,10 +1,9 @@
 //! Running under systemd: readiness and stopping notices on `NOTIFY_SOCKET`, journal-friendly
 //! log lines.
 
-use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use nix::sys::signal::Signal;
 
-use crate::common::{write, Daemon};
+use crate::common::{write, Daemon, NotifyAt};
 
 /// Settings with one entry that does nothing.
 const MINIMAL: &str =
@@ -13,44 +12,33 @@ const MINIMAL: &str =
 #[test]
 fn readiness_and_stopping_are_notified_on_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "settings.yaml", MINIMAL);
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let daemon = Daemon::start(dir.path(), &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
-    let mut buf = [0u8; 1024];
-    let n = socket.recv(&mut buf).expect("a readiness notice");
-    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert_eq!(ready, format!("READY=1\nSTATUS=listening on {}", daemon.addr));
+    // The test helper binds the socket, waits for the readiness notice, and reads the address
+    // the daemon listens on from it.
+    let daemon = Daemon::with_settings(dir.path(), MINIMAL, &[]);
+    assert_eq!(daemon.ready, format!("READY=1\nSTATUS=listening on {}", daemon.addr));
     // Ready means ready: the port answers.
     assert_eq!(daemon.get("/health").status, 200);
 
-    let status = daemon.stop();
-    assert!(status.success());
-    let n = socket.recv(&mut buf).expect("a stopping notice");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1\n"));
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.notice().starts_with("STOPPING=1\n"));
+    assert!(daemon.stop().success());
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn an_abstract_notify_socket_works_too() {
-    use std::os::linux::net::SocketAddrExt;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "settings.yaml", MINIMAL);
     let name = format!("wh-automata-test-{}", std::process::id());
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-    let socket = UnixDatagram::bind_addr(&addr).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _daemon = Daemon::start(dir.path(), &[("NOTIFY_SOCKET", &format!("@{name}"))]);
-    let mut buf = [0u8; 1024];
-    let n = socket.recv(&mut buf).expect("a readiness notice on the abstract socket");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("READY=1\n"));
+    let daemon = Daemon::start_notifying(dir.path(), &[], NotifyAt::Abstract(name));
+    assert!(daemon.ready.starts_with("READY=1\n"));
+    assert_eq!(daemon.get("/health").status, 200);
 }
 
 #[test]
 fn under_journald_log_lines_carry_priorities_and_no_timestamp() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "settings.yaml", MINIMAL);
-    let daemon = Daemon::start(dir.path(), &[("JOURNAL_STREAM", "8:12345")]);
+    let daemon = Daemon::with_settings(dir.path(), MINIMAL, &[("JOURNAL_STREAM", "8:12345")]);
     // A refused edit logs at error priority.
     write(dir.path(), "settings.yaml", "entries:\n  a:\n    actions: [\"true\"]\n");
     crate::common::eventually("the refused edit is logged", || daemon.log().contains("refused"));

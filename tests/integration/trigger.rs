@@ -75,6 +75,18 @@ fn through_the_daemon_a_manual_run_is_recorded_serialised_and_passes_its_status(
     let webhook = store.job(webhook_id).unwrap().unwrap();
     assert_eq!((manual.state, manual.event.after.as_str()), (JobState::Succeeded, "abc123"));
     assert!(manual.started_at.unwrap() >= webhook.finished_at.unwrap(), "manual ran after the webhook job");
+    // Recorded, listed and logged as manual: no provider, event `manual`.
+    assert_eq!((manual.event.name(), manual.event.provider), ("manual", None));
+    let list = stdout(&trigger(dir.path(), &["settings.yaml", "--jobs"], &[]));
+    let row: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", manual.id)))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!((row[3], row[4]), ("manual", "manual"), "TRIGGER and EVENT: {list}");
+    let log = read(&dir.path().join(format!("state/logs/{}.log", manual.id)));
+    assert!(log.contains(" trigger manual event manual ref refs/heads/main commit abc123"), "{log}");
 
     // The job's failure is the command's.
     let out = trigger(dir.path(), &["settings.yaml", "fail"], &[]);
@@ -126,6 +138,8 @@ fn without_a_daemon_it_runs_in_the_foreground_and_records_the_job() {
     assert!(rows[0].starts_with("ID"), "{list}");
     assert!(rows[1].starts_with("2 ") && rows[1].contains("fail") && rows[1].contains("failed"), "{list}");
     assert!(rows[2].starts_with("1 ") && rows[2].contains("site") && rows[2].contains("succeeded"), "{list}");
+    let event_column = |row: &str| row.split_whitespace().nth(4).unwrap().to_string();
+    assert_eq!((event_column(rows[1]), event_column(rows[2])), ("manual".into(), "manual".into()), "{list}");
     assert!(list.contains("action 1 exited with 7"), "{list}");
 
     let out = trigger(dir.path(), &["settings.yaml", "--log", "2"], &[]);
@@ -136,8 +150,14 @@ fn without_a_daemon_it_runs_in_the_foreground_and_records_the_job() {
     assert!(stderr(&out).contains("no job 99"));
 
     // A daemon started later does not run foreground jobs again.
+    // Jobs are picked up before the daemon is ready: once it is, nothing waits or runs.
     let daemon = Daemon::start(dir.path(), &[]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let health = daemon.get("/health").json();
+    assert_eq!(
+        (health["queue"]["waiting"].as_u64(), health["queue"]["running"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(daemon.store().recent(10).unwrap().iter().all(|j| j.state.is_final()));
     assert_eq!(read(&dir.path().join("runs")).lines().count(), 1);
     drop(daemon);
 }
@@ -232,12 +252,11 @@ fn explain_says_which_entries_match_a_saved_delivery_and_why_not() {
 #[test]
 fn log_follow_waits_for_the_end_of_a_running_job() {
     let dir = tempfile::tempdir().unwrap();
-    write(
+    let daemon = Daemon::with_settings(
         dir.path(),
-        "settings.yaml",
         "server: { listen: 127.0.0.1:0 }\nentries:\n  slow:\n    insecure: true\n    actions:\n      - echo first; sleep 0.8; echo last\n",
+        &[],
     );
-    let daemon = Daemon::start(dir.path(), &[]);
     let reply = daemon.send("/hooks/slow", &request("github/push.json"));
     assert_eq!(reply.status, 202, "{}", reply.body);
     let id = reply.job_ids()[0].to_string();
