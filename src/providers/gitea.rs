@@ -12,8 +12,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::github_shape::{self, base};
-use super::json::{first_str, string_at};
+use super::github_shape::{self, Host};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
 use crate::settings::Secret;
@@ -47,24 +46,17 @@ fn authenticate(
     }
 }
 
+const HOST: Host = Host {
+    provider: Provider::Gitea,
+    pusher: &["/pusher/login", "/pusher/username", "/sender/login"],
+    ref_event: |name, ref_type| match (name, ref_type) {
+        // No push comes for a deleted branch.
+        ("delete", "branch") => EventKind::Delete,
+        // A tag's create/delete duplicates a push that is already counted.
+        _ => EventKind::Other,
+    },
+};
+
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
-    let mut event = base(Provider::Gitea, name, json);
-    match name {
-        "push" => {
-            github_shape::push(Provider::Gitea, &mut event, json)?;
-            event.pusher = first_str(json, &["/pusher/login", "/pusher/username", "/sender/login"]);
-        }
-        "pull_request" => github_shape::pull_request(&mut event, json),
-        "create" | "delete" => {
-            github_shape::other(&mut event, json);
-            event.kind = match (name, string_at(json, "/ref_type").as_str()) {
-                // No push comes for a deleted branch.
-                ("delete", "branch") => EventKind::Delete,
-                // A tag's create/delete duplicates a push that is already counted.
-                _ => EventKind::Other,
-            };
-        }
-        _ => github_shape::other(&mut event, json),
-    }
-    Ok(vec![event])
+    github_shape::parse(&HOST, name, json)
 }

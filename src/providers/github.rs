@@ -11,8 +11,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::github_shape::{self, base};
-use super::json::first_str;
+use super::github_shape::{self, Host};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
 use crate::settings::Secret;
@@ -36,16 +35,13 @@ fn authenticate(
     signature::hub(headers, body, secret, allow_sha1, "x-hub-signature-256")
 }
 
+const HOST: Host = Host {
+    provider: Provider::Github,
+    pusher: &["/pusher/name", "/sender/login"],
+    // A tag's `create` comes beside its push, which is the one counted.
+    ref_event: |_, _| EventKind::Other,
+};
+
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
-    let mut event = base(Provider::Github, name, json);
-    match name {
-        "push" => {
-            github_shape::push(Provider::Github, &mut event, json)?;
-            event.pusher = first_str(json, &["/pusher/name", "/sender/login"]);
-        }
-        "ping" => event.kind = EventKind::Ping,
-        "pull_request" => github_shape::pull_request(&mut event, json),
-        _ => github_shape::other(&mut event, json),
-    }
-    Ok(vec![event])
+    github_shape::parse(&HOST, name, json)
 }

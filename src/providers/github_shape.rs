@@ -9,8 +9,36 @@ use super::json::{find_commit, first_str, read_push, string_at};
 use super::PayloadError;
 use crate::event::{Commit, Event, EventKind, Provider};
 
+/// What differs between the hosts that send this shape.
+pub(super) struct Host {
+    pub provider: Provider,
+    /// Where a push names its pusher, first found wins.
+    pub pusher: &'static [&'static str],
+    /// The kind of a `create` or `delete` event (`name`) of a ref of `ref_type`.
+    pub ref_event: fn(name: &str, ref_type: &str) -> EventKind,
+}
+
+/// An event of this shape named `name`.
+pub(super) fn parse(host: &Host, name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
+    let mut event = base(host.provider, name, json);
+    match name {
+        "push" => {
+            push(host.provider, &mut event, json)?;
+            event.pusher = first_str(json, host.pusher);
+        }
+        "ping" => event.kind = EventKind::Ping,
+        "pull_request" => pull_request(&mut event, json),
+        "create" | "delete" => {
+            other(&mut event, json);
+            event.kind = (host.ref_event)(name, &string_at(json, "/ref_type"));
+        }
+        _ => other(&mut event, json),
+    }
+    Ok(vec![event])
+}
+
 /// The fields every event of these hosts has: action, repository and sender.
-pub(super) fn base(provider: Provider, name: &str, json: &Value) -> Event {
+fn base(provider: Provider, name: &str, json: &Value) -> Event {
     let mut event = Event::new(provider, name);
     event.action = json.get("action").and_then(Value::as_str).map(str::to_string);
     event.repo = string_at(json, "/repository/full_name");
@@ -21,7 +49,7 @@ pub(super) fn base(provider: Provider, name: &str, json: &Value) -> Event {
 
 /// A push: the shared push fields, the `forced` and `deleted` flags, and the head commit
 /// (`head_commit`, or found by id in `commits[]`, which Gogs lists newest first).
-pub(super) fn push(provider: Provider, event: &mut Event, json: &Value) -> Result<(), PayloadError> {
+fn push(provider: Provider, event: &mut Event, json: &Value) -> Result<(), PayloadError> {
     let commits = read_push(provider, event, json)?;
     if json.get("forced").and_then(Value::as_bool) == Some(true) {
         event.changes_complete = false;
@@ -46,7 +74,7 @@ fn commit_of(c: &Value) -> Commit {
 
 /// A pull request: the target branch (`base.ref`; Gogs: `base_branch`) and the head commit.
 /// A `closed` action of a merged pull request is `merged`.
-pub(super) fn pull_request(event: &mut Event, json: &Value) {
+fn pull_request(event: &mut Event, json: &Value) {
     event.kind = EventKind::PullRequest;
     let base = first_str(json, &["/pull_request/base/ref", "/pull_request/base_branch"]);
     if !base.is_empty() {
@@ -63,7 +91,7 @@ pub(super) fn pull_request(event: &mut Event, json: &Value) {
 
 /// `create`, `delete`, `release` and the rest: the host's own name, with what can be read.
 /// `create`/`delete` carry a short `ref` and its `ref_type`; a release its `tag_name`.
-pub(super) fn other(event: &mut Event, json: &Value) {
+fn other(event: &mut Event, json: &Value) {
     if let (Some(r), Some(kind)) =
         (json.get("ref").and_then(Value::as_str), json.get("ref_type").and_then(Value::as_str))
     {

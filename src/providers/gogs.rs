@@ -11,8 +11,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::github_shape::{self, base};
-use super::json::{first_str, string_at};
+use super::github_shape::{self, Host};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
 use crate::settings::Secret;
@@ -36,25 +35,18 @@ fn authenticate(
     signature::bare_hex(headers, body, secret, &[("x-gogs-signature", "X-Gogs-Signature")])
 }
 
+const HOST: Host = Host {
+    provider: Provider::Gogs,
+    pusher: &["/pusher/login", "/pusher/username", "/sender/login"],
+    ref_event: |name, ref_type| match (name, ref_type) {
+        // Gogs sends no push for a tag: its create event is the tag event.
+        ("create", "tag") => EventKind::Tag,
+        // Nor a push for a deleted branch or tag.
+        ("delete", "branch" | "tag") => EventKind::Delete,
+        _ => EventKind::Other,
+    },
+};
+
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
-    let mut event = base(Provider::Gogs, name, json);
-    match name {
-        "push" => {
-            github_shape::push(Provider::Gogs, &mut event, json)?;
-            event.pusher = first_str(json, &["/pusher/login", "/pusher/username", "/sender/login"]);
-        }
-        "pull_request" => github_shape::pull_request(&mut event, json),
-        "create" | "delete" => {
-            github_shape::other(&mut event, json);
-            event.kind = match (name, string_at(json, "/ref_type").as_str()) {
-                // Gogs sends no push for a tag: its create event is the tag event.
-                ("create", "tag") => EventKind::Tag,
-                // Nor a push for a deleted branch or tag.
-                ("delete", "branch" | "tag") => EventKind::Delete,
-                _ => EventKind::Other,
-            };
-        }
-        _ => github_shape::other(&mut event, json),
-    }
-    Ok(vec![event])
+    github_shape::parse(&HOST, name, json)
 }
