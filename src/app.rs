@@ -14,7 +14,9 @@ use tracing::{error, info, warn};
 
 use crate::event::Trigger;
 use crate::queue::{Full, Queue, Waiting};
+use crate::runner::KILL_GRACE;
 use crate::settings::{self, Problems, Settings};
+use crate::steps::{self, Ended};
 use crate::store::{Inserted, JobState, NewJob, Store, StoreError};
 
 /// What `/health` says about the settings.
@@ -119,7 +121,12 @@ impl App {
                 status.loaded_at = timestamp(SystemTime::now());
                 status.reloads += 1;
                 status.problems.clear();
+                drop(status);
                 info!(entries = new.entries.len(), files = new.files.len(), "settings reloaded");
+                let back = self.queue.unpark(|name| new.entry(name).is_some());
+                if back > 0 {
+                    info!(jobs = back, "jobs whose entry is back wait to run again");
+                }
                 Ok(new)
             }
             Err(problems) => {
@@ -178,15 +185,62 @@ impl App {
     }
 
     /// Queues the jobs left unfinished by the previous run of the daemon; returns how many.
+    /// A job whose entry is not in the settings at start is cancelled: at start the settings
+    /// were read whole and checked, so the entry was removed for real (during a run, a job whose
+    /// entry vanishes in a reload waits for it instead).
     pub fn recover(&self) -> Result<usize, StoreError> {
+        self.settle_interrupted()?;
         self.store.supersede_stale()?;
-        let jobs = self.store.unfinished()?;
+        let settings = self.settings();
+        let (jobs, orphans): (Vec<_>, Vec<_>) =
+            self.store.unfinished()?.into_iter().partition(|j| settings.entry(&j.entry).is_some());
+        for job in orphans {
+            warn!(job = job.id, entry = %job.entry, "the job's entry is not in the settings: job cancelled");
+            let reason = "cancelled at start: its entry is not in the settings";
+            self.store.finish(job.id, JobState::Cancelled, None, Some(reason))?;
+        }
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let new: Vec<NewJob> =
             jobs.into_iter().map(|j| NewJob { entry: j.entry, trigger: j.trigger, event: j.event }).collect();
         let superseded = self.queue.push_unreserved(waiting(&ids, &new));
         self.mark_superseded(superseded);
         Ok(ids.len())
+    }
+}
+
+impl App {
+    /// The jobs a crash left `running`: first their leftover processes are stopped (nothing of
+    /// theirs may run beside a new job of the entry), then each whose actions all ended, while
+    /// the daemon was down or just before it died, is recorded as they ended; the others run
+    /// again from the start ([`Store::unfinished`]).
+    fn settle_interrupted(&self) -> Result<(), StoreError> {
+        let stopped = steps::stop_leftovers(self.store.steps_root(), KILL_GRACE);
+        if stopped > 0 {
+            warn!(groups = stopped, "stopped the processes that jobs of the previous run left running");
+        }
+        for id in self.store.running()? {
+            let dir = self.store.steps_path(id);
+            let ended = match steps::read(&dir) {
+                Ended::Succeeded => Some((JobState::Succeeded, Some(0), None)),
+                Ended::Failed { action, code } => {
+                    Some((JobState::Failed, Some(code), Some(format!("action {action} exited with {code}"))))
+                }
+                Ended::Incomplete => None,
+            };
+            if let Some((state, code, reason)) = ended {
+                info!(
+                    job = id,
+                    state = state.as_str(),
+                    "the job's actions all ended before the daemon came back"
+                );
+                self.store.finish(id, state, code, reason.as_deref())?;
+            }
+        }
+        // No job runs now: every record of running actions is stale.
+        for dir in std::fs::read_dir(self.store.steps_root())?.flatten() {
+            steps::remove(&dir.path());
+        }
+        Ok(())
     }
 }
 

@@ -55,17 +55,28 @@ pub async fn run(
     on_listening(addr);
     systemd::notify(&format!("READY=1\nSTATUS=listening on {addr}"));
 
-    server::serve(app.clone(), listener, shutdown).await;
-
+    // The listener stays open while running jobs finish: a webhook that arrives meanwhile is
+    // recorded (202) and runs at the next start, rather than meeting a refused connection.
+    let (stop_serving, serving) = watch::channel(false);
+    let server = tokio::spawn(server::serve(app.clone(), listener, stopped(serving)));
+    shutdown.await;
     app.queue.close();
-    let (waiting, running) = app.queue.depth();
+    let depth = app.queue.depth();
+    let (waiting, running) = (depth.waiting + depth.parked, depth.running);
     systemd::notify(&format!("STOPPING=1\nSTATUS=stopping: {running} running job(s) finishing"));
     info!(running, waiting, grace = %humantime::format_duration(grace), "stopping: waiting for running jobs");
     drain(&mut pool, grace, &cancel_tx).await;
+    let _ = stop_serving.send(true);
+    let _ = server.await;
     let _ = stop_control.send(true);
     let _ = control.await;
-    info!(waiting, "stopped; waiting jobs stay recorded for the next start");
+    info!("stopped; waiting and interrupted jobs stay recorded for the next start");
     Ok(())
+}
+
+/// Resolves when `flag` turns true (or its sender is gone).
+async fn stopped(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
 }
 
 /// Lets the running jobs finish within `grace`; then, or on a second stop signal (Ctrl-C

@@ -36,6 +36,7 @@ pub mod runner;
 pub mod server;
 pub mod settings;
 pub mod signals;
+pub mod steps;
 pub mod store;
 pub mod systemd;
 pub mod trigger;

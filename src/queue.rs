@@ -2,12 +2,17 @@
 //!
 //! Jobs wait here (their durable record is in the store); a fixed pool of workers takes them
 //! oldest first, skipping any whose entry already has a job running: two jobs of one entry never
-//! run at once. A new job replaces a waiting one of the same entry and ref (the older one is
-//! superseded), so a burst of pushes deploys the last commit once. Room is reserved before a job
-//! is recorded, so a full queue is known before anything is written. What a job does is the
-//! runner's business.
+//! run at once. Jobs of one entry and ref supersede each other, and the newest recorded job (the
+//! highest id) always wins, whatever order the requests raced in: a new job replaces a waiting
+//! older one, and a job that arrives after a newer one of its entry and ref (waiting, running or
+//! done) is superseded at once. So a burst of pushes deploys the last commit once. Room is
+//! reserved before a job is recorded, so a full queue is known before anything is written.
+//!
+//! A job whose entry is missing from the settings when a worker takes it (a reload removed it,
+//! perhaps for a moment) is parked, not dropped: it waits until a reload brings the entry back.
+//! What a job does is the runner's business.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -25,9 +30,21 @@ pub struct Waiting {
 #[derive(Debug, Default)]
 struct Inner {
     waiting: VecDeque<Waiting>,
+    /// Jobs whose entry was not in the settings when they were taken.
+    parked: Vec<Waiting>,
     reserved: usize,
     running: HashSet<String>,
+    /// The highest job id seen for each (entry, key).
+    newest: HashMap<(String, String), i64>,
     closed: bool,
+}
+
+/// How many jobs wait, run, and are parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    pub waiting: usize,
+    pub running: usize,
+    pub parked: usize,
 }
 
 /// The queue was full: try again later.
@@ -72,15 +89,16 @@ impl Queue {
         let mut inner = self.lock();
         let needed =
             jobs.iter().filter(|(entry, key)| !inner.waiting.iter().any(|w| same(w, entry, key))).count();
-        if inner.waiting.len() + inner.reserved + needed > capacity && needed > 0 {
+        let used = inner.waiting.len() + inner.parked.len() + inner.reserved;
+        if used + needed > capacity && needed > 0 {
             return Err(Full);
         }
         inner.reserved += needed;
         Ok(Reservation { queue: self, count: needed })
     }
 
-    /// Adds recorded jobs (using the reservation's room). Returns the waiting jobs they
-    /// supersede, each with the id of the job that supersedes it.
+    /// Adds recorded jobs (using the reservation's room). Returns the jobs superseded, each
+    /// with the id of the newer job that supersedes it.
     pub fn push(&self, reservation: Reservation<'_>, jobs: Vec<Waiting>) -> Vec<(i64, i64)> {
         let count = reservation.count;
         std::mem::forget(reservation);
@@ -98,14 +116,9 @@ impl Queue {
             let mut inner = self.lock();
             inner.reserved -= reserved;
             for job in jobs {
-                inner.waiting.retain(|w| {
-                    let same = same(w, &job.entry, &job.key);
-                    if same {
-                        superseded.push((w.id, job.id));
-                    }
-                    !same
-                });
-                inner.waiting.push_back(job);
+                if let Some(job) = inner.supersede(job, &mut superseded) {
+                    inner.waiting.push_back(job);
+                }
             }
         }
         self.wake.notify_waiters();
@@ -141,16 +154,68 @@ impl Queue {
         self.wake.notify_waiters();
     }
 
+    /// `job` was taken but its entry is not in the settings: it waits, out of the way, until
+    /// [`Queue::unpark`] finds its entry again. Its entry's next job may start.
+    pub fn park(&self, job: Waiting) {
+        let mut inner = self.lock();
+        inner.running.remove(&job.entry);
+        inner.parked.push(job);
+        drop(inner);
+        self.wake.notify_waiters();
+    }
+
+    /// Puts the parked jobs whose entry `exists` back in line (after new settings loaded).
+    pub fn unpark(&self, exists: impl Fn(&str) -> bool) -> usize {
+        let mut inner = self.lock();
+        let (back, still): (Vec<Waiting>, Vec<Waiting>) =
+            std::mem::take(&mut inner.parked).into_iter().partition(|j| exists(&j.entry));
+        inner.parked = still;
+        let count = back.len();
+        // Oldest first, ahead of what came meanwhile: they were taken before it.
+        for job in back.into_iter().rev() {
+            inner.waiting.push_front(job);
+        }
+        drop(inner);
+        self.wake.notify_waiters();
+        count
+    }
+
     /// Stops handing out jobs; waiting jobs stay recorded in the store for the next start.
     pub fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_waiters();
     }
 
-    /// (waiting, running)
-    pub fn depth(&self) -> (usize, usize) {
+    pub fn depth(&self) -> Depth {
         let inner = self.lock();
-        (inner.waiting.len(), inner.running.len())
+        Depth { waiting: inner.waiting.len(), running: inner.running.len(), parked: inner.parked.len() }
+    }
+}
+
+impl Inner {
+    /// Applies "the newest recorded job wins" to an arriving `job`: it replaces the older
+    /// waiting or parked jobs of its entry and key, or is itself superseded when a newer one
+    /// was seen. Returns the job when it is to wait.
+    fn supersede(&mut self, job: Waiting, superseded: &mut Vec<(i64, i64)>) -> Option<Waiting> {
+        if job.key.is_empty() {
+            return Some(job);
+        }
+        let newest = self.newest.entry((job.entry.clone(), job.key.clone())).or_insert(job.id);
+        if *newest > job.id {
+            superseded.push((job.id, *newest));
+            return None;
+        }
+        *newest = job.id;
+        let mut take_older = |w: &Waiting| {
+            let older = same(w, &job.entry, &job.key);
+            if older {
+                superseded.push((w.id, job.id));
+            }
+            !older
+        };
+        self.waiting.retain(&mut take_older);
+        self.parked.retain(take_older);
+        Some(job)
     }
 }
 
@@ -183,7 +248,7 @@ mod tests {
         assert_eq!(q.next().await.unwrap().id, 4);
         q.done("a");
         assert_eq!(q.next().await.unwrap().id, 3);
-        assert_eq!(q.depth(), (0, 2));
+        assert_eq!(q.depth(), Depth { waiting: 0, running: 2, parked: 0 });
         q.close();
         assert!(q.next().await.is_none());
     }
@@ -195,5 +260,45 @@ mod tests {
         assert!(q.reserve(&[("b", "main")], 1).is_err());
         drop(r);
         assert!(q.reserve(&[("b", "main")], 1).is_ok());
+    }
+
+    /// Requests race: job 8 may reach the queue after job 9 of the same entry and ref was
+    /// recorded, queued, even run. The newest recorded job wins every time.
+    #[tokio::test]
+    async fn an_older_job_arriving_late_is_superseded_by_the_newer_one() {
+        let q = Queue::new();
+        q.push_unreserved(vec![w(9, "a", "main")]);
+        assert_eq!(q.push_unreserved(vec![w(8, "a", "main")]), vec![(8, 9)], "8 came late: 9 wins");
+        assert_eq!(q.next().await.unwrap().id, 9);
+        // 9 runs (or ran): a late 7 is still superseded by it, never run after it.
+        assert_eq!(q.push_unreserved(vec![w(7, "a", "main")]), vec![(7, 9)]);
+        q.done("a");
+        assert_eq!(q.depth(), Depth::default());
+        // Another ref, and a manual run (no key), are not concerned.
+        assert!(q.push_unreserved(vec![w(6, "a", "dev"), w(5, "a", "")]).is_empty());
+        assert_eq!(q.depth().waiting, 2);
+    }
+
+    #[tokio::test]
+    async fn parked_jobs_wait_for_their_entry_and_are_superseded_like_waiting_ones() {
+        let q = Queue::new();
+        q.push_unreserved(vec![w(1, "gone", "main"), w(2, "b", "main")]);
+        let first = q.next().await.unwrap();
+        q.park(first);
+        assert_eq!(q.depth(), Depth { waiting: 1, running: 0, parked: 1 });
+        assert_eq!(q.unpark(|e| e != "gone"), 0);
+        assert_eq!(q.depth().parked, 1, "still missing: still parked");
+        // A newer job of the parked one's entry and ref supersedes it.
+        assert_eq!(q.push_unreserved(vec![w(3, "gone", "main")]), vec![(1, 3)]);
+        assert_eq!(q.depth().parked, 0);
+        let again = q.next().await.unwrap();
+        assert_eq!(again.id, 2);
+        let three = q.next().await.unwrap();
+        q.park(three);
+        assert_eq!(q.unpark(|_| true), 1);
+        assert_eq!(q.next().await.unwrap().id, 3, "back once the entry is");
+        // Parked jobs count against the capacity.
+        q.park(w(4, "gone2", "x"));
+        assert!(q.reserve(&[("c", "main")], 1).is_err());
     }
 }

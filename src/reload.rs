@@ -168,7 +168,11 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/a.yaml"), "").unwrap();
+        std::fs::write(
+            dir.path().join("rules/a.yaml"),
+            "entries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
+        )
+        .unwrap();
         let path = dir.path().join("settings.yaml");
         std::fs::write(
             &path,

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::event::{Event, Trigger};
 use crate::settings::{Action, Entry};
+use crate::steps::{Steps, WRAPPER};
 
 /// Variables passed through from the daemon's environment when set.
 const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
@@ -97,8 +98,15 @@ pub struct Log {
 }
 
 impl Log {
+    /// The log at `path`, appended to: a job run again (after a crash or a stop) keeps the log
+    /// of its earlier attempt above the new one.
     pub fn create(path: &Path, limit: u64) -> std::io::Result<Log> {
-        Ok(Log::new(Some(File::create(path)?), limit, false))
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let written = file.metadata()?.len();
+        let mut log = Log::new(Some(file), limit, false);
+        log.written = written;
+        log.truncated = written >= limit;
+        Ok(log)
     }
 
     pub fn new(file: Option<File>, limit: u64, echo: bool) -> Log {
@@ -153,6 +161,8 @@ pub struct JobContext<'a> {
     pub trigger: Trigger,
     pub event: &'a Event,
     pub payload: Option<&'a Path>,
+    /// Where the actions' process groups and ends are recorded (the daemon's jobs).
+    pub steps: Option<&'a Steps>,
 }
 
 /// The environment of an action: the base variables, `inherit_env`, `WH_*`, then the entry's
@@ -215,11 +225,15 @@ pub async fn run(
         let n = i + 1;
         if let Some(why) = skip_reason(action, e) {
             log.note(&format!("skip action {n}: {why}"));
+            if let Some(Err(e)) = job.steps.map(|s| s.skipped(n)) {
+                log.note(&format!("cannot record the skip of action {n}: {e}"));
+            }
             continue;
         }
         log.note(&format!("action {n}: {}", action.run));
         let started = std::time::Instant::now();
-        let end = run_action(&action.run, &env, &entry.workdir, deadline, cancel, log).await;
+        let step = Step { n, steps: job.steps };
+        let end = run_action(&action.run, &env, &entry.workdir, deadline, cancel, log, step).await;
         let took = humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
         match end {
             ActionEnd::Exited(status) if status.success() => log.note(&format!("action {n} ok ({took})")),
@@ -266,6 +280,12 @@ enum ActionEnd {
     NotStarted(String),
 }
 
+/// Which action of the job this is, and where its end is recorded.
+struct Step<'a> {
+    n: usize,
+    steps: Option<&'a Steps>,
+}
+
 async fn run_action(
     command: &str,
     env: &[(String, String)],
@@ -273,10 +293,16 @@ async fn run_action(
     deadline: Instant,
     cancel: &mut watch::Receiver<bool>,
     log: &mut Log,
+    step: Step<'_>,
 ) -> ActionEnd {
+    let marker = step.steps.map(|s| s.marker(step.n)).unwrap_or_default();
     let mut cmd = Command::new("sh");
+    // The command is an argument of the wrapper, never part of its text.
     cmd.arg("-c")
+        .arg(WRAPPER)
+        .arg("wh-automata")
         .arg(command)
+        .arg(&marker)
         .current_dir(workdir)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -297,6 +323,11 @@ async fn run_action(
         }
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    if let (Some(steps), Some(pid)) = (step.steps, child.id()) {
+        if let Err(e) = steps.running(pid) {
+            log.note(&format!("cannot record the process group of action {}: {e}", step.n));
+        }
+    }
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(32);
     if let Some(out) = child.stdout.take() {
         tokio::spawn(pump(out, tx.clone()));

@@ -410,7 +410,7 @@ fn ignored(events: &[Event], reasons: &[(String, String)]) -> Answer {
 
 fn health(app: &App) -> Answer {
     let status = app.status();
-    let (waiting, running) = app.queue.depth();
+    let depth = app.queue.depth();
     let capacity = app.settings().server.queue;
     json_answer(
         StatusCode::OK,
@@ -418,7 +418,7 @@ fn health(app: &App) -> Answer {
             "status": if status.state == "loaded" { "ok" } else { "degraded" },
             "version": env!("CARGO_PKG_VERSION"),
             "settings": status,
-            "queue": { "waiting": waiting, "running": running, "capacity": capacity },
+            "queue": { "waiting": depth.waiting, "running": depth.running, "parked": depth.parked, "capacity": capacity },
         }),
     )
 }

@@ -152,7 +152,7 @@ fn read_saved(file: &Path, args: &TriggerArgs) -> Result<saved::Saved, Fail> {
 }
 
 fn dry_run(entry: &Entry, event: &Event) {
-    let context = JobContext { id: 0, trigger: Trigger::Manual, event, payload: None };
+    let context = JobContext { id: 0, trigger: Trigger::Manual, event, payload: None, steps: None };
     println!("entry {} ({}), dry run: nothing runs", entry.name, entry.file.display());
     println!("workdir {}", entry.workdir.display());
     println!("timeout {}", humantime::format_duration(entry.timeout));
@@ -265,8 +265,13 @@ fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]
             signals::stop_signal().await;
             let _ = cancel_tx.send(true);
         });
-        let context =
-            JobContext { id, trigger: Trigger::Manual, event: &job.event, payload: payload.as_deref() };
+        let context = JobContext {
+            id,
+            trigger: Trigger::Manual,
+            event: &job.event,
+            payload: payload.as_deref(),
+            steps: None,
+        };
         runner::run(entry, &context, &mut log, &mut cancel).await
     });
     drop(log);

@@ -21,6 +21,7 @@ use crate::event::{Event, Trigger};
 use crate::queue::Waiting;
 use crate::runner::{self, JobContext, Log, Outcome};
 use crate::settings::Entry;
+use crate::steps::{self, Steps};
 use crate::store::{JobState, Store, StoreError};
 
 /// Everything a job's work needs, owned.
@@ -32,6 +33,7 @@ pub struct Prepared {
     pub payload: Option<PathBuf>,
     pub log: Log,
     pub cancel: watch::Receiver<bool>,
+    pub steps: Option<Steps>,
 }
 
 /// What a worker does with a prepared job.
@@ -46,6 +48,7 @@ pub fn actions() -> Work {
                 trigger: job.trigger,
                 event: &job.event,
                 payload: job.payload.as_deref(),
+                steps: job.steps.as_ref(),
             };
             runner::run(&job.entry, &context, &mut job.log, &mut job.cancel).await
         })
@@ -72,6 +75,13 @@ impl Finished {
         Finished { state, exit_code: outcome.exit_code(), reason: outcome.reason(timeout) }
     }
 
+    /// Interrupted by the daemon's stop: back to `queued`, to run again at the next start.
+    fn interrupted(action: usize) -> Finished {
+        let reason =
+            format!("interrupted during action {action} by the daemon's stop: runs again at the next start");
+        Finished { state: JobState::Queued, exit_code: None, reason: Some(reason) }
+    }
+
     fn failed(reason: String) -> Finished {
         Finished { state: JobState::Failed, exit_code: None, reason: Some(reason) }
     }
@@ -81,7 +91,11 @@ impl Finished {
 /// job-end sequence, for the daemon's workers and for a foreground manual run.
 pub fn finish_job(store: &Store, id: i64, finished: &Finished) -> Result<(), StoreError> {
     store.remove_payload_file(id);
-    store.finish(id, finished.state, finished.exit_code, finished.reason.as_deref())
+    steps::remove(&store.steps_path(id));
+    match finished.state {
+        JobState::Queued => store.requeue(id, finished.reason.as_deref().unwrap_or_default()),
+        state => store.finish(id, state, finished.exit_code, finished.reason.as_deref()),
+    }
 }
 
 /// Starts `count` workers doing `work` until the queue closes. `cancel` turning true kills the
@@ -99,8 +113,10 @@ async fn worker(app: Arc<App>, work: Work, cancel: watch::Receiver<bool>) {
     let mut done = 0u64;
     while let Some(next) = app.queue.next().await {
         let span = info_span!("job", job = next.id, entry = %next.entry);
-        run_job(&app, &next, &work, cancel.clone()).instrument(span).await;
-        app.queue.done(&next.entry);
+        match run_job(&app, &next, &work, cancel.clone()).instrument(span).await {
+            Taken::Done => app.queue.done(&next.entry),
+            Taken::Park => app.queue.park(next),
+        }
         done += 1;
         if done % 100 == 0 {
             let store = app.store.clone();
@@ -111,18 +127,32 @@ async fn worker(app: Arc<App>, work: Work, cancel: watch::Receiver<bool>) {
     }
 }
 
+/// What became of a job a worker took.
+enum Taken {
+    /// It ran, or cannot run: its entry's next job may start.
+    Done,
+    /// Its entry is not in the settings: it waits for a reload that brings the entry back.
+    Park,
+}
+
 /// Prepares, runs and records one job. Nothing here can end the worker.
-async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Receiver<bool>) {
+async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Receiver<bool>) -> Taken {
     let id = next.id;
     let prepared = match prepare(app, id, cancel).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return,
-        Err(finished) => return record(app, id, finished).await,
+        Ok(Start::Run(p)) => p,
+        Ok(Start::Gone) => return Taken::Done,
+        Ok(Start::NoEntry) => return Taken::Park,
+        Err(finished) => {
+            record(app, id, finished).await;
+            return Taken::Done;
+        }
     };
     info!(event = prepared.event.name(), commit = %prepared.event.after, "job started");
     let timeout = prepared.entry.timeout;
     // Its own task: a panic in the work ends that task, not this worker.
     let finished = match tokio::spawn(work(prepared)).await {
+        // Cancelled here means stopped by the daemon's stop: it runs again at the next start.
+        Ok(Outcome::Cancelled { action }) => Finished::interrupted(action),
         Ok(outcome) => Finished::of(&outcome, timeout),
         Err(e) => {
             let why = Panicked::of(e);
@@ -135,41 +165,58 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Rec
         Some(r) => warn!(state = finished.state.as_str(), reason = %r, "job finished"),
     }
     record(app, id, finished).await;
+    Taken::Done
 }
 
-/// The job ready to run: `None` when it is no longer waiting (superseded meanwhile); `Err`
-/// with how it ended when it cannot run.
-async fn prepare(
-    app: &Arc<App>,
-    id: i64,
-    cancel: watch::Receiver<bool>,
-) -> Result<Option<Prepared>, Finished> {
+/// Whether a job taken from the queue can start.
+enum Start {
+    Run(Prepared),
+    /// It is no longer waiting (superseded meanwhile).
+    Gone,
+    /// Its entry is not in the current settings.
+    NoEntry,
+}
+
+/// The job ready to run; `Err` with how it ended when it cannot run.
+async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Result<Start, Finished> {
     let store = app.store.clone();
     let job = match blocking(move || store.job(id)).await {
         Ok(Some(job)) if job.state == JobState::Queued => job,
-        Ok(_) => return Ok(None),
+        Ok(_) => return Ok(Start::Gone),
         Err(e) => return Err(Finished::failed(format!("could not start: {e}"))),
     };
     // A job runs with the settings of the moment it starts; it keeps them until it ends.
     let settings = app.settings();
     let Some(entry) = settings.entry(&job.entry).cloned() else {
-        warn!("entry no longer in the settings: job cancelled");
-        let reason = Some("the entry is no longer in the settings".to_string());
-        return Err(Finished { state: JobState::Cancelled, exit_code: None, reason });
+        warn!("the entry is not in the settings now: the job waits for a reload that brings it back");
+        return Ok(Start::NoEntry);
     };
     let log_limit = settings.server.log_limit;
     drop(settings);
     let store = app.store.clone();
-    let started = blocking(move || -> Result<(Option<PathBuf>, Log), StoreError> {
+    let total = entry.actions.len();
+    let started = blocking(move || -> Result<(Option<PathBuf>, Log, Steps), StoreError> {
+        // The record of its actions first: from the moment it is `running`, a crash must find it.
+        let steps = Steps::begin(&store.steps_path(id), total)?;
         store.mark_running(id)?;
         let payload = store.write_payload(id)?;
         let log = Log::create(&store.log_path(id), log_limit)?;
-        Ok((payload, log))
+        Ok((payload, log, steps))
     })
     .await;
     match started {
-        Ok((payload, log)) => {
-            Ok(Some(Prepared { id, entry, trigger: job.trigger, event: job.event, payload, log, cancel }))
+        Ok((payload, log, steps)) => {
+            let steps = Some(steps);
+            Ok(Start::Run(Prepared {
+                id,
+                entry,
+                trigger: job.trigger,
+                event: job.event,
+                payload,
+                log,
+                cancel,
+                steps,
+            }))
         }
         Err(e) => {
             error!(error = %e, "cannot start the job");
@@ -243,7 +290,7 @@ mod tests {
                 assert_eq!(job.state, JobState::Succeeded, "{:?}", job.reason);
             }
         }
-        assert_eq!(app.queue.depth(), (0, 0), "no entry is left marked running");
+        assert_eq!(app.queue.depth(), crate::queue::Depth::default(), "no entry is left marked running");
         app.queue.close();
         while let Some(joined) = pool.join_next().await {
             joined.expect("the worker itself never panicked");

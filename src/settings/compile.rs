@@ -10,7 +10,7 @@ use std::time::Duration;
 use globset::{Glob, GlobSetBuilder};
 
 use super::problems::{problem, Problem};
-use super::raw::{OneOrMany, RawAction, RawActions, RawEntry, RawServer};
+use super::raw::{OneOrMany, Quantity, RawAction, RawActions, RawEntry, RawServer};
 use super::units::{parse_duration, parse_size};
 use super::{Action, Entry, Secret, Server, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::matcher::{MatchSpec, Matcher};
@@ -84,7 +84,7 @@ pub(super) fn server(
         ("max_body", &raw.max_body, &mut server.max_body),
         ("log_limit", &raw.log_limit, &mut server.log_limit),
     ] {
-        match value.as_deref().map(parse_size) {
+        match value.as_ref().map(|v| parse_size(&v.text())) {
             Some(Ok(0)) => bad(format!("{name} must be more than 0")),
             Some(Ok(n)) => *slot = n,
             Some(Err(e)) => bad(format!("{name}: {e}")),
@@ -95,7 +95,7 @@ pub(super) fn server(
         ("header_timeout", &raw.header_timeout, &mut server.header_timeout),
         ("shutdown_grace", &raw.shutdown_grace, &mut server.shutdown_grace),
     ] {
-        match value.as_deref().map(parse_duration) {
+        match value.as_ref().map(|v| parse_duration(&v.text())) {
             Some(Ok(d)) => *slot = d,
             Some(Err(e)) => bad(format!("{name}: {e}")),
             None => {}
@@ -119,7 +119,7 @@ pub(super) fn entry(
     let matcher = matcher(&raw, &mut report);
     let secret = secret(&raw, env, &mut report);
     let env_vars = environment(&raw, env, &mut report);
-    let timeout = timeout(raw.timeout.as_deref(), &mut report);
+    let timeout = timeout(raw.timeout.as_ref().map(Quantity::text).as_deref(), &mut report);
     let actions = actions(raw.actions, &mut report);
     if problems.len() > before {
         return None;

@@ -154,8 +154,13 @@ fn parse_file(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<Ra
     let duplicates = duplicate_names(file, text);
     let has_duplicates = !duplicates.is_empty();
     problems.extend(duplicates);
-    if text.trim().is_empty() {
-        return Some(RawFile { server: None, include: Vec::new(), entries: None });
+    if is_empty(text) {
+        // Often a file being written: an editor or a generator truncates it first.
+        let message =
+            "the file is empty (nothing but blanks and comments): refused, as a file being written \
+                       would be; to run nothing, stop the daemon";
+        problems.push(problem(file, None, None, message.into()));
+        return None;
     }
     match serde_yaml::from_str::<RawFile>(text) {
         Ok(raw) => Some(raw),
@@ -166,6 +171,11 @@ fn parse_file(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<Ra
             None
         }
     }
+}
+
+/// Whether `text` holds no YAML content: only blanks, comments and document markers.
+fn is_empty(text: &str) -> bool {
+    text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
 }
 
 fn valid_entry_name(name: &str) -> bool {

@@ -39,7 +39,7 @@ pub(super) struct RawServer {
     pub(super) queue: Option<usize>,
     /// Largest request body (default 1 MiB); larger ones get 413 before being read.
     #[schemars(example = &"1 MiB")]
-    pub(super) max_body: Option<String>,
+    pub(super) max_body: Option<Quantity>,
     /// Job database and job logs (default ./state), relative to this file.
     pub(super) state_dir: Option<PathBuf>,
     /// Connections served at once (default 256); more wait to be accepted.
@@ -47,11 +47,11 @@ pub(super) struct RawServer {
     pub(super) max_connections: Option<usize>,
     /// Time a client has to send its request headers (default 10s).
     #[schemars(example = &"10s")]
-    pub(super) header_timeout: Option<String>,
+    pub(super) header_timeout: Option<Quantity>,
     /// Largest job log (default 1 MiB); the rest of the output is dropped.
-    pub(super) log_limit: Option<String>,
+    pub(super) log_limit: Option<Quantity>,
     /// How long running jobs may go on after SIGTERM before their process groups are killed (default 30s).
-    pub(super) shutdown_grace: Option<String>,
+    pub(super) shutdown_grace: Option<Quantity>,
 }
 
 /// One entry: which events it accepts, how they are authenticated, and the actions they run.
@@ -81,7 +81,7 @@ pub(super) struct RawEntry {
     pub(super) inherit_env: Vec<String>,
     /// Time limit for the whole job (default 10m); then its process groups are killed.
     #[schemars(example = &"10m")]
-    pub(super) timeout: Option<String>,
+    pub(super) timeout: Option<Quantity>,
     /// Shell commands run in order with `sh -c`; the first failure stops the job.
     #[serde(default)]
     pub(super) actions: Option<RawActions>,
@@ -151,6 +151,23 @@ impl OneOrMany {
         match self {
             OneOrMany::One(one) => vec![one],
             OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// A duration or a size: text with a unit (`10m`, `1 MiB`), or a bare number (seconds, bytes).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum Quantity {
+    Text(String),
+    Number(u64),
+}
+
+impl Quantity {
+    pub(super) fn text(&self) -> String {
+        match self {
+            Quantity::Text(t) => t.clone(),
+            Quantity::Number(n) => n.to_string(),
         }
     }
 }

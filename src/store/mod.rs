@@ -57,6 +57,7 @@ pub struct Store {
     conn: Mutex<Connection>,
     logs: PathBuf,
     payloads: PathBuf,
+    steps: PathBuf,
 }
 
 /// The database's file name under `state_dir`.
@@ -71,19 +72,40 @@ impl Store {
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let logs = state_dir.join("logs");
         let payloads = state_dir.join("payloads");
+        let steps = state_dir.join("steps");
         std::fs::create_dir_all(&logs)?;
         std::fs::create_dir_all(&payloads)?;
+        std::fs::create_dir_all(&steps)?;
         let mut conn = Connection::open(state_dir.join(DATABASE))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn), logs, payloads })
+        Ok(Store { conn: Mutex::new(conn), logs, payloads, steps })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the database consistent (SQLite transactions).
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the actions of running jobs are recorded ([`crate::steps`]).
+    pub fn steps_root(&self) -> &Path {
+        &self.steps
+    }
+
+    /// Where the actions of running job `id` are recorded.
+    pub fn steps_path(&self, id: i64) -> PathBuf {
+        self.steps.join(id.to_string())
+    }
+
+    /// The daemon's jobs left `running` (by a crash), oldest first.
+    pub fn running(&self) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id FROM jobs WHERE state = 'running' AND foreground_pid IS NULL ORDER BY id")?;
+        let ids = stmt.query_map([], |r| r.get("id"))?.collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
     }
 
     /// The log file of job `id`.
@@ -186,6 +208,16 @@ impl Store {
             self.finish(*old, JobState::Superseded, None, Some(&reason))?;
         }
         Ok(stale.len())
+    }
+
+    /// Puts a job that was running back to `queued` (interrupted by the daemon's stop): the
+    /// next start runs it again. Its payload stays.
+    pub fn requeue(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE jobs SET state = 'queued', started_at = NULL, reason = ?2 WHERE id = ?1",
+            params![id, reason],
+        )?;
+        Ok(())
     }
 
     pub fn mark_running(&self, id: i64) -> Result<(), StoreError> {

@@ -445,29 +445,54 @@ fn sigterm_lets_the_running_job_finish_and_keeps_the_waiting_ones() {
     assert_eq!(daemon.wait_job(b).state, JobState::Succeeded);
 }
 
+/// A stop interrupts nothing for good: a job killed by the daemon's own stop is recorded
+/// `queued` and runs again at the next start, and webhooks that arrive while running jobs
+/// finish are answered and recorded for the next start (0.1.0 recorded the job `cancelled`
+/// and never ran it again, and refused connections during the grace period).
 #[test]
-fn a_second_stop_signal_does_not_wait_for_the_grace_period() {
+fn a_stop_interrupts_nothing_for_good_and_keeps_answering_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::with_settings(
         dir.path(),
-        "server: { listen: 127.0.0.1:0, shutdown_grace: 60s }\nentries:\n  a:\n    insecure: true\n    actions: [\"sleep 30\"]\n",
+        "server: { listen: 127.0.0.1:0, shutdown_grace: 60s }\nentries:\n  a:\n    insecure: true\n    \
+         actions: [\"echo start >> ran; if [ ! -e once ]; then touch once; sleep 30; fi; echo end >> ran\"]\n  \
+         b:\n    insecure: true\n    actions: [\"echo b >> ran-b\"]\n",
         &[],
     );
-    let id = daemon.send("/hooks/a", &request("github/push.json")).job_ids()[0];
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    let id = daemon.send("/hooks/a", &req).job_ids()[0];
     let store = daemon.store();
-    eventually("the job runs", || store.job(id).unwrap().unwrap().state == JobState::Running);
+    eventually("the job runs", || dir.path().join("once").exists());
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     // The daemon has taken the first signal: it says it is stopping, and waits for the job.
     assert!(daemon.notice().starts_with("STOPPING=1\n"));
     assert!(daemon.child.try_wait().unwrap().is_none(), "the first signal waits for the running job");
+    // Meanwhile a webhook is answered, and recorded for the next start.
+    let during = daemon.send("/hooks/b", &req);
+    assert_eq!(during.status, 202, "{}", during.body);
+    let b = during.job_ids()[0];
     let started = std::time::Instant::now();
     daemon.signal(nix::sys::signal::Signal::SIGINT);
     let status = daemon.child.wait().unwrap();
     assert!(status.success());
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
     let job = store.job(id).unwrap().unwrap();
-    assert_eq!(job.state, JobState::Cancelled, "{:?}", job.reason);
+    assert_eq!(job.state, JobState::Queued, "{:?}", job.reason);
+    assert!(job.reason.as_deref().unwrap().contains("runs again at the next start"), "{:?}", job.reason);
+    assert_eq!(store.job(b).unwrap().unwrap().state, JobState::Queued);
     assert!(daemon.log().contains("second stop signal"));
+    drop(daemon);
+
+    let daemon = Daemon::start(dir.path(), &[]);
+    assert_eq!(daemon.wait_job(id).state, JobState::Succeeded);
+    assert_eq!(daemon.wait_job(b).state, JobState::Succeeded);
+    assert_eq!(read(&dir.path().join("ran")), "start\nstart\nend\n", "run again, from the start");
+    let log = read(&dir.path().join(format!("state/logs/{id}.log")));
+    assert!(
+        log.contains("cancelled, wh-automata is stopping") && log.contains("job succeeded"),
+        "both attempts: {log}"
+    );
 }
 
 #[test]
