@@ -139,7 +139,7 @@ enum Taken {
 async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Receiver<bool>) -> Taken {
     let id = next.id;
     let prepared = match prepare(app, id, cancel).await {
-        Ok(Start::Run(p)) => p,
+        Ok(Start::Run(p)) => *p,
         Ok(Start::Gone) => return Taken::Done,
         Ok(Start::NoEntry) => return Taken::Park,
         Err(finished) => {
@@ -170,7 +170,7 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Rec
 
 /// Whether a job taken from the queue can start.
 enum Start {
-    Run(Prepared),
+    Run(Box<Prepared>),
     /// It is no longer waiting (superseded meanwhile).
     Gone,
     /// Its entry is not in the current settings.
@@ -207,7 +207,7 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
     match started {
         Ok((payload, log, steps)) => {
             let steps = Some(steps);
-            Ok(Start::Run(Prepared {
+            Ok(Start::Run(Box::new(Prepared {
                 id,
                 entry,
                 trigger: job.trigger,
@@ -216,7 +216,7 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
                 log,
                 cancel,
                 steps,
-            }))
+            })))
         }
         Err(e) => {
             error!(error = %e, "cannot start the job");
