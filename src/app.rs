@@ -36,6 +36,8 @@ pub struct LoadStatus {
 pub struct App {
     settings: RwLock<Arc<Settings>>,
     status: Mutex<LoadStatus>,
+    /// The last store error, until the store works again: `/health` is degraded meanwhile.
+    trouble: Mutex<Option<String>>,
     pub store: Arc<Store>,
     pub queue: Queue,
     source: PathBuf,
@@ -85,6 +87,7 @@ impl App {
             source: settings.source.clone(),
             settings: RwLock::new(Arc::new(settings)),
             status: Mutex::new(status),
+            trouble: Mutex::new(None),
             store: Arc::new(store),
             queue: Queue::new(),
         })
@@ -97,6 +100,25 @@ impl App {
 
     pub fn status(&self) -> LoadStatus {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The store failed: logged at ERROR, and `/health` is degraded until [`App::store_works`].
+    pub fn store_failed(&self, what: &str, error: &StoreError) {
+        error!(%error, "{what}");
+        *self.trouble.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{what}: {error}"));
+    }
+
+    /// A store operation succeeded: whatever failed before works again.
+    pub fn store_works(&self) {
+        let mut trouble = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(was) = trouble.take() {
+            info!(was = %was, "the job store works again");
+        }
+    }
+
+    /// The store error `/health` reports, if the store is failing.
+    pub fn store_trouble(&self) -> Option<String> {
+        self.trouble.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Reads the settings again; swaps them in whole when valid, keeps the old ones otherwise.

@@ -186,6 +186,11 @@ impl Queue {
         self.wake.notify_waiters();
     }
 
+    /// Whether [`Queue::close`] was called: no job starts any more.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     pub fn depth(&self) -> Depth {
         let inner = self.lock();
         Depth { waiting: inner.waiting.len(), running: inner.running.len(), parked: inner.parked.len() }

@@ -24,7 +24,8 @@ use crate::settings::Settings;
 /// Quiet time after the last change before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Which paths matter: the files read, and the include patterns (a new file may match).
+/// Which paths matter: the files read, every link on the way to them, and the include
+/// patterns (a new file may match).
 #[derive(Default)]
 struct Relevant {
     files: BTreeSet<PathBuf>,
@@ -34,7 +35,10 @@ struct Relevant {
 
 impl Relevant {
     fn of(settings: &Settings) -> Relevant {
-        let files: BTreeSet<PathBuf> = settings.files.iter().cloned().collect();
+        // A file behind links changes when its target is edited, and when a link on the way is
+        // swapped (Kubernetes ConfigMaps rename a new `..data` link over the old one): every
+        // path on the way is watched, through the directory that holds it.
+        let files: BTreeSet<PathBuf> = settings.files.iter().flat_map(|f| link_chain(f)).collect();
         let mut dirs: BTreeSet<PathBuf> =
             files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
         let mut builder = GlobSetBuilder::new();
@@ -50,6 +54,39 @@ impl Relevant {
     fn matters(&self, path: &Path) -> bool {
         self.files.contains(path) || self.patterns.as_ref().is_some_and(|p| p.is_match(path))
     }
+}
+
+/// The paths met while resolving `path`: itself, each link on the way (as named where it is
+/// met), and where they lead, ending with the real file.
+fn link_chain(path: &Path) -> Vec<PathBuf> {
+    let mut chain = vec![path.to_path_buf()];
+    let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
+    let mut hops = 0;
+    while let Some(current) = pending.pop() {
+        let mut resolved = PathBuf::new();
+        let parts: Vec<_> = current.components().collect();
+        for (i, part) in parts.iter().enumerate() {
+            resolved.push(part);
+            let Ok(target) = std::fs::read_link(&resolved) else { continue };
+            hops += 1;
+            if hops > 40 {
+                return chain;
+            }
+            chain.push(resolved.clone());
+            let base = resolved.parent().map(Path::to_path_buf).unwrap_or_default();
+            let mut next = base.join(target);
+            next.extend(&parts[i + 1..]);
+            chain.push(next.clone());
+            pending.push(next);
+            break;
+        }
+    }
+    if let Ok(real) = std::fs::canonicalize(path) {
+        chain.push(real);
+    }
+    chain.sort();
+    chain.dedup();
+    chain
 }
 
 /// Keeps the watcher alive; dropping it stops watching.
@@ -188,5 +225,23 @@ mod tests {
         assert!(!relevant.matters(&dir.path().join("notes.txt")));
         assert!(!relevant.matters(&dir.path().join("state/jobs.sqlite3")));
         assert!(relevant.dirs.contains(dir.path()) && relevant.dirs.contains(&dir.path().join("rules")));
+    }
+
+    /// Settings behind links: an edit of the target, and a swap of a link on the way (as
+    /// Kubernetes does with `..data`), both touch a path that matters.
+    #[test]
+    fn links_on_the_way_to_a_file_matter() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("..v1")).unwrap();
+        std::fs::write(root.join("..v1/settings.yaml"), "").unwrap();
+        std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/settings.yaml", root.join("settings.yaml")).unwrap();
+        let chain = link_chain(&root.join("settings.yaml"));
+        for want in ["settings.yaml", "..data/settings.yaml", "..data", "..v1/settings.yaml"] {
+            assert!(chain.contains(&root.join(want)), "{want} missing from {chain:?}");
+        }
+        let plain = root.join("..v1/settings.yaml");
+        assert_eq!(link_chain(&plain), vec![std::fs::canonicalize(&plain).unwrap()]);
     }
 }

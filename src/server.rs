@@ -364,8 +364,18 @@ async fn record(
     jobs: Vec<NewJob>,
 ) -> Result<Enqueued, HookError> {
     let key = providers::delivery_id(provider, &request.headers).map(|d| format!("{provider}:{d}"));
-    let app = app.clone();
-    Ok(blocking(move || app.enqueue(key.as_deref(), &request.body, jobs)).await?)
+    let app2 = app.clone();
+    match blocking(move || app2.enqueue(key.as_deref(), &request.body, jobs)).await {
+        Ok(enqueued) => {
+            app.store_works();
+            Ok(enqueued)
+        }
+        Err(EnqueueError::Store(e)) => {
+            app.store_failed("cannot record a delivery's jobs (answered 500)", &e);
+            Err(EnqueueError::Store(e).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `queued` (202) or `duplicate` (200), with the jobs.
@@ -412,10 +422,20 @@ fn health(app: &App) -> Answer {
     let status = app.status();
     let depth = app.queue.depth();
     let capacity = app.settings().server.queue;
+    let store = app.store_trouble();
+    let mut reasons = Vec::new();
+    if status.state != "loaded" {
+        reasons.push("the last settings edit was refused; the previous settings keep serving".to_string());
+    }
+    if let Some(trouble) = &store {
+        reasons.push(format!("the job store fails: {trouble}"));
+    }
     json_answer(
         StatusCode::OK,
         &json!({
-            "status": if status.state == "loaded" { "ok" } else { "degraded" },
+            "status": if reasons.is_empty() { "ok" } else { "degraded" },
+            "reasons": reasons,
+            "store": { "state": if store.is_some() { "error" } else { "ok" }, "error": store },
             "version": env!("CARGO_PKG_VERSION"),
             "settings": status,
             "queue": { "waiting": depth.waiting, "running": depth.running, "parked": depth.parked, "capacity": capacity },

@@ -90,12 +90,14 @@ impl Finished {
 /// Records the end of job `id`: its payload file removed, its final state written. The one
 /// job-end sequence, for the daemon's workers and for a foreground manual run.
 pub fn finish_job(store: &Store, id: i64, finished: &Finished) -> Result<(), StoreError> {
-    store.remove_payload_file(id);
-    steps::remove(&store.steps_path(id));
     match finished.state {
-        JobState::Queued => store.requeue(id, finished.reason.as_deref().unwrap_or_default()),
-        state => store.finish(id, state, finished.exit_code, finished.reason.as_deref()),
+        JobState::Queued => store.requeue(id, finished.reason.as_deref().unwrap_or_default())?,
+        state => store.finish(id, state, finished.exit_code, finished.reason.as_deref())?,
     }
+    // Only once the end is recorded: until then, the record of its actions tells a new start.
+    steps::remove(&store.steps_path(id));
+    store.remove_payload_file(id);
+    Ok(())
 }
 
 /// Starts `count` workers doing `work` until the queue closes. `cancel` turning true kills the
@@ -135,18 +137,31 @@ enum Taken {
     Park,
 }
 
-/// Prepares, runs and records one job. Nothing here can end the worker.
-async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Receiver<bool>) -> Taken {
+/// Prepares, runs and records one job. Nothing here can end the worker. A store that fails
+/// (a full disk) is tried again, with growing pauses, until it works or the daemon stops: a job
+/// that had its 202 is never dropped, and one whose actions ran always gets its end recorded.
+async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch::Receiver<bool>) -> Taken {
     let id = next.id;
-    let prepared = match prepare(app, id, cancel).await {
-        Ok(Start::Run(p)) => *p,
-        Ok(Start::Gone) => return Taken::Done,
-        Ok(Start::NoEntry) => return Taken::Park,
-        Err(finished) => {
-            record(app, id, finished).await;
-            return Taken::Done;
+    let mut pause = Pause::new();
+    let prepared = loop {
+        match prepare(app, id, cancel.clone()).await {
+            Ok(Start::Run(p)) => break *p,
+            Ok(Start::Gone) => return Taken::Done,
+            Ok(Start::NoEntry) => return Taken::Park,
+            Err(e @ StoreError::Corrupt { .. }) => {
+                app.store_failed(&format!("job {id} cannot be read; it is left as it is"), &e);
+                return Taken::Done;
+            }
+            Err(e) => {
+                app.store_failed(&format!("cannot start job {id}; trying again"), &e);
+                if !pause.wait(app, &mut cancel).await {
+                    // Stopping: it is still `queued`, for the next start.
+                    return Taken::Done;
+                }
+            }
         }
     };
+    app.store_works();
     info!(event = prepared.event.name(), commit = %prepared.event.after, "job started");
     let timeout = prepared.entry.timeout;
     // Its own task: a panic in the work ends that task, not this worker.
@@ -164,8 +179,34 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, cancel: watch::Rec
         None => info!(state = finished.state.as_str(), "job finished"),
         Some(r) => warn!(state = finished.state.as_str(), reason = %r, "job finished"),
     }
-    record(app, id, finished).await;
+    record(app, id, finished, &mut cancel).await;
     Taken::Done
+}
+
+/// Growing pauses between tries of a failing store: 250 ms, doubled up to 5 s.
+struct Pause(Duration);
+
+impl Pause {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MOST: Duration = Duration::from_secs(5);
+
+    fn new() -> Pause {
+        Pause(Pause::FIRST)
+    }
+
+    /// Waits before the next try; `false` when the daemon stops meanwhile (or has stopped
+    /// handing out jobs), so the caller gives up and leaves the job for the next start.
+    async fn wait(&mut self, app: &App, cancel: &mut watch::Receiver<bool>) -> bool {
+        let pause = self.0;
+        self.0 = (self.0 * 2).min(Pause::MOST);
+        if app.queue.is_closed() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => !app.queue.is_closed(),
+            _ = cancel.wait_for(|stop| *stop) => false,
+        }
+    }
 }
 
 /// Whether a job taken from the queue can start.
@@ -177,13 +218,13 @@ enum Start {
     NoEntry,
 }
 
-/// The job ready to run; `Err` with how it ended when it cannot run.
-async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Result<Start, Finished> {
+/// The job ready to run. It is marked `running` last, once everything it needs is written:
+/// when anything fails before, it is still `queued`, and trying again starts from nothing.
+async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Result<Start, StoreError> {
     let store = app.store.clone();
-    let job = match blocking(move || store.job(id)).await {
-        Ok(Some(job)) if job.state == JobState::Queued => job,
-        Ok(_) => return Ok(Start::Gone),
-        Err(e) => return Err(Finished::failed(format!("could not start: {e}"))),
+    let job = match blocking(move || store.job(id)).await? {
+        Some(job) if job.state == JobState::Queued => job,
+        _ => return Ok(Start::Gone),
     };
     // A job runs with the settings of the moment it starts; it keeps them until it ends.
     let settings = app.settings();
@@ -195,40 +236,36 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
     drop(settings);
     let store = app.store.clone();
     let total = entry.actions.len();
-    let started = blocking(move || -> Result<(Option<PathBuf>, Log, Steps), StoreError> {
-        // The record of its actions first: from the moment it is `running`, a crash must find it.
+    let (payload, log, steps) = blocking(move || -> Result<(Option<PathBuf>, Log, Steps), StoreError> {
+        // The record of its actions before it is `running`: from then on, a crash must find it.
         let steps = Steps::begin(&store.steps_path(id), total)?;
-        store.mark_running(id)?;
         let payload = store.write_payload(id)?;
         let log = Log::create(&store.log_path(id), log_limit)?;
+        store.mark_running(id)?;
         Ok((payload, log, steps))
     })
-    .await;
-    match started {
-        Ok((payload, log, steps)) => {
-            let steps = Some(steps);
-            Ok(Start::Run(Box::new(Prepared {
-                id,
-                entry,
-                trigger: job.trigger,
-                event: job.event,
-                payload,
-                log,
-                cancel,
-                steps,
-            })))
-        }
-        Err(e) => {
-            error!(error = %e, "cannot start the job");
-            Err(Finished::failed(format!("could not start: {e}")))
-        }
-    }
+    .await?;
+    let steps = Some(steps);
+    let prepared = Prepared { id, entry, trigger: job.trigger, event: job.event, payload, log, cancel, steps };
+    Ok(Start::Run(Box::new(prepared)))
 }
 
-async fn record(app: &Arc<App>, id: i64, finished: Finished) {
-    let store = app.store.clone();
-    if let Err(e) = blocking(move || finish_job(&store, id, &finished)).await {
-        error!(error = %e, "cannot record the end of the job");
+/// Records the end of job `id`, trying again while the store fails (unless the daemon stops:
+/// then the record of its actions on disk tells the next start how it ended).
+async fn record(app: &Arc<App>, id: i64, finished: Finished, cancel: &mut watch::Receiver<bool>) {
+    let mut pause = Pause::new();
+    loop {
+        let store = app.store.clone();
+        let end = finished.clone();
+        match blocking(move || finish_job(&store, id, &end)).await {
+            Ok(()) => return app.store_works(),
+            Err(e) => {
+                app.store_failed(&format!("cannot record the end of job {id}; trying again"), &e);
+                if !pause.wait(app, cancel).await {
+                    return;
+                }
+            }
+        }
     }
 }
 

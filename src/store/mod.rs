@@ -32,6 +32,11 @@ pub enum StoreError {
     Corrupt { id: i64, what: String },
     #[error("job database: {0}")]
     Schema(String),
+    #[error(
+        "the job database {path} is damaged ({detail}). Move it aside to start with an empty job history \
+         (mv {path} {path}.damaged: its jobs are lost, the job logs stay), or restore it from a backup"
+    )]
+    Damaged { path: String, detail: String },
     /// A store operation ended without an answer (it panicked); the database is unchanged
     /// (each change is one transaction).
     #[error("job store: the operation failed unexpectedly: {0}")]
@@ -76,11 +81,15 @@ impl Store {
         std::fs::create_dir_all(&logs)?;
         std::fs::create_dir_all(&payloads)?;
         std::fs::create_dir_all(&steps)?;
-        let mut conn = Connection::open(state_dir.join(DATABASE))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        schema::migrate(&mut conn)?;
+        let path = state_dir.join(DATABASE);
+        let damaged = |detail: String| StoreError::Damaged { path: path.display().to_string(), detail };
+        let conn = open_checked(&path).map_err(|e| match e {
+            StoreError::Db(e) if is_damage(&e) => damaged(e.to_string()),
+            other => other,
+        })?;
+        if let Some(detail) = integrity_problem(&conn)? {
+            return Err(damaged(detail));
+        }
         Ok(Store { conn: Mutex::new(conn), logs, payloads, steps })
     }
 
@@ -346,6 +355,35 @@ impl Store {
     /// Removes the payload file written by [`Store::write_payload`].
     pub fn remove_payload_file(&self, id: i64) {
         let _ = std::fs::remove_file(self.payload_path(id));
+    }
+}
+
+/// Opens the database, in WAL mode, migrated to the latest schema.
+fn open_checked(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Whether a database error says the file is damaged (or not a database at all).
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// What `PRAGMA quick_check` finds wrong (the first problem), if anything: a damaged database
+/// is refused at start rather than failing every delivery later.
+fn integrity_problem(conn: &Connection) -> Result<Option<String>, StoreError> {
+    match conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)) {
+        Ok(first) if first == "ok" => Ok(None),
+        Ok(first) => Ok(Some(first)),
+        Err(e) if is_damage(&e) => Ok(Some(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
