@@ -296,6 +296,7 @@ async fn run_action(
     step: Step<'_>,
 ) -> ActionEnd {
     let marker = step.steps.map(|s| s.marker(step.n)).unwrap_or_default();
+    let group = step.steps.map(Steps::group_file).unwrap_or_default();
     let mut cmd = Command::new("sh");
     // The command is an argument of the wrapper, never part of its text.
     cmd.arg("-c")
@@ -303,6 +304,7 @@ async fn run_action(
         .arg("wh-automata")
         .arg(command)
         .arg(&marker)
+        .arg(&group)
         .current_dir(workdir)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -323,11 +325,6 @@ async fn run_action(
         }
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    if let (Some(steps), Some(pid)) = (step.steps, child.id()) {
-        if let Err(e) = steps.running(pid) {
-            log.note(&format!("cannot record the process group of action {}: {e}", step.n));
-        }
-    }
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(32);
     if let Some(out) = child.stdout.take() {
         tokio::spawn(pump(out, tx.clone()));

@@ -2,8 +2,8 @@
 //! daemon started after a crash can tell what happened while it was gone:
 //!
 //! - `total`: how many actions the job has;
-//! - `group`: the process group of the action running now: its id, the boot id and the start
-//!   time of its leader, which tell it apart from a later group that reuses the number;
+//! - `group`: the process group of the action running now: its id and the boot id, written by
+//!   the action's wrapper shell (the group's leader) before the command starts;
 //! - `<n>`: the end of action `n`: its exit status, written by the action's own wrapper shell
 //!   as it ends (so an action that ends after the daemon died is still known), or `skip`.
 //!
@@ -15,11 +15,20 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The wrapper every action runs in: `sh -c WRAPPER wh-automata COMMAND MARKER`. The command
-/// runs in its own `sh -c` (never spliced into this text); its exit status goes to MARKER (when
-/// given) before the wrapper exits with it.
-pub const WRAPPER: &str =
-    r#"sh -c "$1"; s=$?; if [ -n "$2" ]; then printf '%s\n' "$s" > "$2"; fi; exit "$s""#;
+/// The wrapper every action runs in: `sh -c WRAPPER wh-automata COMMAND MARKER GROUP`, as the
+/// leader of a new process group. With a record (MARKER and GROUP given), it first writes its
+/// group (its pid and the boot id) to GROUP, and starts nothing if the daemon that spawned it is
+/// already gone (a new daemon may have looked for leftovers before that write). The command
+/// runs in its own `sh -c` (never spliced into this text); its exit status goes to MARKER
+/// before the wrapper exits with it.
+pub const WRAPPER: &str = r#"if [ -n "$3" ]; then
+  boot=; read -r boot 2>/dev/null < /proc/sys/kernel/random/boot_id
+  printf '%s %s\n' "$$" "$boot" > "$3"
+  kill -0 "$PPID" 2>/dev/null || exit 125
+fi
+sh -c "$1"; s=$?
+if [ -n "$2" ]; then printf '%s\n' "$s" > "$2"; fi
+exit "$s""#;
 
 /// The record of one running job.
 #[derive(Debug, Clone)]
@@ -46,13 +55,9 @@ impl Steps {
         std::fs::write(self.marker(n), "skip\n")
     }
 
-    /// The process group led by `pid` runs the current action. Nothing is written where the
-    /// group cannot be identified (not Linux).
-    pub fn running(&self, pid: u32) -> std::io::Result<()> {
-        match Group::of(pid as i32) {
-            Some(g) => std::fs::write(self.dir.join("group"), format!("{} {} {}\n", g.pgid, g.boot, g.start)),
-            None => Ok(()),
-        }
+    /// Where the wrapper of the running action writes its process group.
+    pub fn group_file(&self) -> PathBuf {
+        self.dir.join("group")
     }
 }
 
@@ -99,6 +104,9 @@ pub fn stop_leftovers(root: &Path, grace: Duration) -> usize {
     let Ok(dirs) = std::fs::read_dir(root) else { return 0 };
     let groups: Vec<Group> =
         dirs.flatten().filter_map(|d| Group::read(&d.path().join("group"))).filter(Group::alive).collect();
+    if groups.is_empty() {
+        return 0;
+    }
     for g in &groups {
         tracing::warn!(pgid = g.pgid, "stopping the processes of a job left running by the previous run");
         g.signal(nix::sys::signal::Signal::SIGTERM);
@@ -124,8 +132,8 @@ struct Group {
     pgid: i32,
     /// The kernel's boot id: after a reboot no group of before runs.
     boot: String,
-    /// The start time of the group's leader, in clock ticks since boot.
-    start: u64,
+    /// The file the group's leader wrote: its command line names it, no other process's does.
+    file: PathBuf,
 }
 
 impl Group {
@@ -133,9 +141,8 @@ impl Group {
         let text = std::fs::read_to_string(path).ok()?;
         let mut parts = text.split_whitespace();
         let pgid = parts.next()?.parse().ok()?;
-        let boot = parts.next()?.to_string();
-        let start = parts.next()?.parse().ok()?;
-        (pgid > 1).then_some(Group { pgid, boot, start })
+        let boot = parts.next().unwrap_or_default().to_string();
+        (pgid > 1).then(|| Group { pgid, boot, file: path.to_path_buf() })
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -145,21 +152,18 @@ impl Group {
 
 #[cfg(target_os = "linux")]
 impl Group {
-    /// The group led by `pid` (which just started it).
-    fn of(pid: i32) -> Option<Group> {
-        Some(Group { pgid: pid, boot: boot_id()?, start: stat(pid)?.start })
-    }
-
-    /// Whether this group still has a process. Its leader alive with the same start time: yes.
-    /// Another process with the leader's number: the number was reused, this group is gone.
-    /// No leader: the kernel does not reuse a number while a group of it exists, so any process
-    /// in a group of that number is one of ours.
+    /// Whether this group still has a process. Its leader alive (a wrapper whose command line
+    /// names this record): yes. Another process with the leader's number: the number was
+    /// reused, this group is gone. No leader: the kernel does not reuse a number while a group
+    /// of it exists, so any process in a group of that number is one of ours.
     fn alive(&self) -> bool {
         if boot_id().as_deref() != Some(self.boot.as_str()) {
             return false;
         }
         if let Some(leader) = stat(self.pgid) {
-            return leader.start == self.start && leader.pgrp == self.pgid;
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pgid)).unwrap_or_default();
+            let file = self.file.as_os_str().as_encoded_bytes();
+            return leader.pgrp == self.pgid && cmdline.split(|b| *b == 0).any(|arg| arg == file);
         }
         let Ok(procs) = std::fs::read_dir("/proc") else { return false };
         procs
@@ -171,10 +175,6 @@ impl Group {
 
 #[cfg(not(target_os = "linux"))]
 impl Group {
-    fn of(_pid: i32) -> Option<Group> {
-        None
-    }
-
     fn alive(&self) -> bool {
         false
     }
@@ -185,12 +185,11 @@ fn boot_id() -> Option<String> {
     Some(std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?.trim().to_string())
 }
 
-/// What `/proc/<pid>/stat` says of a process: its group and start time. A zombie counts as
-/// gone: it runs nothing.
+/// What `/proc/<pid>/stat` says of a process: its group. A zombie counts as gone: it runs
+/// nothing.
 #[cfg(target_os = "linux")]
 struct Stat {
     pgrp: i32,
-    start: u64,
 }
 
 #[cfg(target_os = "linux")]
@@ -199,11 +198,11 @@ fn stat(pid: i32) -> Option<Stat> {
     // The command name (field 2) is in parentheses and may hold anything: read after it.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state), fields[2] field 5 (pgrp), fields[19] field 22 (starttime).
+    // fields[0] is field 3 (state), fields[2] field 5 (pgrp).
     if fields.first() == Some(&"Z") {
         return None;
     }
-    Some(Stat { pgrp: fields.get(2)?.parse().ok()?, start: fields.get(19)?.parse().ok()? })
+    Some(Stat { pgrp: fields.get(2)?.parse().ok()? })
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -236,24 +235,56 @@ mod tests {
     fn leftover_groups_are_stopped_and_a_reused_number_is_not_ours() {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
+        let steps = Steps::begin(&dir.path().join("1"), 1).unwrap();
+        // An action whose command ignores TERM, as the wrapper runs it.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "trap '' TERM; sleep 30 & wait"])
+            .args(["-c", WRAPPER, "wh-automata", "trap '' TERM; sleep 30 & wait"])
+            .arg(steps.marker(1))
+            .arg(steps.group_file())
             .process_group(0)
             .spawn()
             .unwrap();
-        let steps = Steps::begin(&dir.path().join("1"), 1).unwrap();
-        steps.running(child.id()).unwrap();
-        let group = Group::read(&dir.path().join("1/group")).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Group::read(&steps.group_file()).is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let group = Group::read(&steps.group_file()).unwrap();
+        assert_eq!(group.pgid, child.id() as i32);
         assert!(group.alive());
-        // The same number with another start time is someone else's: left alone.
-        let stranger = Group { start: group.start + 1, ..group.clone() };
+        // Another record naming the same number is someone else's: left alone.
+        let stranger = Group { file: dir.path().join("2/group"), ..group.clone() };
         assert!(!stranger.alive());
-        // TERM is ignored by the leader: KILL after the grace.
+        let elsewhere = Group { boot: "another-boot".into(), ..group.clone() };
+        assert!(!elsewhere.alive());
+        // TERM is ignored by the command: KILL after the grace.
         let started = Instant::now();
         assert_eq!(stop_leftovers(dir.path(), Duration::from_millis(300)), 1);
         assert!(started.elapsed() >= Duration::from_millis(300));
         let _ = child.wait();
         assert!(!group.alive(), "the whole group is gone, the sleep included");
         assert_eq!(stop_leftovers(dir.path(), Duration::from_millis(300)), 0, "nothing left to stop");
+        assert_eq!(read(&dir.path().join("1")), Ended::Incomplete, "killed: no end recorded");
+    }
+
+    #[test]
+    fn the_wrapper_records_the_end_and_passes_the_status_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let steps = Steps::begin(&dir.path().join("1"), 1).unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", WRAPPER, "wh-automata", "echo \"$0\" > out; exit 3"])
+            .arg(steps.marker(1))
+            .arg(steps.group_file())
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(std::fs::read_to_string(dir.path().join("out")).unwrap(), "sh\n");
+        assert_eq!(read(&dir.path().join("1")), Ended::Failed { action: 1, code: 3 });
+        // Without a record, it only runs the command.
+        let status = std::process::Command::new("sh")
+            .args(["-c", WRAPPER, "wh-automata", "exit 0", "", ""])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 }

@@ -246,7 +246,8 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
     })
     .await?;
     let steps = Some(steps);
-    let prepared = Prepared { id, entry, trigger: job.trigger, event: job.event, payload, log, cancel, steps };
+    let prepared =
+        Prepared { id, entry, trigger: job.trigger, event: job.event, payload, log, cancel, steps };
     Ok(Start::Run(Box::new(prepared)))
 }
 

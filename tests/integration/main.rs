@@ -4,6 +4,7 @@ mod check;
 mod common;
 mod corpus;
 mod daemon;
+mod faults;
 mod generated;
 mod production;
 mod rules;
