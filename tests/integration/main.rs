@@ -8,5 +8,7 @@ mod faults;
 mod generated;
 mod production;
 mod rules;
+mod settings_faults;
+mod store_faults;
 mod trigger;
 mod upgrade;

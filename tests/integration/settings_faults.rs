@@ -1,0 +1,185 @@
+//! Settings under faults: a file caught empty while being written, an entry that vanishes for
+//! a moment, durations that overflow, settings behind links. Each test here failed on 0.1.0.
+
+use std::path::Path;
+
+use wh_automata::store::JobState;
+
+use crate::common::{bin, eventually, request, write, Daemon};
+
+fn entry(name: &str, action: &str) -> String {
+    format!("  {name}:\n    insecure: true\n    actions: [\"{action}\"]\n")
+}
+
+fn check(dir: &Path, file: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bin("wh-automatad"))
+        .args(["--check", file])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A file truncated and written again a second later (an editor, a generator): the empty file
+/// is refused, the running settings keep serving all along, and the full file is taken.
+#[test]
+fn a_momentarily_empty_settings_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let full =
+        format!("server: {{ listen: 127.0.0.1:0, path: /deploy }}\nentries:\n{}", entry("site", "true"));
+    let daemon = Daemon::with_settings(dir.path(), &full, &[]);
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    assert_eq!(daemon.send("/deploy/site", &req).status, 202);
+
+    write(dir.path(), "settings.yaml", "");
+    eventually("the empty file is refused", || daemon.get("/health").json()["settings"]["state"] == "error");
+    let health = daemon.get("/health").json();
+    assert!(health["settings"]["problems"][0].as_str().unwrap().contains("the file is empty"), "{health}");
+    assert_eq!(daemon.send("/deploy/site", &req).status, 202, "the running settings keep serving");
+
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the writer takes its time
+    write(dir.path(), "settings.yaml", &full.replace("site:", "site2:"));
+    eventually("the full file is taken", || daemon.get("/health").json()["settings"]["state"] == "loaded");
+    assert_eq!(daemon.send("/deploy/site2", &req).status, 202);
+
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "# nothing yet\n\n").unwrap();
+    let (code, stderr) = check(dir.path(), "empty.yaml");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the file is empty"), "{stderr}");
+}
+
+/// A job is never cancelled because its entry vanished in a reload: it waits until the entry
+/// is back. At the next start, a job whose entry is really gone is cancelled, and says why.
+#[test]
+fn a_job_whose_entry_vanishes_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = entry("app", "while [ ! -e go ]; do sleep 0.05; done; echo $WH_JOB_ID >> ran");
+    let other = entry("other", "true");
+    let with = format!("server: {{ listen: 127.0.0.1:0 }}\nentries:\n{app}{other}");
+    let without = format!("server: {{ listen: 127.0.0.1:0 }}\nentries:\n{other}");
+    let daemon = Daemon::with_settings(dir.path(), &with, &[]);
+    let push = |n: u32| {
+        let body = crate::common::push_body(
+            "acme/app",
+            &format!("refs/heads/b{n}"),
+            &"a".repeat(40),
+            &format!("{n:0>40}"),
+        );
+        let reply =
+            daemon.post("/hooks/app", &crate::common::github_push(&body, "s", &format!("v{n}")), &body);
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        reply.job_ids()[0]
+    };
+    let first = push(1);
+    let second = push(2);
+    let store = daemon.store();
+    eventually("the first runs", || store.job(first).unwrap().unwrap().state == JobState::Running);
+
+    // The entry goes (a valid edit), the first job ends, the second is taken: it waits.
+    write(dir.path(), "settings.yaml", &without);
+    eventually("the edit is live", || daemon.send("/hooks/app", &request("github/ping.json")).status == 404);
+    write(dir.path(), "go", "");
+    eventually("the second waits aside", || daemon.get("/health").json()["queue"]["parked"] == 1);
+    assert_eq!(store.job(first).unwrap().unwrap().state, JobState::Succeeded);
+    assert_eq!(store.job(second).unwrap().unwrap().state, JobState::Queued);
+
+    // The entry is back: the job runs.
+    write(dir.path(), "settings.yaml", &with);
+    assert_eq!(daemon.wait_job(second).state, JobState::Succeeded);
+    assert_eq!(std::fs::read_to_string(dir.path().join("ran")).unwrap(), format!("{first}\n{second}\n"));
+
+    // Gone for real across a restart: cancelled at start, saying why.
+    std::fs::remove_file(dir.path().join("go")).unwrap();
+    let third = push(3);
+    let fourth = push(4);
+    eventually("the third runs", || store.job(third).unwrap().unwrap().state == JobState::Running);
+    write(dir.path(), "settings.yaml", &without);
+    eventually("the edit is live", || daemon.send("/hooks/app", &request("github/ping.json")).status == 404);
+    write(dir.path(), "go", "");
+    eventually("the fourth waits aside", || daemon.get("/health").json()["queue"]["parked"] == 1);
+    assert!(daemon.stop().success());
+    let daemon = Daemon::start(dir.path(), &[]);
+    let job = daemon.wait_job(fourth);
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.reason.as_deref(), Some("cancelled at start: its entry is not in the settings"));
+}
+
+/// Durations that overflow are refused with a message (no panic in `--check`, none in a
+/// reload, none in a worker), a refused edit leaves reloads working, and plain seconds work.
+#[test]
+fn overflowing_durations_are_refused_and_plain_seconds_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, why) in [
+        ("\"18446744073709551615s1s\"", "too long"),
+        ("\"9999999999999999999\"", "too long"),
+        ("\"400d\"", "too long"),
+    ] {
+        write(
+            dir.path(),
+            "bad.yaml",
+            &format!("entries:\n  a:\n    insecure: true\n    timeout: {value}\n    actions: [\"true\"]\n"),
+        );
+        let (code, stderr) = check(dir.path(), "bad.yaml");
+        assert_eq!(code, Some(1), "{value}: {stderr}");
+        assert!(stderr.contains(why), "{value}: {stderr}");
+    }
+    write(dir.path(), "plain.yaml", "server: { header_timeout: 5, max_body: 65536 }\nentries:\n  a:\n    insecure: true\n    timeout: 600\n    actions: [\"true\"]\n");
+    let (code, stderr) = check(dir.path(), "plain.yaml");
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let good = format!("server: {{ listen: 127.0.0.1:0 }}\nentries:\n{}", entry("a", "true"));
+    let daemon = Daemon::with_settings(dir.path(), &good, &[]);
+    write(
+        dir.path(),
+        "settings.yaml",
+        &good.replace("actions:", "timeout: \"9999999999999999999\"\n    actions:"),
+    );
+    eventually("the edit is refused", || daemon.get("/health").json()["settings"]["state"] == "error");
+    write(dir.path(), "settings.yaml", &good.replace("  a:", "  b:"));
+    eventually("a later edit is applied", || daemon.get("/health").json()["settings"]["state"] == "loaded");
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    assert_eq!(daemon.send("/hooks/b", &req).status, 202);
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
+
+/// Settings behind a link: an edit of the target, and a swap of a link on the way (as
+/// Kubernetes ConfigMaps do with `..data`), are both applied.
+#[test]
+fn settings_behind_links_are_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let settings = |name: &str| {
+        format!(
+            "server: {{ listen: 127.0.0.1:0, state_dir: {} }}\nentries:\n{}",
+            root.join("state").display(),
+            entry(name, "true")
+        )
+    };
+    std::fs::create_dir(root.join("..v1")).unwrap();
+    write(&root.join("..v1"), "settings.yaml", &settings("one"));
+    std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/settings.yaml", root.join("settings.yaml")).unwrap();
+    let daemon = Daemon::start(root, &[]);
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    assert_eq!(daemon.send("/hooks/one", &req).status, 202);
+
+    // The target edited in place.
+    write(&root.join("..v1"), "settings.yaml", &settings("two"));
+    eventually("an edit of the target is applied", || daemon.send("/hooks/two", &req).status == 202);
+
+    // The ConfigMap way: a new directory, a new link renamed over `..data`.
+    std::fs::create_dir(root.join("..v2")).unwrap();
+    write(&root.join("..v2"), "settings.yaml", &settings("three"));
+    std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(root.join("..v1")).unwrap();
+    eventually("the swap is applied", || daemon.send("/hooks/three", &req).status == 202);
+
+    // And the new target is watched in turn.
+    write(&root.join("..v2"), "settings.yaml", &settings("four"));
+    eventually("an edit of the new target is applied", || daemon.send("/hooks/four", &req).status == 202);
+}
