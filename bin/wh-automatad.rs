@@ -34,7 +34,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(wh_automata::daemon::run(&args.settings, stop(), |_| {}));
+    let result = runtime.block_on(async {
+        // Listening for stop signals comes first: one that came before would kill the daemon.
+        let stops = wh_automata::signals::count_stops()?;
+        wh_automata::daemon::run(&args.settings, stops, |_| {}).await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -42,12 +46,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn stop() {
-    let name = wh_automata::signals::stop_signal().await;
-    tracing::info!("{name}: stopping");
 }
 
 /// Logs go to stderr: text (under journald with priorities and without timestamps, which the

@@ -3,13 +3,12 @@
 //! Start: load the settings, open the shared state ([`App`]: the store and the queue), bind the
 //! control socket (refusing a second daemon on the same state), queue the jobs of the previous
 //! run, start the workers, the control socket, the watcher, and last the HTTP listener, then
-//! tell systemd it is ready. [`run`] takes the shutdown signal as a future, so tests and the
-//! binary decide what stops it.
+//! tell systemd it is ready. [`run`] takes the count of stop signals as a channel, so tests
+//! and the binary decide what stops it.
 //!
 //! Stop: stop accepting, let running jobs finish within `shutdown_grace` (a second stop signal
 //! cuts it short), then kill their process groups; waiting jobs stay recorded for the next start.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,12 +20,14 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::{control, reload, server, settings, signals, systemd, worker};
+use crate::{control, reload, server, settings, systemd, worker};
 
-/// Runs the daemon until `shutdown` resolves. `on_listening` is told the bound address.
+/// Runs the daemon until `stops` counts one stop (a second one kills the running jobs without
+/// waiting for the grace period); see [`crate::signals::count_stops`]. `on_listening` is told the
+/// bound address.
 pub async fn run(
     settings_path: &Path,
-    shutdown: impl Future<Output = ()>,
+    mut stops: watch::Receiver<usize>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let settings = settings::load(settings_path).map_err(|p| anyhow::anyhow!("{p}"))?;
@@ -59,13 +60,13 @@ pub async fn run(
     // recorded (202) and runs at the next start, rather than meeting a refused connection.
     let (stop_serving, serving) = watch::channel(false);
     let server = tokio::spawn(server::serve(app.clone(), listener, stopped(serving)));
-    shutdown.await;
+    let _ = stops.wait_for(|n| *n >= 1).await;
     app.queue.close();
     let depth = app.queue.depth();
     let (waiting, running) = (depth.waiting + depth.parked, depth.running);
     systemd::notify(&format!("STOPPING=1\nSTATUS=stopping: {running} running job(s) finishing"));
     info!(running, waiting, grace = %humantime::format_duration(grace), "stopping: waiting for running jobs");
-    drain(&mut pool, grace, &cancel_tx).await;
+    drain(&mut pool, grace, &cancel_tx, stops).await;
     let _ = stop_serving.send(true);
     let _ = server.await;
     let _ = stop_control.send(true);
@@ -81,15 +82,20 @@ async fn stopped(mut flag: watch::Receiver<bool>) {
 
 /// Lets the running jobs finish within `grace`; then, or on a second stop signal (Ctrl-C
 /// twice), kills their process groups and waits for the workers to record that.
-async fn drain(pool: &mut JoinSet<()>, grace: std::time::Duration, cancel: &watch::Sender<bool>) {
+async fn drain(
+    pool: &mut JoinSet<()>,
+    grace: std::time::Duration,
+    cancel: &watch::Sender<bool>,
+    mut stops: watch::Receiver<usize>,
+) {
     let drained = tokio::select! {
         _ = async { while pool.join_next().await.is_some() {} } => true,
         _ = tokio::time::sleep(grace) => {
             warn!("grace period over: killing the running jobs' process groups");
             false
         }
-        name = signals::stop_signal() => {
-            warn!("second stop signal ({name}): killing the running jobs' process groups");
+        _ = stops.wait_for(|n| *n >= 2) => {
+            warn!("second stop signal: killing the running jobs' process groups");
             false
         }
     };

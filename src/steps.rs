@@ -154,16 +154,19 @@ impl Group {
 impl Group {
     /// Whether this group still has a process. Its leader alive (a wrapper whose command line
     /// names this record): yes. Another process with the leader's number: the number was
-    /// reused, this group is gone. No leader: the kernel does not reuse a number while a group
-    /// of it exists, so any process in a group of that number is one of ours.
+    /// reused, this group is gone. No leader (or one exiting): the kernel does not reuse a
+    /// number while a group of it exists, so any process in a group of that number is ours.
     fn alive(&self) -> bool {
         if boot_id().as_deref() != Some(self.boot.as_str()) {
             return false;
         }
         if let Some(leader) = stat(self.pgid) {
             let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pgid)).unwrap_or_default();
-            let file = self.file.as_os_str().as_encoded_bytes();
-            return leader.pgrp == self.pgid && cmdline.split(|b| *b == 0).any(|arg| arg == file);
+            // An exiting process shows no command line: then its group decides, as below.
+            if !cmdline.is_empty() {
+                let file = self.file.as_os_str().as_encoded_bytes();
+                return leader.pgrp == self.pgid && cmdline.split(|b| *b == 0).any(|arg| arg == file);
+            }
         }
         let Ok(procs) = std::fs::read_dir("/proc") else { return false };
         procs
@@ -238,14 +241,15 @@ mod tests {
         let steps = Steps::begin(&dir.path().join("1"), 1).unwrap();
         // An action whose command ignores TERM, as the wrapper runs it.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", WRAPPER, "wh-automata", "trap '' TERM; sleep 30 & wait"])
+            .args(["-c", WRAPPER, "wh-automata", "trap '' TERM; touch ready; sleep 30 & wait"])
             .arg(steps.marker(1))
             .arg(steps.group_file())
+            .current_dir(dir.path())
             .process_group(0)
             .spawn()
             .unwrap();
         let until = Instant::now() + Duration::from_secs(5);
-        while Group::read(&steps.group_file()).is_none() && Instant::now() < until {
+        while !dir.path().join("ready").exists() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
         let group = Group::read(&steps.group_file()).unwrap();
@@ -259,7 +263,7 @@ mod tests {
         // TERM is ignored by the command: KILL after the grace.
         let started = Instant::now();
         assert_eq!(stop_leftovers(dir.path(), Duration::from_millis(300)), 1);
-        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
         let _ = child.wait();
         assert!(!group.alive(), "the whole group is gone, the sleep included");
         assert_eq!(stop_leftovers(dir.path(), Duration::from_millis(300)), 0, "nothing left to stop");

@@ -5,12 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wh_automata::store::JobState;
 
-use crate::common::{eventually, github_push, push_body, read, request, write, Daemon};
+use crate::common::{eventually, github_push, push_body, read, write, Daemon};
 
 /// A POST that may fail (the daemon may be down): the status, or `None`, and the body.
 fn try_post(
