@@ -116,16 +116,28 @@ fn a_damaged_database_is_refused_at_start_with_what_to_do() {
     let db = dir.path().join("state/jobs.sqlite3");
     let mut bytes = std::fs::read(&db).unwrap();
     assert!(bytes.len() > 8 * 4096, "the database is too small to damage inside: {}", bytes.len());
-    for b in &mut bytes[2 * 4096..6 * 4096] {
+    // Pages in the middle (job rows and payloads), not the schema that opening reads.
+    let middle = bytes.len() / 4096 / 2 * 4096;
+    for b in &mut bytes[middle..middle + 3 * 4096] {
         *b = 0xA5;
     }
     std::fs::write(&db, bytes).unwrap();
-    let out = std::process::Command::new(crate::common::bin("wh-automatad"))
+    let mut child = std::process::Command::new(crate::common::bin("wh-automatad"))
         .arg("settings.yaml")
         .current_dir(dir.path())
         .env_clear()
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("the daemon started on a damaged database");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is damaged") && stderr.contains("Move it aside"), "{stderr}");
