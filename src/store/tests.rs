@@ -1,0 +1,144 @@
+//! The store's tests: recording, dedupe, recovery, pruning; a database of 0.1.0; strict decoding.
+
+use super::*;
+use crate::event::{Event, EventKind, Trigger};
+
+fn job(entry: &str) -> NewJob {
+    NewJob { entry: entry.into(), trigger: Trigger::Webhook, event: Event::manual(Some("main"), Some("abc")) }
+}
+
+#[test]
+fn insert_dedupe_recover_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let Inserted::New(ids) = store.insert(Some("github:d1"), b"{}", &[job("a"), job("b")]).unwrap() else {
+        panic!("first delivery must be new")
+    };
+    assert_eq!(ids.len(), 2);
+    match store.insert(Some("github:d1"), b"{}", &[job("a")]).unwrap() {
+        Inserted::Duplicate(seen) => assert_eq!(seen, vec![(ids[0], "a".into()), (ids[1], "b".into())]),
+        other => panic!("{other:?}"),
+    }
+    store.mark_running(ids[0]).unwrap();
+    drop(store);
+    // After a "crash", both come back, the running one as queued.
+    let store = Store::open(dir.path()).unwrap();
+    let back = store.unfinished().unwrap();
+    assert_eq!(back.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+    assert!(back.iter().all(|j| j.state == JobState::Queued));
+    assert_eq!(back[0].event.branch.as_deref(), Some("main"));
+    let path = store.write_payload(ids[0]).unwrap().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+    store.finish(ids[0], JobState::Succeeded, Some(0), None).unwrap();
+    // The payload stays while job b still needs it, and goes after.
+    assert!(store.write_payload(ids[1]).unwrap().is_some());
+    store.finish(ids[1], JobState::Failed, Some(1), Some("action 1 failed")).unwrap();
+    assert!(store.write_payload(ids[1]).unwrap().is_none());
+    assert!(store.unfinished().unwrap().is_empty());
+
+    // A waiting webhook job with a newer one of the same entry and ref is superseded at
+    // start, whatever the newer one's state.
+    let Inserted::New(old) = store.insert(Some("github:d2"), b"{}", &[job("e")]).unwrap() else { panic!() };
+    let Inserted::New(new) = store.insert(Some("github:d3"), b"{}", &[job("e")]).unwrap() else { panic!() };
+    store.finish(new[0], JobState::Succeeded, Some(0), None).unwrap();
+    assert_eq!(store.supersede_stale().unwrap(), 1);
+    let stale = store.job(old[0]).unwrap().unwrap();
+    assert_eq!(stale.state, JobState::Superseded);
+    assert!(stale.reason.unwrap().contains(&format!("job {}", new[0])));
+    assert!(store.write_payload(old[0]).unwrap().is_none(), "its payload is dropped");
+
+    // A foreground run whose process is alive is left alone; one whose process is gone fails.
+    let live = store.insert_foreground(&job("c")).unwrap();
+    let dead = store.insert_foreground(&job("d")).unwrap();
+    store.conn().execute("UPDATE jobs SET foreground_pid = 2147483646 WHERE id = ?1", [dead]).unwrap();
+    assert!(store.unfinished().unwrap().is_empty());
+    assert_eq!(store.job(live).unwrap().unwrap().state, JobState::Running);
+    assert_eq!(store.job(dead).unwrap().unwrap().state, JobState::Failed);
+    let b = store.job(ids[1]).unwrap().unwrap();
+    assert_eq!(
+        (b.state, b.exit_code, b.reason.as_deref()),
+        (JobState::Failed, Some(1), Some("action 1 failed"))
+    );
+
+    // Pruning keeps the newest finished jobs and never touches unfinished ones.
+    let before = store.recent(100).unwrap();
+    std::fs::write(store.log_path(ids[0]), "log").unwrap();
+    let finished = before.iter().filter(|j| j.state.is_final()).count();
+    assert_eq!(store.prune_to(1).unwrap(), finished - 1);
+    let after = store.recent(100).unwrap();
+    assert_eq!(after.iter().filter(|j| j.state.is_final()).count(), 1);
+    assert_eq!(after.iter().filter(|j| !j.state.is_final()).count(), before.len() - finished);
+    assert!(!store.log_path(ids[0]).exists(), "a pruned job's log goes with it");
+}
+
+/// A database written by 0.1.0 (`tests/fixtures/store-0.1.0`: made by that version's
+/// daemon and trigger, see the README there) opens, is migrated, and keeps every job.
+#[test]
+fn a_database_written_by_0_1_0_opens_migrated() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-0.1.0/jobs.sqlite3");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&fixture, dir.path().join(DATABASE)).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(schema::version(&store.conn()).unwrap(), schema::LATEST);
+
+    let jobs = store.recent(100).unwrap();
+    let states: Vec<(i64, &str, JobState)> =
+        jobs.iter().rev().map(|j| (j.id, j.entry.as_str(), j.state)).collect();
+    assert_eq!(
+        states,
+        [
+            (1, "site", JobState::Succeeded),
+            (2, "failing", JobState::Failed),
+            (3, "slow", JobState::Succeeded),
+            (4, "later", JobState::Superseded),
+            (5, "later", JobState::Queued),
+            (6, "later", JobState::Queued),
+            (7, "failing", JobState::Failed),
+        ]
+    );
+    // Manual runs are manual events now, with no provider, in the rows and the events.
+    for id in [6, 7] {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!(
+            (job.trigger, job.event.kind, job.event.provider),
+            (Trigger::Manual, EventKind::Manual, None)
+        );
+        assert_eq!(job.event.name(), "manual");
+        let (event, provider): (String, String) = store
+            .conn()
+            .query_row("SELECT event, provider FROM jobs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((event.as_str(), provider.as_str()), ("manual", ""));
+    }
+    assert_eq!(store.job(6).unwrap().unwrap().event.branch.as_deref(), Some("main"));
+    assert_eq!(store.job(7).unwrap().unwrap().exit_code, Some(3));
+    let site = store.job(1).unwrap().unwrap();
+    assert_eq!((site.event.provider, site.event.name()), (Some(crate::event::Provider::Github), "push"));
+    // Its deliveries are still known, its waiting jobs still wait, with their payloads.
+    match store.insert(Some("github:f3c465a4-e181-53a7-b951-9e31bc243d75"), b"{}", &[job("site")]).unwrap() {
+        Inserted::Duplicate(seen) => assert_eq!(seen, vec![(1, "site".to_string())]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.unfinished().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), [5, 6]);
+    let payload = store.write_payload(5).unwrap().unwrap();
+    assert_eq!(std::fs::metadata(payload).unwrap().len(), 7703);
+    // Opening it again migrates nothing more.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(schema::version(&store.conn()).unwrap(), schema::LATEST);
+    assert_eq!(store.recent(100).unwrap().len(), 7);
+}
+
+#[test]
+fn an_unknown_state_or_trigger_is_an_error_not_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let Inserted::New(ids) = store.insert(None, b"{}", &[job("a"), job("b")]).unwrap() else { panic!() };
+    store.conn().execute("UPDATE jobs SET state = 'done' WHERE id = ?1", [ids[0]]).unwrap();
+    store.conn().execute("UPDATE jobs SET trigger = 'cron' WHERE id = ?1", [ids[1]]).unwrap();
+    let err = store.job(ids[0]).unwrap_err().to_string();
+    assert!(err.contains(&format!("job {}: unknown state \"done\"", ids[0])), "{err}");
+    let err = store.job(ids[1]).unwrap_err().to_string();
+    assert!(err.contains("unknown trigger \"cron\""), "{err}");
+    assert!(store.recent(10).is_err());
+}
