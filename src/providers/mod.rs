@@ -62,7 +62,7 @@ pub enum PayloadError {
     Empty,
     #[error("body is not JSON: {0}")]
     NotJson(String),
-    #[error("form-encoded body has no `payload` field")]
+    #[error("a form-encoded body must be one field, `payload=<JSON>`")]
     NoFormPayload,
     #[error("{provider} {event} payload has no `{field}`")]
     Missing { provider: Provider, event: String, field: &'static str },
@@ -170,19 +170,25 @@ pub(crate) fn infer_event(provider: Provider, json: &Value) -> Option<String> {
 }
 
 /// The JSON of a request: the body itself, or the `payload` field of a form-encoded body
-/// (GitHub, Gogs and Gitea can send either; the signature covers the encoded body).
+/// (GitHub, Gogs and Gitea can send either; the signature covers the encoded body). A body is
+/// read as a form only when it is one: `payload=` first and nothing else in it, whatever the
+/// Content-Type says. A JSON body is never read as a form: a signed JSON push whose text holds
+/// `&payload=...` (in a commit message, say) must not become the event it embeds.
 fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, PayloadError> {
     let form = header(headers, "content-type")
         .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-    if form {
-        let payload = form_urlencoded::parse(body)
-            .find(|(k, _)| k == "payload")
-            .map(|(_, v)| v.into_owned())
-            .ok_or(PayloadError::NoFormPayload)?;
-        pruned::parse(payload.as_bytes()).map_err(|e| PayloadError::NotJson(e.to_string()))
-    } else {
-        pruned::parse(body).map_err(|e| PayloadError::NotJson(e.to_string()))
-    }
+    let json = match body.strip_prefix(b"payload=") {
+        Some(encoded) if form => {
+            if encoded.contains(&b'&') {
+                return Err(PayloadError::NoFormPayload);
+            }
+            let decoded: String = form_urlencoded::parse(body).map(|(_, v)| v.into_owned()).collect();
+            return pruned::parse(decoded.as_bytes()).map_err(|e| PayloadError::NotJson(e.to_string()));
+        }
+        _ if form && !body.trim_ascii_start().starts_with(b"{") => return Err(PayloadError::NoFormPayload),
+        _ => body,
+    };
+    pruned::parse(json).map_err(|e| PayloadError::NotJson(e.to_string()))
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ fn entry(
     problems: &mut Vec<Problem>,
 ) -> Option<Entry> {
     if !valid_entry_name(place.name) {
-        let message = "name may only hold letters, digits, '.', '_' and '-' (it is part of the URL)";
+        let message = "name may only hold letters, digits, '.', '_' and '-', and not be dots alone (it is part of the URL)";
         problems.push(problem(place.file, place.line, Some(place.name), message.into()));
     }
     let raw: RawEntry = match serde_yaml::from_value(value) {
@@ -180,6 +180,7 @@ fn is_empty(text: &str) -> bool {
 
 fn valid_entry_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.chars().all(|c| c == '.')
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }

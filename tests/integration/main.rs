@@ -6,6 +6,7 @@ mod corpus;
 mod daemon;
 mod faults;
 mod generated;
+mod hostile;
 mod production;
 mod rules;
 mod settings_faults;
