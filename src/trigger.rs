@@ -316,6 +316,27 @@ fn took(job: &Job) -> String {
     }
 }
 
+/// The widest cell of `--jobs`.
+const CELL: usize = 60;
+
+/// `text` as it may reach a terminal: control characters escaped (a value from a payload must
+/// not move the cursor or forge a line), at most `max` characters (then `…`).
+fn shown(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn list_jobs(settings: &Settings, limit: usize) -> Result<u8, Fail> {
     let Some(store) = open_store(settings)? else {
         eprintln!("no jobs recorded yet in {}", settings.server.state_dir.display());
@@ -331,9 +352,9 @@ fn list_jobs(settings: &Settings, limit: usize) -> Result<u8, Fail> {
                 when(Some(j.created_at)),
                 j.entry.clone(),
                 j.trigger.as_str().to_string(),
-                j.event.name().to_string(),
-                if j.event.git_ref.is_empty() { "-".into() } else { j.event.git_ref.clone() },
-                if commit.is_empty() { "-".into() } else { commit },
+                shown(j.event.name(), CELL),
+                if j.event.git_ref.is_empty() { "-".into() } else { shown(&j.event.git_ref, CELL) },
+                if commit.is_empty() { "-".into() } else { shown(&commit, CELL) },
                 j.state.as_str().to_string(),
                 took(j),
             ]
@@ -355,7 +376,7 @@ fn list_jobs(settings: &Settings, limit: usize) -> Result<u8, Fail> {
         line(row);
         if let Some(reason) = &job.reason {
             if job.state != JobState::Succeeded {
-                println!("    {reason}");
+                println!("    {}", shown(reason, 1000));
             }
         }
     }
@@ -396,11 +417,12 @@ fn explain(loaded: &Loaded, file: &Path, args: &TriggerArgs) -> Result<u8, Fail>
     for event in &events {
         let git_ref = if event.git_ref.is_empty() { "-" } else { &event.git_ref };
         println!(
-            "{} {} {} {git_ref} {}",
+            "{} {} {} {} {}",
             if event.provider.is_none() { "-" } else { event.provider_name() },
-            event.name(),
-            if event.repo.is_empty() { "-" } else { &event.repo },
-            if event.after.is_empty() { "-" } else { &event.after }
+            shown(event.name(), 200),
+            if event.repo.is_empty() { "-".into() } else { shown(&event.repo, 200) },
+            shown(git_ref, 200),
+            if event.after.is_empty() { "-".into() } else { shown(&event.after, 200) }
         );
         for entry in &settings.entries {
             match entry.check(event) {
@@ -427,7 +449,7 @@ fn explain(loaded: &Loaded, file: &Path, args: &TriggerArgs) -> Result<u8, Fail>
                     };
                     println!("  {}: matches ({auth})", entry.name);
                 }
-                Err(why) => println!("  {}: no, {why}", entry.name),
+                Err(why) => println!("  {}: no, {}", entry.name, shown(&why, 1000)),
             }
         }
     }

@@ -66,7 +66,13 @@ pub enum PayloadError {
     NoFormPayload,
     #[error("{provider} {event} payload has no `{field}`")]
     Missing { provider: Provider, event: String, field: &'static str },
+    /// A value no host sends: it is refused rather than passed on (the value is not repeated).
+    #[error("the payload's {field} is {why}")]
+    Invalid { field: &'static str, why: &'static str },
 }
+
+/// The longest ref, repository or event name accepted (git itself refuses much shorter refs).
+const MAX_NAME: usize = 1024;
 
 /// What one host's adapter knows. Header names are lowercase.
 pub(crate) struct Adapter {
@@ -159,9 +165,33 @@ fn events_of(provider: Provider, headers: &HeaderMap, json: &Value) -> Result<Ve
     let mut events = (adapter.parse)(event_name(headers, adapter.event_headers), json)?;
     let delivery = delivery_id(provider, headers);
     for e in &mut events {
+        check_values(e)?;
         e.delivery_id = delivery.clone();
     }
     Ok(events)
+}
+
+/// Refuses values that no host sends and that would reach logs, answers and the environment
+/// of actions as something else: a commit id that is not hex, a ref, repository or event name
+/// with control characters (git refuses them in refs) or of absurd length.
+fn check_values(e: &Event) -> Result<(), PayloadError> {
+    let head = e.head.as_ref().map(|h| h.id.as_str()).unwrap_or_default();
+    for (field, id) in
+        [("commit id (after)", &*e.after), ("commit id (before)", &*e.before), ("head commit id", head)]
+    {
+        if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PayloadError::Invalid { field, why: "not a commit id (hex, at most 64 digits)" });
+        }
+    }
+    for (field, name) in [("ref", &e.git_ref), ("repository", &e.repo), ("event name", &e.provider_event)] {
+        if name.len() > MAX_NAME {
+            return Err(PayloadError::Invalid { field, why: "longer than 1024 bytes" });
+        }
+        if name.chars().any(char::is_control) {
+            return Err(PayloadError::Invalid { field, why: "holding control characters" });
+        }
+    }
+    Ok(())
 }
 
 /// The event name of a body of `provider`'s, from its shape alone.

@@ -194,7 +194,7 @@ fn branch_names_with_shell_syntax_are_data() {
     );
     let names = [
         "$(touch pwned);x",
-        "a\nb; touch pwned2",
+        "a; touch pwned2",
         "`touch pwned3`",
         "feature/ünïcode 'q' \"d\" && touch pwned4",
     ];
@@ -207,7 +207,12 @@ fn branch_names_with_shell_syntax_are_data() {
         assert_eq!(job.state, JobState::Succeeded, "{name:?}: {:?}", job.reason);
         assert_eq!(read(&dir.path().join(format!("branch-{}", job.id))), *name);
     }
-    for f in ["pwned", "pwned2", "pwned3", "pwned4"] {
+    // A control character is in no git ref: such a payload is refused, and runs nothing.
+    let body = push_body("acme/x", "refs/heads/a\nb; touch pwned5", &"a".repeat(40), &"c".repeat(40));
+    let reply = daemon.post("/hooks/any", &github_push(&body, "s", "meta-nl"), &body);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "the payload's ref is holding control characters");
+    for f in ["pwned", "pwned2", "pwned3", "pwned4", "pwned5"] {
         assert!(!dir.path().join(f).exists(), "{f}: a branch name was executed");
     }
 }

@@ -19,9 +19,13 @@ fn a_json_body_is_never_read_as_a_form() {
     );
     let embedded = push_body("acme/victim", "refs/heads/main", &"a".repeat(40), &"e".repeat(40));
     let encoded: String = form_urlencoded::byte_serialize(&embedded).collect();
-    let mut outer: serde_json::Value =
-        serde_json::from_slice(&push_body("acme/real", "refs/heads/feature", &"a".repeat(40), &"b".repeat(40)))
-            .unwrap();
+    let mut outer: serde_json::Value = serde_json::from_slice(&push_body(
+        "acme/real",
+        "refs/heads/feature",
+        &"a".repeat(40),
+        &"b".repeat(40),
+    ))
+    .unwrap();
     outer["head_commit"]["message"] = format!("fix typo&payload={encoded}").into();
     outer["commits"][0]["message"] = outer["head_commit"]["message"].clone();
     let body = serde_json::to_vec(&outer).unwrap();
@@ -66,4 +70,34 @@ fn dot_entry_names_are_refused() {
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(stderr.contains("not be dots alone"), "{stderr}");
     }
+}
+
+/// A newline in a signed `after` is a payload error, not a forged log line; `--jobs` lists a
+/// job whose ref is longer than any terminal without panicking, its values escaped.
+#[test]
+fn payload_values_cannot_forge_lines_or_break_listings() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  any:\n    match: { repo: acme/x, branch: \".*\" }\n    secret: s\n    \
+         actions: [\"true\"]\n",
+        &[],
+    );
+    let forged = format!("{}\n2026-01-01T00:00:00Z  INFO forged line", "c".repeat(40));
+    let body = push_body("acme/x", "refs/heads/main", &"a".repeat(40), &forged);
+    let reply = daemon.post("/hooks/any", &github_push(&body, "s", "inject-1"), &body);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.json()["error"].as_str().unwrap().contains("not a commit id"), "{}", reply.body);
+    assert!(!daemon.log().contains("forged line"), "{}", daemon.log());
+    drop(daemon);
+
+    // A manual run with a 70,000-character branch (the foreground, no daemon), then the list.
+    let long = "b".repeat(70_000);
+    let out = crate::common::trigger(dir.path(), &["settings.yaml", "any", "--branch", &long], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::common::trigger(dir.path(), &["settings.yaml", "--jobs"], &[]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let row = list.lines().nth(1).unwrap();
+    assert!(row.contains("refs/heads/bbbb") && row.contains('…') && row.len() < 300, "{row}");
 }
