@@ -101,12 +101,19 @@ impl Log {
     /// The log at `path`, appended to: a job run again (after a crash or a stop) keeps the log
     /// of its earlier attempt above the new one.
     pub fn create(path: &Path, limit: u64) -> std::io::Result<Log> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         let written = file.metadata()?.len();
         let mut log = Log::new(Some(file), limit, false);
         log.written = written;
         log.truncated = written >= limit;
         Ok(log)
+    }
+
+    /// The same log, also echoed to stdout (a foreground run).
+    pub fn echoing(mut self) -> Log {
+        self.echo = true;
+        self
     }
 
     pub fn new(file: Option<File>, limit: u64, echo: bool) -> Log {

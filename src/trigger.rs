@@ -250,15 +250,17 @@ fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]
     let payload = match &recorded {
         Some((store, id)) if !body.is_empty() => {
             let path = store.payload_path(*id);
-            std::fs::write(&path, body).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            crate::store::write_private(&path, body)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Some(path)
         }
         _ => None,
     };
-    let file = recorded.as_ref().and_then(|(store, id)| std::fs::File::create(store.log_path(*id)).ok());
     let id = recorded.as_ref().map_or(0, |(_, id)| *id);
     eprintln!("no daemon is running for these settings: running {} here", entry.name);
-    let mut log = Log::new(file, settings.server.log_limit, true);
+    let limit = settings.server.log_limit;
+    let file = recorded.as_ref().and_then(|(store, id)| Log::create(&store.log_path(*id), limit).ok());
+    let mut log = file.unwrap_or_else(|| Log::new(None, limit, false)).echoing();
     let outcome = runtime.block_on(async {
         let (cancel_tx, mut cancel) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -166,7 +166,7 @@ fn secret(
     }
     let value = match (&raw.secret, &raw.secret_file) {
         (Some(_), Some(_)) => Err("give either `secret` or `secret_file`, not both".to_string()),
-        (Some(s), None) => expand(s, env).map_err(|e| format!("secret: {e}")),
+        (Some(s), None) => expand(&s.0, env).map_err(|e| format!("secret: {e}")),
         (None, Some(path)) => {
             let path = report.place.dir.join(path);
             match std::fs::read_to_string(&path) {

@@ -61,8 +61,9 @@ pub(super) struct RawEntry {
     /// Which events run this entry (default: any provider, any repo, any branch, push).
     #[serde(rename = "match", default)]
     pub(super) matcher: RawMatch,
-    /// The webhook secret, as set on the git host; `${VAR}` reads the environment.
-    pub(super) secret: Option<String>,
+    /// The webhook secret, as set on the git host; `${VAR}` reads the environment. A quoted string.
+    #[schemars(with = "Option<String>")]
+    pub(super) secret: Option<SecretText>,
     /// A file holding the webhook secret (relative to this file).
     pub(super) secret_file: Option<PathBuf>,
     /// Accept requests without any secret check. Only for tests on a trusted network.
@@ -169,5 +170,33 @@ impl Quantity {
             Quantity::Text(t) => t.clone(),
             Quantity::Number(n) => n.to_string(),
         }
+    }
+}
+
+/// The text of `secret:`. Anything but a string is refused without repeating it: an unquoted
+/// `8472619305` would otherwise be quoted back in the error, in `/health` and in the log.
+#[derive(Debug)]
+pub(super) struct SecretText(pub(super) String);
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SecretText, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = SecretText;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a quoted string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretText, E> {
+                Ok(SecretText(v.to_string()))
+            }
+        }
+        // Whatever else it is, the message says what to do, never what was written.
+        d.deserialize_str(Text).map_err(|_| {
+            serde::de::Error::custom(
+                "`secret` must be a string: put the secret in quotes (its value is not repeated here)",
+            )
+        })
     }
 }

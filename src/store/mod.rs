@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub use job::{Job, JobState, NewJob};
@@ -78,9 +80,11 @@ impl Store {
         let logs = state_dir.join("logs");
         let payloads = state_dir.join("payloads");
         let steps = state_dir.join("steps");
-        std::fs::create_dir_all(&logs)?;
-        std::fs::create_dir_all(&payloads)?;
-        std::fs::create_dir_all(&steps)?;
+        // Owner-only, whatever the umask: payloads may carry a host's secret, logs a deploy's.
+        private_dir(state_dir)?;
+        for dir in [&logs, &payloads, &steps] {
+            private_dir(dir)?;
+        }
         let path = state_dir.join(DATABASE);
         let damaged = |detail: String| StoreError::Damaged { path: path.display().to_string(), detail };
         let conn = open_checked(&path).map_err(|e| match e {
@@ -89,6 +93,11 @@ impl Store {
         })?;
         if let Some(detail) = integrity_problem(&conn)? {
             return Err(damaged(detail));
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let file = state_dir.join(format!("{DATABASE}{suffix}"));
+            // Best effort: a file another user made is left as it is.
+            let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
         }
         Ok(Store { conn: Mutex::new(conn), logs, payloads, steps })
     }
@@ -348,7 +357,7 @@ impl Store {
             .optional()?;
         let Some(body) = body else { return Ok(None) };
         let path = self.payload_path(id);
-        std::fs::write(&path, body)?;
+        write_private(&path, &body)?;
         Ok(Some(path))
     }
 
@@ -358,9 +367,28 @@ impl Store {
     }
 }
 
-/// Opens the database, in WAL mode, migrated to the latest schema.
+/// Creates `dir` if needed, owner-only. A directory of another owner (a `state_dir` made for
+/// the service) keeps its mode: only its owner may change it.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    Ok(())
+}
+
+/// Writes `bytes` to a new owner-only file at `path`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
+}
+
+/// Opens the database, in WAL mode, migrated to the latest schema. Deleted rows are overwritten
+/// (`secure_delete`): some hosts put the webhook secret in the body, and a payload row outlives
+/// no job.
 fn open_checked(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(Duration::from_secs(5))?;

@@ -105,6 +105,15 @@ impl Daemon {
     }
 
     pub fn start_notifying(dir: &Path, env: &[(&str, &str)], at: NotifyAt) -> Daemon {
+        Daemon::spawn(dir, env, at, None)
+    }
+
+    /// Starts the daemon under `umask` (as a service manager may).
+    pub fn start_with_umask(dir: &Path, env: &[(&str, &str)], umask: &str) -> Daemon {
+        Daemon::spawn(dir, env, NotifyAt::File, Some(umask))
+    }
+
+    fn spawn(dir: &Path, env: &[(&str, &str)], at: NotifyAt, umask: Option<&str>) -> Daemon {
         use std::os::unix::net::UnixDatagram;
         let (notify, target) = match at {
             NotifyAt::File => {
@@ -113,7 +122,14 @@ impl Daemon {
             }
             NotifyAt::Abstract(name) => (bind_abstract(&name), format!("@{name}")),
         };
-        let mut cmd = std::process::Command::new(bin("wh-automatad"));
+        let mut cmd = match umask {
+            None => std::process::Command::new(bin("wh-automatad")),
+            Some(mask) => {
+                let mut sh = std::process::Command::new("sh");
+                sh.args(["-c", "umask \"$1\"; shift; exec \"$@\"", "sh", mask]).arg(bin("wh-automatad"));
+                sh
+            }
+        };
         cmd.arg(dir.join("settings.yaml"))
             .current_dir(dir)
             .env_clear()

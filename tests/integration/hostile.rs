@@ -101,3 +101,56 @@ fn payload_values_cannot_forge_lines_or_break_listings() {
     let row = list.lines().nth(1).unwrap();
     assert!(row.contains("refs/heads/bbbb") && row.contains('…') && row.len() < 300, "{row}");
 }
+
+/// A secret written as a bare number is refused without repeating it (not in `--check`, not
+/// in `/health`, not in the log); state files are owner-only whatever the umask; deleted rows
+/// are overwritten.
+#[test]
+fn secrets_are_never_echoed_and_state_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    secret: \"s\"\n    \
+                actions: [\"stat -c %a \\\"$WH_PAYLOAD\\\" > payload-mode\"]\n";
+    crate::common::write(dir.path(), "settings.yaml", good);
+    let daemon = Daemon::start_with_umask(dir.path(), &[], "000");
+    let bad = good.replace("\"s\"", "8472619305");
+    crate::common::write(dir.path(), "bad.yaml", &bad);
+    let out = std::process::Command::new(crate::common::bin("wh-automatad"))
+        .args(["--check", "bad.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("must be a string") && !stderr.contains("8472619305"), "{stderr}");
+    crate::common::write(dir.path(), "settings.yaml", &bad);
+    crate::common::eventually("the edit is refused", || {
+        daemon.get("/health").json()["settings"]["state"] == "error"
+    });
+    let health = daemon.get("/health").body;
+    assert!(!health.contains("8472619305") && !daemon.log().contains("8472619305"), "{health}");
+
+    // Old Gitea versions put the webhook secret itself in the body.
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&push_body("acme/x", "refs/heads/main", &"a".repeat(40), &"b".repeat(40)))
+            .unwrap();
+    body["secret"] = "plaintext-secret-in-the-body".into();
+    let body = serde_json::to_vec(&body).unwrap();
+    let reply = daemon.post("/hooks/a", &github_push(&body, "s", "perm-1"), &body);
+    assert_eq!(daemon.wait_job(reply.job_ids()[0]).state, JobState::Succeeded);
+    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    for d in ["state", "state/logs", "state/payloads", "state/steps"] {
+        assert_eq!(mode(d), 0o700, "{d}");
+    }
+    for f in ["state/jobs.sqlite3", "state/logs/1.log"] {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
+    assert_eq!(std::fs::read_to_string(dir.path().join("payload-mode")).unwrap().trim(), "600");
+    // The payload row went with its job, and its bytes with it (the file itself is searched).
+    assert!(daemon.stop().success());
+    let raw = std::fs::read(dir.path().join("state/jobs.sqlite3")).unwrap();
+    let wal = std::fs::read(dir.path().join("state/jobs.sqlite3-wal")).unwrap_or_default();
+    let needle = b"plaintext-secret-in-the-body";
+    let found = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(!found(&raw) && !found(&wal), "a deleted payload is still readable in the database file");
+}
