@@ -183,6 +183,7 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
     }
     let e = job.event;
     let head = e.head.as_ref();
+    let (changed, all_listed) = changed_files(&e.changed_files);
     let wh = [
         ("WH_ENTRY", entry.name.clone()),
         ("WH_JOB_ID", job.id.to_string()),
@@ -199,13 +200,53 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
         ("WH_AFTER", e.after.clone()),
         ("WH_COMMIT_MESSAGE", head.map(|h| h.message.clone()).unwrap_or_default()),
         ("WH_PUSHER", e.pusher.clone()),
-        ("WH_CHANGED_FILES", e.changed_files.join("\n")),
-        ("WH_CHANGES_COMPLETE", if e.changes_complete { "1" } else { "0" }.to_string()),
+        ("WH_CHANGED_FILES", changed),
+        ("WH_CHANGES_COMPLETE", if e.changes_complete && all_listed { "1" } else { "0" }.to_string()),
         ("WH_PAYLOAD", job.payload.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()),
     ];
-    env.extend(wh.into_iter().map(|(k, v)| (k.to_string(), v.replace('\0', ""))));
+    let mut cut = Vec::new();
+    for (name, value) in wh {
+        let mut value = value.replace('\0', "");
+        if name == "WH_CHANGED_FILES" && !all_listed {
+            cut.push(name);
+        } else if value.len() > MAX_VALUE {
+            value.truncate(floor_char_boundary(&value, MAX_VALUE));
+            cut.push(name);
+        }
+        env.push((name.to_string(), value));
+    }
+    // Which values were cut to fit the environment; the whole payload is in $WH_PAYLOAD.
+    env.push(("WH_TRUNCATED".to_string(), cut.join(" ")));
     env.extend(entry.env.iter().cloned());
     env
+}
+
+/// The longest value of a `WH_*` variable: the kernel refuses a variable over 128 KiB (and all
+/// of them together over about 2 MiB) with "Argument list too long", and every action fails.
+pub const MAX_VALUE: usize = 32 * 1024;
+
+/// The most of `WH_CHANGED_FILES`.
+pub const MAX_CHANGED_FILES: usize = 64 * 1024;
+
+/// The changed files, one a line, as many whole names as fit; and whether all of them did.
+fn changed_files(files: &[String]) -> (String, bool) {
+    let mut out = String::new();
+    for f in files {
+        let f: String = f.chars().filter(|c| *c != '\0').collect();
+        if out.len() + f.len() + 1 > MAX_CHANGED_FILES {
+            return (out, false);
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&f);
+    }
+    (out, true)
+}
+
+/// The largest index at most `max` that is a char boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    (0..=max.min(s.len())).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
 }
 
 /// Runs the entry's actions for one job. Stops at the first failure, at the job's timeout

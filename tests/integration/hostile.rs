@@ -154,3 +154,44 @@ fn secrets_are_never_echoed_and_state_is_owner_only() {
     let found = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     assert!(!found(&raw) && !found(&wal), "a deleted payload is still readable in the database file");
 }
+
+/// Values over what the kernel lets into an environment (6,000 changed files, a 140 KB commit
+/// message) are cut, and the actions say which were cut; the payload file stays whole.
+#[test]
+fn long_values_are_cut_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0, max_body: 4 MiB }\nentries:\n  a:\n    match: { repo: acme/x }\n    secret: s\n    \
+         actions:\n      - env > env.txt; wc -c < \"$WH_PAYLOAD\" > payload-size\n      - run: touch rebuilt\n        \
+         if_changed: [Dockerfile]\n",
+        &[],
+    );
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&push_body("acme/x", "refs/heads/main", &"a".repeat(40), &"b".repeat(40)))
+            .unwrap();
+    let files: Vec<String> = (0..6000).map(|i| format!("src/generated/module_{i:05}.rs")).collect();
+    body["commits"][0]["added"] = files.into();
+    // Sorted last: past the cut of WH_CHANGED_FILES.
+    body["commits"][0]["modified"] = vec!["zz/Dockerfile"].into();
+    let message = "m".repeat(140_000);
+    body["head_commit"]["message"] = message.clone().into();
+    let body = serde_json::to_vec(&body).unwrap();
+    let reply = daemon.post("/hooks/a", &github_push(&body, "s", "long-1"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let job = daemon.wait_job(reply.job_ids()[0]);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.reason);
+    let env = std::fs::read_to_string(dir.path().join("env.txt")).unwrap();
+    let var = |name: &str| {
+        env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_default().to_string()
+    };
+    assert_eq!(var("WH_TRUNCATED"), "WH_COMMIT_MESSAGE WH_CHANGED_FILES");
+    assert_eq!(var("WH_CHANGES_COMPLETE"), "0");
+    assert_eq!(var("WH_COMMIT_MESSAGE").len(), 32 * 1024);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("payload-size")).unwrap().trim(),
+        body.len().to_string()
+    );
+    // The if_changed decision uses the whole list: the Dockerfile changed.
+    assert!(dir.path().join("rebuilt").exists());
+}
