@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{field, info, info_span, warn, Instrument};
 
-use crate::app::{blocking, App, EnqueueError, Enqueued};
+use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::event::{Event, EventKind, Provider, Trigger};
 use crate::providers::{self, AuthError, PayloadError};
 use crate::settings::{Entry, Settings};
@@ -161,6 +161,10 @@ enum HookError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
+    #[error("nothing to route by: the payload names no repository; send it to {0}/<entry>")]
+    NothingToRoute(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl HookError {
@@ -173,7 +177,10 @@ impl HookError {
             HookError::Body(_) | HookError::Payload(_) => StatusCode::BAD_REQUEST,
             HookError::Auth(_) => StatusCode::UNAUTHORIZED,
             HookError::Enqueue(EnqueueError::Full) => StatusCode::SERVICE_UNAVAILABLE,
-            HookError::Enqueue(EnqueueError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            HookError::Enqueue(EnqueueError::Store(_)) | HookError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            HookError::NothingToRoute(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -191,14 +198,15 @@ impl HookError {
 }
 
 /// A request as received: within the limits, its body whole.
+#[derive(Clone)]
 struct Received {
     headers: HeaderMap,
     body: Bytes,
 }
 
 /// Which entries authenticated a request, and its events.
-struct Authentic<'a> {
-    entries: Vec<&'a Arc<Entry>>,
+struct Authentic {
+    entries: Vec<Arc<Entry>>,
     events: Vec<Event>,
 }
 
@@ -213,9 +221,15 @@ async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> 
     let settings = app.settings();
     let request = receive(req, settings.server.max_body).await?;
     let provider = detect(&request)?;
-    let authentic = match &target {
-        Some(name) => authenticate_then_normalise(&settings, name, provider, &request)?,
-        None => normalise_then_authenticate(&settings, provider, &request)?,
+    let authentic = if request.body.len() > OFF_REACTOR {
+        // Hashing and parsing a large body takes milliseconds: not on the threads that serve
+        // every other connection.
+        let (settings, request) = (settings.clone(), request.clone());
+        off_thread(move || identify(&settings, target.as_deref(), provider, &request))
+            .await
+            .map_err(|p| HookError::Internal(p.to_string()))??
+    } else {
+        identify(&settings, target.as_deref(), provider, &request)?
     };
     if let Some(e) = authentic.events.first() {
         tracing::Span::current().record("repo", e.repo.as_str());
@@ -226,6 +240,22 @@ async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> 
     }
     let enqueued = record(&app, provider, request, matched.jobs).await?;
     Ok(answer(enqueued))
+}
+
+/// Bodies larger than this are authenticated and parsed off the async threads.
+const OFF_REACTOR: usize = 64 * 1024;
+
+/// Authenticates and normalises a request, for the entry in its path or routed by its payload.
+fn identify(
+    settings: &Settings,
+    target: Option<&str>,
+    provider: Provider,
+    request: &Received,
+) -> Result<Authentic, HookError> {
+    match target {
+        Some(name) => authenticate_then_normalise(settings, name, provider, request),
+        None => normalise_then_authenticate(settings, provider, request),
+    }
 }
 
 /// Receives the body within `max_body` (refused from `Content-Length` before reading past it)
@@ -262,12 +292,12 @@ fn detect(request: &Received) -> Result<Provider, HookError> {
 }
 
 /// One entry named in the path: authenticate over the raw bytes before any parsing.
-fn authenticate_then_normalise<'a>(
-    settings: &'a Settings,
+fn authenticate_then_normalise(
+    settings: &Settings,
     name: &str,
     provider: Provider,
     request: &Received,
-) -> Result<Authentic<'a>, HookError> {
+) -> Result<Authentic, HookError> {
     let entry = settings.entry(name).ok_or_else(|| HookError::NoEntry(name.to_string()))?;
     let entries = authenticate(&[entry], provider, &request.headers, &request.body)?;
     let events = providers::parse(provider, &request.headers, &request.body)?;
@@ -277,23 +307,27 @@ fn authenticate_then_normalise<'a>(
 /// Routed: the repository in the payload says which entries to authenticate against, so the
 /// work per request does not grow with the number of entries. An entry for another repository
 /// never sees the request, and the answer is the same 401 whether no entry is for this
-/// repository or none of their secrets fits (nothing about the settings leaks).
-fn normalise_then_authenticate<'a>(
-    settings: &'a Settings,
+/// repository or none of their secrets fits (nothing about the settings leaks). A request that
+/// names no repository has nothing to route by: it is refused before any secret is tried, but
+/// a ping (a new organisation webhook's) is answered, since it runs nothing.
+fn normalise_then_authenticate(
+    settings: &Settings,
     provider: Provider,
     request: &Received,
-) -> Result<Authentic<'a>, HookError> {
+) -> Result<Authentic, HookError> {
     let events = providers::parse(provider, &request.headers, &request.body)?;
-    // A ping (sent when a webhook is created) is answered for any entry of the provider.
-    let ping = events.iter().any(|e| e.kind == EventKind::Ping);
-    let repo = match events.first() {
-        Some(e) if !ping => e.repo.as_str(),
-        _ => "",
-    };
-    let candidates: Vec<&Arc<Entry>> =
-        if repo.is_empty() { settings.entries.iter().collect() } else { settings.entries_for_repo(repo) };
-    let candidates: Vec<&Arc<Entry>> =
-        candidates.into_iter().filter(|e| e.matcher.fits_source(provider, repo)).collect();
+    let repo = events.first().map(|e| e.repo.as_str()).unwrap_or_default();
+    if repo.is_empty() {
+        if events.iter().any(|e| e.kind == EventKind::Ping) {
+            return Ok(Authentic { entries: Vec::new(), events });
+        }
+        return Err(HookError::NothingToRoute(settings.server.path.clone()));
+    }
+    let candidates: Vec<&Arc<Entry>> = settings
+        .entries_for_repo(repo)
+        .into_iter()
+        .filter(|e| e.matcher.fits_source(provider, repo))
+        .collect();
     if candidates.is_empty() {
         return Err(AuthError::NoEntry.into());
     }
@@ -302,12 +336,12 @@ fn normalise_then_authenticate<'a>(
 }
 
 /// Authenticates against each entry's secret, computing each distinct secret only once.
-fn authenticate<'a>(
-    candidates: &[&'a Arc<Entry>],
+fn authenticate(
+    candidates: &[&Arc<Entry>],
     provider: Provider,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<&'a Arc<Entry>>, AuthError> {
+) -> Result<Vec<Arc<Entry>>, AuthError> {
     let mut cache: HashMap<(&[u8], bool), Result<(), AuthError>> = HashMap::new();
     let mut authentic = Vec::new();
     let mut first_error = None;
@@ -321,7 +355,7 @@ fn authenticate<'a>(
                 .clone(),
         };
         match result {
-            Ok(()) => authentic.push(*entry),
+            Ok(()) => authentic.push(Arc::clone(entry)),
             Err(e) => match &first_error {
                 None => first_error = Some(e),
                 Some(f) if *f != e => same_error = false,
@@ -339,7 +373,7 @@ fn authenticate<'a>(
 }
 
 /// Each authentic entry against each event.
-fn match_entries(authentic: &Authentic<'_>) -> Matched {
+fn match_entries(authentic: &Authentic) -> Matched {
     let mut matched = Matched { jobs: Vec::new(), reasons: Vec::new() };
     for event in &authentic.events {
         for entry in &authentic.entries {

@@ -195,3 +195,38 @@ fn long_values_are_cut_and_say_so() {
     // The if_changed decision uses the whole list: the Dockerfile changed.
     assert!(dir.path().join("rebuilt").exists());
 }
+
+/// A forged routed request is never checked against every entry: without a repository there
+/// is nothing to route by (refused before any secret is tried), a ping without one is answered
+/// without running anything, and one with a repository is checked only against its entries.
+#[test]
+fn routed_requests_without_a_repository_try_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::from("server: { listen: 127.0.0.1:0 }\nentries:\n");
+    for i in 0..50 {
+        yaml.push_str(&format!(
+            "  e{i}:\n    match: {{ repo: acme/e{i}, event: [push, ping] }}\n    secret: s{i}\n    actions: [\"touch ran-{i}\"]\n"
+        ));
+    }
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&push_body("acme/e1", "refs/heads/main", &"a".repeat(40), &"b".repeat(40)))
+            .unwrap();
+    body.as_object_mut().unwrap().remove("repository");
+    let body = serde_json::to_vec(&body).unwrap();
+    let reply = daemon.post("/hooks", &github_push(&body, "forged", "nr-1"), &body);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.json()["error"].as_str().unwrap().starts_with("nothing to route by"), "{}", reply.body);
+
+    let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
+    let mut headers = github_push(ping, "forged", "nr-2");
+    headers[1] = ("X-GitHub-Event".into(), "ping".into());
+    let reply = daemon.post("/hooks", &headers, ping);
+    assert_eq!((reply.status, reply.json()["status"].as_str()), (200, Some("pong")), "{}", reply.body);
+
+    let body = push_body("acme/e7", "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+    assert_eq!(daemon.post("/hooks", &github_push(&body, "s8", "nr-3"), &body).status, 401);
+    let reply = daemon.post("/hooks", &github_push(&body, "s7", "nr-4"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.json()["jobs"][0]["entry"], "e7");
+}
