@@ -100,8 +100,19 @@ fn other_branch_deletion_and_ping_run_nothing_and_say_why() {
     let reply = daemon.send("/hooks", &request("github/push-branch-delete.json"));
     assert_eq!(reply.status, 401, "{}", reply.body);
     assert_eq!(reply.json()["error"], "no entry's secret authenticates this request");
+    // A ping is routed like the rest: from a repository no entry is for, it is refused too; from
+    // one an entry is for (checked against that entry's secret), it is answered.
     let ping = daemon.send("/hooks", &request("github/ping.json"));
-    assert_eq!((ping.status, ping.json()["status"].as_str()), (200, Some("pong")));
+    assert_eq!(ping.status, 401, "{}", ping.body);
+    let mut ping = request("github/ping.json");
+    let mut body: serde_json::Value = serde_json::from_slice(&ping.body).unwrap();
+    body["repository"]["full_name"] = "Codertocat/Hello-World".into();
+    ping.body = serde_json::to_vec(&body).unwrap();
+    ping.headers.retain(|(k, _)| !k.starts_with("X-Hub-Signature"));
+    let signed = github_push(&ping.body, SECRET, "ping-2");
+    ping.headers.push(signed[3].clone());
+    let reply = daemon.send("/hooks", &ping);
+    assert_eq!((reply.status, reply.json()["status"].as_str()), (200, Some("pong")), "{}", reply.body);
     // Another branch of a matching repo, rewritten and signed: same answer, named reason.
     let body =
         push_body("Codertocat/Hello-World", "refs/heads/dev", "a".repeat(40).as_str(), &"b".repeat(40));
