@@ -58,7 +58,8 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Json) => builder.json().init(),
         Some(LogFormat::Text) => builder.with_ansi(false).init(),
         None if wh_automata::systemd::logs_to_journal() => {
-            builder.event_format(wh_automata::systemd::JournalFormat::default()).init()
+            // No ANSI escapes anywhere (span fields included): the journal stores text.
+            builder.with_ansi(false).event_format(wh_automata::systemd::JournalFormat::default()).init()
         }
         None => builder.with_ansi(false).init(),
     }

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -134,8 +135,37 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
     match hook(app, req, target).instrument(span.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
-            span.in_scope(|| info!(status = e.status().as_u16(), reason = %e, "refused"));
+            span.in_scope(|| match &e {
+                HookError::Unauthentic { error, whom } => refused_signature(whom, error),
+                _ => info!(status = e.status().as_u16(), reason = %e, "refused"),
+            });
             e.answer()
+        }
+    }
+}
+
+/// How often a refused signature is warned about, per entry or repository: a wrong secret is
+/// the most common set-up mistake, and a flood of forged requests must not flood the log.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Warns that a request was not authentic (the headers involved, never a secret), at most once
+/// per [`WARN_EVERY`] for the same entry or repository; the ones held back are counted.
+fn refused_signature(whom: &str, error: &AuthError) {
+    static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = last.get_or_insert_with(HashMap::new);
+    if seen.len() > 1000 {
+        seen.clear();
+    }
+    match seen.get_mut(whom) {
+        Some((at, held_back)) if at.elapsed() < WARN_EVERY => *held_back += 1,
+        _ => {
+            let held_back = seen.insert(whom.to_string(), (Instant::now(), 0)).map_or(0, |(_, n)| n);
+            warn!(
+                status = 401,
+                held_back,
+                "request refused for {whom}: {error}; check that the secret set on the host's webhook is the entry's"
+            );
         }
     }
 }
@@ -159,6 +189,10 @@ enum HookError {
     Payload(#[from] PayloadError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// Not authentic, with whom it was checked against: that part is for the log, never the
+    /// answer (a stranger learns nothing about the settings).
+    #[error("{error}")]
+    Unauthentic { error: AuthError, whom: String },
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
     #[error("nothing to route by: the payload names no repository; send it to {0}/<entry>")]
@@ -175,7 +209,7 @@ impl HookError {
             HookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HookError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             HookError::Body(_) | HookError::Payload(_) => StatusCode::BAD_REQUEST,
-            HookError::Auth(_) => StatusCode::UNAUTHORIZED,
+            HookError::Auth(_) | HookError::Unauthentic { .. } => StatusCode::UNAUTHORIZED,
             HookError::Enqueue(EnqueueError::Full) => StatusCode::SERVICE_UNAVAILABLE,
             HookError::Enqueue(EnqueueError::Store(_)) | HookError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -299,7 +333,8 @@ fn authenticate_then_normalise(
     request: &Received,
 ) -> Result<Authentic, HookError> {
     let entry = settings.entry(name).ok_or_else(|| HookError::NoEntry(name.to_string()))?;
-    let entries = authenticate(&[entry], provider, &request.headers, &request.body)?;
+    let entries = authenticate(&[entry], provider, &request.headers, &request.body)
+        .map_err(|error| HookError::Unauthentic { error, whom: format!("entry \"{name}\"") })?;
     let events = providers::parse(provider, &request.headers, &request.body)?;
     Ok(Authentic { entries, events })
 }
@@ -329,9 +364,17 @@ fn normalise_then_authenticate(
         .filter(|e| e.matcher.fits_source(provider, repo))
         .collect();
     if candidates.is_empty() {
-        return Err(AuthError::NoEntry.into());
+        let whom = format!("repository \"{repo}\" (no entry is for it)");
+        return Err(HookError::Unauthentic { error: AuthError::NoEntry, whom });
     }
-    let entries = authenticate(&candidates, provider, &request.headers, &request.body)?;
+    let entries = authenticate(&candidates, provider, &request.headers, &request.body).map_err(|error| {
+        let names: Vec<&str> = candidates.iter().take(5).map(|e| e.name.as_str()).collect();
+        let more = if candidates.len() > 5 { ", ..." } else { "" };
+        HookError::Unauthentic {
+            error,
+            whom: format!("repository \"{repo}\" (entries {}{more})", names.join(", ")),
+        }
+    })?;
     Ok(Authentic { entries, events })
 }
 

@@ -45,8 +45,8 @@ pub enum AuthError {
     Missing(&'static str),
     #[error("malformed signature in {0}")]
     Malformed(&'static str),
-    #[error("signature does not match (wrong secret, or the body was changed on the way)")]
-    Mismatch,
+    #[error("{0} does not match (wrong secret, or the body was changed on the way)")]
+    Mismatch(&'static str),
     #[error("only a SHA-1 signature was sent; SHA-1 is accepted only for entries with `allow_sha1: true`")]
     Sha1NotAllowed,
     #[error("no entry's secret authenticates this request")]
@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(authenticate(Provider::Github, &h, b"Hello, World!", &secret, false), Ok(()));
         assert_eq!(
             authenticate(Provider::Github, &h, b"Hello, World?", &secret, false),
-            Err(AuthError::Mismatch)
+            Err(AuthError::Mismatch("X-Hub-Signature-256"))
         );
     }
 
@@ -351,9 +351,9 @@ mod tests {
             ),
             (Provider::Github, &[("x-hub-signature", "sha1=00ff")], AuthError::Sha1NotAllowed),
             (Provider::Gitlab, &[], AuthError::Missing("X-Gitlab-Token")),
-            (Provider::Gitlab, &[("x-gitlab-token", "t")], AuthError::Mismatch),
+            (Provider::Gitlab, &[("x-gitlab-token", "t")], AuthError::Mismatch("X-Gitlab-Token")),
             (Provider::Gogs, &[("x-gogs-signature", "")], AuthError::Missing("X-Gogs-Signature")),
-            (Provider::Gogs, &[("x-gogs-signature", "00")], AuthError::Mismatch),
+            (Provider::Gogs, &[("x-gogs-signature", "00")], AuthError::Mismatch("X-Gogs-Signature")),
             (Provider::Bitbucket, &[], AuthError::Missing("X-Hub-Signature")),
         ];
         for (provider, pairs, want) in cases {

@@ -28,8 +28,8 @@ pub(super) fn hub(
         let (algo, hex_sig) = value.split_once('=').ok_or(AuthError::Malformed(label))?;
         let sig = hex::decode(hex_sig).map_err(|_| AuthError::Malformed(label))?;
         match algo {
-            "sha256" => return verify::<Hmac<Sha256>>(secret, body, &sig),
-            "sha1" if allow_sha1 => return verify::<Hmac<Sha1>>(secret, body, &sig),
+            "sha256" => return verify::<Hmac<Sha256>>(secret, body, &sig, label),
+            "sha1" if allow_sha1 => return verify::<Hmac<Sha1>>(secret, body, &sig, label),
             "sha1" => saw_sha1 = true,
             _ => return Err(AuthError::Malformed(label)),
         }
@@ -59,7 +59,7 @@ pub(super) fn bare_hex(
     for (name, label) in names {
         let Some(value) = header(headers, name).filter(|v| !v.is_empty()) else { continue };
         let sig = hex::decode(value).map_err(|_| AuthError::Malformed(label))?;
-        return verify::<Hmac<Sha256>>(secret, body, &sig);
+        return verify::<Hmac<Sha256>>(secret, body, &sig, label);
     }
     Err(AuthError::Missing(names[0].1))
 }
@@ -78,16 +78,21 @@ pub(super) fn token(
     if bool::from(a.ct_eq(&b)) {
         Ok(())
     } else {
-        Err(AuthError::Mismatch)
+        Err(AuthError::Mismatch(label))
     }
 }
 
-fn verify<M: Mac + hmac::digest::KeyInit>(secret: &Secret, body: &[u8], sig: &[u8]) -> Result<(), AuthError> {
+fn verify<M: Mac + hmac::digest::KeyInit>(
+    secret: &Secret,
+    body: &[u8],
+    sig: &[u8],
+    label: &'static str,
+) -> Result<(), AuthError> {
     let Ok(mut mac) = <M as Mac>::new_from_slice(secret.expose()) else {
         // HMAC takes keys of any length: this cannot happen, and would refuse the request.
-        return Err(AuthError::Mismatch);
+        return Err(AuthError::Mismatch(label));
     };
     mac.update(body);
     // `verify_slice` compares in constant time.
-    mac.verify_slice(sig).map_err(|_| AuthError::Mismatch)
+    mac.verify_slice(sig).map_err(|_| AuthError::Mismatch(label))
 }

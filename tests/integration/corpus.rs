@@ -89,9 +89,11 @@ fn one_changed_byte_fails_authentication() {
         for at in [0, req.body.len() / 2, req.body.len() - 1] {
             let mut body = req.body.clone();
             body[at] ^= 0x01;
-            assert_eq!(
-                providers::authenticate(provider, &headers, &body, &secret, false),
-                Err(AuthError::Mismatch),
+            assert!(
+                matches!(
+                    providers::authenticate(provider, &headers, &body, &secret, false),
+                    Err(AuthError::Mismatch(_))
+                ),
                 "{} byte {at}",
                 req.name
             );
@@ -107,9 +109,11 @@ fn wrong_secret_and_missing_signature_fail_everywhere() {
     for req in all_requests() {
         let headers = req.header_map();
         let provider = providers::detect(&headers).unwrap();
-        assert_eq!(
-            providers::authenticate(provider, &headers, &req.body, &wrong, false),
-            Err(AuthError::Mismatch),
+        assert!(
+            matches!(
+                providers::authenticate(provider, &headers, &req.body, &wrong, false),
+                Err(AuthError::Mismatch(_))
+            ),
             "{}",
             req.name
         );
@@ -154,7 +158,7 @@ fn gitlab_token_of_another_entry_is_refused() {
     let other_entry = Secret::new("the other entry's token");
     assert_eq!(
         providers::authenticate(Provider::Gitlab, &headers, &req.body, &other_entry, false),
-        Err(AuthError::Mismatch)
+        Err(AuthError::Mismatch("X-Gitlab-Token"))
     );
 }
 

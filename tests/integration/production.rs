@@ -50,6 +50,33 @@ fn under_journald_log_lines_carry_priorities_and_no_timestamp() {
     assert!(refused.starts_with("<3>"), "{refused}");
 }
 
+/// Under journald no line carries an ANSI escape (span fields included), and a wrong secret,
+/// the most common mistake, is a warning that names the entry and the header (once a minute
+/// per entry), never the secret.
+#[test]
+fn journal_lines_are_plain_and_a_wrong_secret_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = "server: { listen: 127.0.0.1:0 }\nentries:\n  site:\n    secret: right-secret\n    actions: [\"true\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), settings, &[("JOURNAL_STREAM", "8:12345")]);
+    let body = crate::common::push_body("acme/site", "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+    for n in 0..5 {
+        let headers = crate::common::github_push(&body, "wrong-secret", &format!("w{n}"));
+        assert_eq!(daemon.post("/hooks/site", &headers, &body).status, 401);
+    }
+    crate::common::eventually("the refusal is logged", || daemon.log().contains("request refused"));
+    let log = daemon.log();
+    assert!(!log.contains('\u{1b}'), "an ANSI escape reached the journal: {log:?}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("request refused")).collect();
+    assert_eq!(warnings.len(), 1, "rate-limited: {warnings:?}");
+    assert!(warnings[0].starts_with("<4>"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("entry \"site\"") && warnings[0].contains("X-Hub-Signature-256"),
+        "{}",
+        warnings[0]
+    );
+    assert!(!log.contains("right-secret") && !log.contains("wrong-secret"), "{log}");
+}
+
 #[test]
 fn the_systemd_unit_is_valid_and_asks_for_what_the_daemon_does() {
     let unit_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/wh-automata.service");
