@@ -11,11 +11,18 @@ fn main() -> ExitCode {
     if args.check {
         return match wh_automata::settings::load(&args.settings) {
             Ok(settings) => {
+                for warning in &settings.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 eprintln!(
-                    "{}: ok ({} entries in {} files)",
+                    "{}: ok ({} entries in {} files{})",
                     args.settings.display(),
                     settings.entries.len(),
-                    settings.files.len()
+                    settings.files.len(),
+                    match settings.warnings.len() {
+                        0 => String::new(),
+                        n => format!("; {n} warning(s)"),
+                    }
                 );
                 ExitCode::SUCCESS
             }
@@ -26,7 +33,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging(args.log_format);
+    if let Err(message) = init_logging(args.log_format) {
+        eprintln!("wh-automatad: {message}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -50,9 +60,11 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr: text (under journald with priorities and without timestamps, which the
 /// journal adds) or JSON lines.
-fn init_logging(format: Option<LogFormat>) {
+fn init_logging(format: Option<LogFormat>) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let text = std::env::var("WH_LOG").unwrap_or_else(|_| "info".to_string());
+    wh_automata::cli::check_log_filter(&text).map_err(|why| format!("WH_LOG={text:?}: {why}"))?;
+    let filter = EnvFilter::try_new(&text).map_err(|e| format!("WH_LOG={text:?}: {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         Some(LogFormat::Json) => builder.json().init(),
@@ -63,4 +75,5 @@ fn init_logging(format: Option<LogFormat>) {
         }
         None => builder.with_ansi(false).init(),
     }
+    Ok(())
 }

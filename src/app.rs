@@ -74,6 +74,9 @@ fn timestamp(t: SystemTime) -> String {
 impl App {
     /// Opens the store of `settings` and builds the shared state.
     pub fn new(settings: Settings) -> Result<App, StoreError> {
+        for w in &settings.warnings {
+            warn!(warning = %w, "settings: likely not what was meant");
+        }
         let store = Store::open(&settings.server.state_dir)?;
         let status = LoadStatus {
             state: "loaded",
@@ -145,6 +148,9 @@ impl App {
                 status.problems.clear();
                 drop(status);
                 info!(entries = new.entries.len(), files = new.files.len(), "settings reloaded");
+                for w in &new.warnings {
+                    warn!(warning = %w, "settings: likely not what was meant");
+                }
                 let back = self.queue.unpark(|name| new.entry(name).is_some());
                 if back > 0 {
                     info!(jobs = back, "jobs whose entry is back wait to run again");

@@ -106,3 +106,35 @@ fn parse_provider(name: &str) -> Result<Provider, String> {
     Provider::from_name(name)
         .ok_or_else(|| format!("unknown provider {name:?}: github, gitlab, gogs, gitea or bitbucket"))
 }
+
+/// The levels `WH_LOG` may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a `WH_LOG` filter: levels, or `target=level` directives, comma-separated. The log
+/// library reads a bare unknown word (`inf`) as a target and silences everything else; here it
+/// is an error.
+pub fn check_log_filter(text: &str) -> Result<(), String> {
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{level:?} is not a level: give one of {} (or target=level)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_filters() {
+        for good in ["info", "warn", "DEBUG", "wh_automata::server=debug,info", ""] {
+            assert!(super::check_log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["inf", "wh_automata=loud", "verbose"] {
+            assert!(super::check_log_filter(bad).is_err(), "{bad}");
+        }
+    }
+}

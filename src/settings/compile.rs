@@ -10,7 +10,7 @@ use std::time::Duration;
 use globset::{Glob, GlobSetBuilder};
 
 use super::problems::{problem, Problem};
-use super::raw::{OneOrMany, Quantity, RawAction, RawActions, RawEntry, RawServer};
+use super::raw::{OneOrMany, Quantity, RawAction, RawEntry, RawServer};
 use super::units::{parse_duration, parse_size};
 use super::{Action, Entry, Secret, Server, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::matcher::{MatchSpec, Matcher};
@@ -22,6 +22,8 @@ pub(super) struct Place<'a> {
     pub line: Option<usize>,
     /// The directory of the file: relative paths are relative to it.
     pub dir: &'a Path,
+    /// The line of each item of the entry's `actions:` list, where the text shows them.
+    pub action_lines: Vec<usize>,
 }
 
 /// The problems of one entry, each located at the entry.
@@ -33,6 +35,12 @@ struct Report<'a, 'p> {
 impl Report<'_, '_> {
     fn bad(&mut self, message: String) {
         self.problems.push(problem(self.place.file, self.place.line, Some(self.place.name), message));
+    }
+
+    /// A problem at `line` when it is known, else at the entry.
+    fn bad_at(&mut self, line: Option<usize>, message: String) {
+        let line = line.or(self.place.line);
+        self.problems.push(problem(self.place.file, line, Some(self.place.name), message));
     }
 }
 
@@ -232,11 +240,17 @@ fn timeout(text: Option<&str>, report: &mut Report<'_, '_>) -> Duration {
     }
 }
 
-fn actions(raw: Option<RawActions>, report: &mut Report<'_, '_>) -> Vec<Action> {
-    let raw_actions = match raw {
-        None => Vec::new(),
-        Some(RawActions::One(s)) => vec![RawAction::Command(s)],
-        Some(RawActions::Many(list)) => list,
+fn actions(raw: Option<serde_yaml::Value>, report: &mut Report<'_, '_>) -> Vec<Action> {
+    let raw_actions = match super::actions::read(raw.unwrap_or_default()) {
+        Ok(list) => list,
+        Err(problems) => {
+            for (n, message) in problems {
+                let line = report.place.action_lines.get(n.wrapping_sub(1)).copied();
+                let what = if n == 0 { message } else { format!("action {n} {message}") };
+                report.bad_at(line, what);
+            }
+            return Vec::new();
+        }
     };
     let mut actions = Vec::new();
     for (i, a) in raw_actions.into_iter().enumerate() {

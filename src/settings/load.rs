@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::compile::{self, Place};
-use super::problems::{duplicate_names, entry_lines, problem, Problem, Problems};
+use super::problems::{action_lines, duplicate_names, entry_lines, problem, Problem, Problems};
 use super::raw::{RawEntry, RawFile};
 use super::{include, Entry, Index, Settings};
 
@@ -40,7 +40,8 @@ pub(super) fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<
         return Err(Problems(problems));
     }
     let index = Index::of(&entries);
-    Ok(Settings { source, files, include_globs, server, entries, index })
+    let warnings = entries.iter().flat_map(|e| warnings(e)).collect();
+    Ok(Settings { source, files, include_globs, server, entries, warnings, index })
 }
 
 /// Reads the files that the include `pattern` (`full`: made absolute) names, once each.
@@ -112,7 +113,8 @@ fn entries(
                 continue;
             }
             seen.insert(name.clone(), (file.clone(), line));
-            let place = Place { name: &name, file, line, dir: &dir };
+            let action_lines = line.map(|l| action_lines(&source.text, l)).unwrap_or_default();
+            let place = Place { name: &name, file, line, dir: &dir, action_lines };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));
             }
@@ -171,6 +173,28 @@ fn parse_file(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<Ra
             None
         }
     }
+}
+
+/// What is valid in `entry` but likely not meant: a branch or tag regex that is not anchored
+/// matches every name that merely contains it (`main` matches `not-main`).
+fn warnings(entry: &Entry) -> Vec<Problem> {
+    let m = &entry.matcher;
+    [("branch", m.branch.as_ref()), ("tag", m.tag.as_ref())]
+        .into_iter()
+        .filter_map(|(field, re)| {
+            let pattern = re?.as_str();
+            let anchored = pattern.starts_with('^') && pattern.ends_with('$');
+            let anything = matches!(pattern, ".*" | ".+" | "^.*$" | "^.+$");
+            (!anchored && !anything).then(|| {
+                let message = format!(
+                    "match.{field} \"{pattern}\" is a regular expression that matches any {field} containing it \
+                     (\"{pattern}\" also matches \"old-{pattern}\"): write \"^{}$\" to match it alone",
+                    pattern.trim_start_matches('^').trim_end_matches('$')
+                );
+                problem(&entry.file, entry.line, Some(&entry.name), message)
+            })
+        })
+        .collect()
 }
 
 /// Whether `text` holds no YAML content: only blanks, comments and document markers.

@@ -9,6 +9,7 @@
 //! This module never touches the network or the job store; it only reads files and the
 //! environment.
 
+mod actions;
 mod compile;
 pub mod include;
 mod load;
@@ -57,6 +58,9 @@ pub struct Settings {
     pub include_globs: Vec<PathBuf>,
     pub server: Server,
     pub entries: Vec<Arc<Entry>>,
+    /// What is valid but likely not meant (an unanchored branch regex): said by `--check` and
+    /// logged at load, never refused.
+    pub warnings: Vec<Problem>,
     /// Entries by name and by repository, so that finding the entries of a request does not
     /// grow with their number.
     index: Index,

@@ -103,6 +103,33 @@ pub(super) fn entry_lines(text: &str) -> Vec<(String, usize)> {
     out
 }
 
+/// The 1-based lines of the items of the `actions:` list of the entry whose name is on line
+/// `entry_line` (a block list, `- ...`, directly under `actions:`); empty for a flow list.
+pub(super) fn action_lines(text: &str, entry_line: usize) -> Vec<usize> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(entry) = lines.get(entry_line.wrapping_sub(1)) else { return Vec::new() };
+    let content = |i: &usize| !lines[*i].trim().is_empty() && !lines[*i].trim_start().starts_with('#');
+    // The entry's own lines: until one is not deeper than the entry's name.
+    let body: Vec<usize> =
+        (entry_line..lines.len()).filter(content).take_while(|i| indent(lines[*i]) > indent(entry)).collect();
+    let Some(at) = body.iter().position(|i| lines[*i].trim_end().trim_start() == "actions:") else {
+        return Vec::new();
+    };
+    let key_indent = indent(lines[body[at]]);
+    let items: Vec<usize> =
+        body[at + 1..].iter().copied().take_while(|i| indent(lines[*i]) >= key_indent).collect();
+    let Some(first) = items.iter().find(|i| lines[**i].trim_start().starts_with('-')) else {
+        return Vec::new();
+    };
+    let item_indent = indent(lines[*first]);
+    items
+        .into_iter()
+        .filter(|i| indent(lines[*i]) == item_indent && lines[*i].trim_start().starts_with('-'))
+        .map(|i| i + 1)
+        .collect()
+}
+
 /// The key of a `key: value` line, unquoted.
 fn key_of(line: &str) -> Option<String> {
     if let Some(rest) = line.strip_prefix('"') {
@@ -117,6 +144,13 @@ fn key_of(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_lines_find_each_item() {
+        let text = "entries:\n  a:\n    insecure: true\n    actions:\n      - one\n      - run: two\n        if_changed: [x]\n\n      - three\n  b:\n    actions:\n    - four\n";
+        assert_eq!(action_lines(text, 2), vec![5, 6, 9]);
+        assert_eq!(action_lines(text, 10), vec![12]);
+    }
 
     #[test]
     fn entry_lines_sees_duplicates_and_ignores_nested_keys() {

@@ -85,7 +85,9 @@ pub(super) struct RawEntry {
     pub(super) timeout: Option<Quantity>,
     /// Shell commands run in order with `sh -c`; the first failure stops the job.
     #[serde(default)]
-    pub(super) actions: Option<RawActions>,
+    // Read by hand (see `super::actions`) to say which action is wrong and how.
+    #[schemars(with = "Option<RawActions>")]
+    pub(super) actions: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -111,8 +113,11 @@ pub(super) enum OneOrMany {
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+// The shape of `actions:`, for the schema only: the loader reads them by hand (`super::actions`).
+/// A shell command, or a list of commands and steps.
+#[derive(JsonSchema)]
 #[serde(untagged)]
+#[allow(dead_code)]
 pub(super) enum RawActions {
     One(String),
     Many(Vec<RawAction>),

@@ -5,6 +5,7 @@ mod common;
 mod corpus;
 mod daemon;
 mod faults;
+mod first_hour;
 mod generated;
 mod hostile;
 mod production;

@@ -1,0 +1,89 @@
+//! A new user's first hour: the mistakes people make first get answers that say what to do.
+//! Each test here failed on 0.1.0.
+
+use crate::common::{bin, write};
+
+fn check(dir: &std::path::Path, file: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bin("wh-automatad"))
+        .args(["--check", file])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// YAML mistakes in actions are said per action, with the line and how to fix them.
+#[test]
+fn yaml_mistakes_in_actions_name_the_action_the_line_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "s.yaml",
+        "entries:\n  site:\n    insecure: true\n    actions:\n      - git pull --ff-only\n      - true\n      \
+         - echo deploy: done\n      - run: docker compose up -d --build\n        if_chaged: [Dockerfile]\n",
+    );
+    let (code, stderr) = check(dir.path(), "s.yaml");
+    assert_eq!(code, Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("s.yaml:6: entry \"site\": action 2 is the boolean true")
+            && lines[0].contains("(- \"true\")"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("s.yaml:7: entry \"site\": action 3 is `echo deploy: done`")
+            && lines[1].contains("quote"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with("s.yaml:8: entry \"site\": action 4 has an unknown key `if_chaged`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("untagged enum"), "{stderr}");
+}
+
+/// `branch: main` is a regular expression that also matches `not-main`: `--check` warns, and
+/// still exits 0 (the file is valid).
+#[test]
+fn an_unanchored_branch_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "s.yaml",
+        "entries:\n  site:\n    insecure: true\n    match: { branch: main }\n    actions: [\"true\"]\n",
+    );
+    let (code, stderr) = check(dir.path(), "s.yaml");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: s.yaml:2: entry \"site\": match.branch \"main\"")
+            && stderr.contains("\"^main$\""),
+        "{stderr}"
+    );
+    write(
+        dir.path(),
+        "s.yaml",
+        "entries:\n  site:\n    insecure: true\n    match: { branch: ^main$ }\n    actions: [\"true\"]\n",
+    );
+    let (code, stderr) = check(dir.path(), "s.yaml");
+    assert_eq!((code, stderr.contains("warning")), (Some(0), false), "{stderr}");
+}
+
+/// A `WH_LOG` that is no level is an error at start, not a silent daemon.
+#[test]
+fn a_bad_log_filter_is_an_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
+    );
+    let out = std::process::Command::new(bin("wh-automatad"))
+        .arg("settings.yaml")
+        .current_dir(dir.path())
+        .env("WH_LOG", "inf")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("WH_LOG=\"inf\": \"inf\" is not a level"), "{stderr}");
+}
