@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -35,8 +36,6 @@ use crate::providers::{self, AuthError, PayloadError};
 use crate::settings::{Entry, Settings};
 use crate::store::NewJob;
 
-/// How long a client may take to send the body once the headers are in.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish when the daemon stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Suggested wait when the queue is full.
@@ -47,6 +46,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     let settings = app.settings();
     let limit = Arc::new(Semaphore::new(settings.server.max_connections));
     let header_timeout = settings.server.header_timeout;
+    let per_address = Arc::new(PerAddress::new(settings.server.max_connections_per_address));
     drop(settings);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -72,6 +72,11 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             },
             _ = &mut shutdown => break,
         };
+        // One address (or a few) may not take every place: past its share, closed at once.
+        let Some(share) = per_address.enter(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
@@ -84,12 +89,54 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(share);
             drop(permit);
         });
     }
     drop(listener);
     if tokio::time::timeout(CLOSE_GRACE, graceful.shutdown()).await.is_err() {
         warn!("connections still open after the close grace period; dropping them");
+    }
+}
+
+/// Open connections per client address, against a cap.
+struct PerAddress {
+    cap: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its address's share; leaving it on drop.
+struct Share {
+    of: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn new(cap: usize) -> PerAddress {
+        PerAddress { cap, open: Mutex::new(HashMap::new()) }
+    }
+
+    /// A place for a connection from `ip`, if its share is not used up.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Share> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Share { of: self.clone(), ip })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -253,7 +300,7 @@ struct Matched {
 /// A webhook, top to bottom.
 async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> Result<Answer, HookError> {
     let settings = app.settings();
-    let request = receive(req, settings.server.max_body).await?;
+    let request = receive(req, settings.server.max_body, settings.server.body_timeout).await?;
     let provider = detect(&request)?;
     let authentic = if request.body.len() > OFF_REACTOR {
         // Hashing and parsing a large body takes milliseconds: not on the threads that serve
@@ -294,7 +341,7 @@ fn identify(
 
 /// Receives the body within `max_body` (refused from `Content-Length` before reading past it)
 /// and the body timeout.
-async fn receive(req: Request<Incoming>, max: u64) -> Result<Received, HookError> {
+async fn receive(req: Request<Incoming>, max: u64, timeout: Duration) -> Result<Received, HookError> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -305,7 +352,7 @@ async fn receive(req: Request<Incoming>, max: u64) -> Result<Received, HookError
         return Err(HookError::TooLarge(max));
     }
     let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
-    let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+    let body = match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => return Err(HookError::SlowBody),
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(HookError::TooLarge(max)),

@@ -58,7 +58,9 @@ pub(super) fn server(
         max_body: 1024 * 1024,
         state_dir: base.join("state"),
         max_connections: 256,
+        max_connections_per_address: 32,
         header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(30),
         log_limit: 1024 * 1024,
         shutdown_grace: Duration::from_secs(30),
     };
@@ -81,6 +83,12 @@ pub(super) fn server(
         ("workers", raw.workers, &mut server.workers, 1024),
         ("queue", raw.queue, &mut server.queue, 1_000_000),
         ("max_connections", raw.max_connections, &mut server.max_connections, 1_000_000),
+        (
+            "max_connections_per_address",
+            raw.max_connections_per_address,
+            &mut server.max_connections_per_address,
+            1_000_000,
+        ),
     ] {
         match value {
             Some(n) if n == 0 || n > max => bad(format!("{name} must be between 1 and {max}, not {n}")),
@@ -101,6 +109,7 @@ pub(super) fn server(
     }
     for (name, value, slot) in [
         ("header_timeout", &raw.header_timeout, &mut server.header_timeout),
+        ("body_timeout", &raw.body_timeout, &mut server.body_timeout),
         ("shutdown_grace", &raw.shutdown_grace, &mut server.shutdown_grace),
     ] {
         match value.as_ref().map(|v| parse_duration(&v.text())) {

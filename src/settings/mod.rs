@@ -77,7 +77,9 @@ pub struct Server {
     pub max_body: u64,
     pub state_dir: PathBuf,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
     /// Cap on each job's log file.
     pub log_limit: u64,
     /// How long running jobs may go on after SIGTERM before their process groups are killed.

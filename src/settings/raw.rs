@@ -45,6 +45,13 @@ pub(super) struct RawServer {
     /// Connections served at once (default 256); more wait to be accepted.
     #[schemars(range(min = 1))]
     pub(super) max_connections: Option<usize>,
+    /// Connections served at once from one address (default 32); more from it are closed at once,
+    /// so that a flood from one address or a few cannot keep the hosts' deliveries out.
+    #[schemars(range(min = 1))]
+    pub(super) max_connections_per_address: Option<usize>,
+    /// Time a client has to send the body once the headers are in (default 30s).
+    #[schemars(example = &"30s")]
+    pub(super) body_timeout: Option<Quantity>,
     /// Time a client has to send its request headers (default 10s).
     #[schemars(example = &"10s")]
     pub(super) header_timeout: Option<Quantity>,

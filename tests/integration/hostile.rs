@@ -230,3 +230,48 @@ fn routed_requests_without_a_repository_try_no_secret() {
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["jobs"][0]["entry"], "e7");
 }
+
+/// A connection from 127.0.0.2 (a chosen source address, on loopback).
+fn connect_from(source: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
+/// Slow or idle clients from one address cannot take every place: past its share they are
+/// closed at once, and deliveries from elsewhere are answered; a slow body is cut at
+/// `body_timeout`. (Figures under a flood: bench/SLOW.md.)
+#[test]
+fn one_address_cannot_take_every_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0, max_connections_per_address: 4, body_timeout: 1s }\nentries:\n  a:\n    \
+         insecure: true\n    actions: [\"true\"]\n",
+        &[],
+    );
+    let held: Vec<_> = (0..4).map(|_| connect_from("127.0.0.2", daemon.addr)).collect();
+    // Its fifth is closed at once (no answer, end of stream), not kept waiting.
+    let mut fifth = connect_from("127.0.0.2", daemon.addr);
+    fifth.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(fifth.read(&mut buf).unwrap_or(0), 0, "the fifth connection is closed");
+    // A delivery from another address goes through meanwhile.
+    let mut req = crate::common::request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    assert_eq!(daemon.send("/hooks/a", &req).status, 202);
+    // A body that does not arrive within body_timeout is refused.
+    let mut slow = connect_from("127.0.0.3", daemon.addr);
+    slow.write_all(
+        b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(held);
+}
