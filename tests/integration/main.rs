@@ -9,6 +9,7 @@ mod first_hour;
 mod generated;
 mod hostile;
 mod production;
+mod readme;
 mod rules;
 mod settings_faults;
 mod store_faults;
