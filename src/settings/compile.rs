@@ -59,6 +59,7 @@ pub(super) fn server(
         state_dir: base.join("state"),
         max_connections: 256,
         max_connections_per_address: 32,
+        trusted_proxies: vec![std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()],
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(30),
         log_limit: 1024 * 1024,
@@ -116,6 +117,15 @@ pub(super) fn server(
             Some(Ok(d)) => *slot = d,
             Some(Err(e)) => bad(format!("{name}: {e}")),
             None => {}
+        }
+    }
+    if let Some(list) = &raw.trusted_proxies {
+        server.trusted_proxies.clear();
+        for text in list {
+            match text.parse() {
+                Ok(ip) => server.trusted_proxies.push(ip),
+                Err(_) => bad(format!("trusted_proxies: \"{text}\" is not an IP address")),
+            }
         }
     }
     if let Some(dir) = &raw.state_dir {

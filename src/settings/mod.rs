@@ -78,6 +78,8 @@ pub struct Server {
     pub state_dir: PathBuf,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    /// Peers whose forwarding headers name the client (for the log).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     /// Cap on each job's log file.

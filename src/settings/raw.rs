@@ -52,6 +52,9 @@ pub(super) struct RawServer {
     /// Time a client has to send the body once the headers are in (default 30s).
     #[schemars(example = &"30s")]
     pub(super) body_timeout: Option<Quantity>,
+    /// Addresses of reverse proxies whose X-Forwarded-For / Forwarded headers name the client in
+    /// the log (default: 127.0.0.1 and ::1).
+    pub(super) trusted_proxies: Option<Vec<String>>,
     /// Time a client has to send its request headers (default 10s).
     #[schemars(example = &"10s")]
     pub(super) header_timeout: Option<Quantity>,

@@ -87,3 +87,28 @@ fn a_bad_log_filter_is_an_error_at_start() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("WH_LOG=\"inf\": \"inf\" is not a level"), "{stderr}");
 }
+
+/// Behind nginx every delivery comes from 127.0.0.1: the log names the client that the trusted
+/// proxy says, and ignores what an untrusted peer says.
+#[test]
+fn the_log_names_the_client_behind_a_trusted_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = crate::common::Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    secret: s\n    actions: [\"true\"]\n",
+        &[],
+    );
+    let mut req = crate::common::request("github/push.json");
+    req.headers.push(("X-Forwarded-For".into(), "203.0.113.9".into()));
+    assert_eq!(daemon.send("/hooks/a", &req).status, 401);
+    crate::common::eventually("the refusal is logged", || daemon.log().contains("client=203.0.113.9"));
+    drop(daemon);
+    let daemon = crate::common::Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0, trusted_proxies: [] }\nentries:\n  a:\n    secret: s\n    actions: [\"true\"]\n",
+        &[],
+    );
+    assert_eq!(daemon.send("/hooks/a", &req).status, 401);
+    crate::common::eventually("the refusal is logged", || daemon.log().contains("client=127.0.0.1"));
+    assert!(!daemon.log().contains("203.0.113.9"), "{}", daemon.log());
+}

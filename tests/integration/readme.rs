@@ -145,3 +145,30 @@ fn the_caddyfile_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The production install steps: `cargo install --locked`, and man pages and completions
+/// installed where their directories do not exist yet (run here under a temporary root).
+#[test]
+fn the_install_steps_work_where_directories_are_missing() {
+    let steps = blocks("In production");
+    let install = &steps[0];
+    assert!(install.contains("cargo install --locked --path ."), "{install}");
+    let dir = tempfile::tempdir().unwrap();
+    let under = dir.path().to_str().unwrap();
+    let lines: Vec<String> = install
+        .lines()
+        .filter(|l| l.contains("contrib/"))
+        .map(|l| l.replace("sudo ", "").replace(" /usr/", &format!(" {under}/usr/")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{install}");
+    let out = Command::new("sh").args(["-ec", &lines.join("\n")]).current_dir(root()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for file in [
+        "usr/local/share/man/man1/wh-automatad.1",
+        "usr/local/share/man/man1/wh-automata-trigger.1",
+        "usr/share/bash-completion/completions/wh-automatad",
+        "usr/share/bash-completion/completions/wh-automata-trigger",
+    ] {
+        assert!(dir.path().join(file).is_file(), "{file} not installed");
+    }
+}
