@@ -14,12 +14,16 @@ fn main() -> ExitCode {
                 for warning in &settings.warnings {
                     eprintln!("warning: {warning}");
                 }
+                let machine = wh_automata::preflight::warnings(&settings);
+                for warning in &machine {
+                    eprintln!("warning: {warning}");
+                }
                 eprintln!(
                     "{}: ok ({} entries in {} files{})",
                     args.settings.display(),
                     settings.entries.len(),
                     settings.files.len(),
-                    match settings.warnings.len() {
+                    match settings.warnings.len() + machine.len() {
                         0 => String::new(),
                         n => format!("; {n} warning(s)"),
                     }

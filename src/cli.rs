@@ -23,7 +23,9 @@ use crate::event::Provider;
 pub struct DaemonArgs {
     /// The settings file (YAML).
     pub settings: PathBuf,
-    /// Validate the settings and every included file, print every problem, and exit 0 or 1.
+    /// Validate the settings and every included file, print every problem, and exit 1 if there
+    /// is one; else exit 0, after warning about what would stop the daemon on this machine for
+    /// the user running the check (missing workdir, state_dir not writable, listen address in use).
     #[arg(long)]
     pub check: bool,
     /// Log format on stderr (default: text, without timestamps under journald).

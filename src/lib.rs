@@ -29,6 +29,7 @@ pub mod control;
 pub mod daemon;
 pub mod event;
 pub mod matcher;
+pub mod preflight;
 pub mod providers;
 pub mod queue;
 pub mod reload;

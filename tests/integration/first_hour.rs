@@ -112,3 +112,22 @@ fn the_log_names_the_client_behind_a_trusted_proxy() {
     crate::common::eventually("the refusal is logged", || daemon.log().contains("client=127.0.0.1"));
     assert!(!daemon.log().contains("203.0.113.9"), "{}", daemon.log());
 }
+
+/// `--check` also says what would stop the daemon on this machine (a missing workdir, a listen
+/// address in use), as warnings: the settings are valid, exit 0.
+#[test]
+fn check_warns_about_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    write(
+        dir.path(),
+        "s.yaml",
+        &format!("server: {{ listen: \"{addr}\" }}\nentries:\n  site:\n    insecure: true\n    workdir: /nonexistent/site\n    actions: [\"true\"]\n"),
+    );
+    let (code, stderr) = check(dir.path(), "s.yaml");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("warning: entry \"site\": workdir /nonexistent/site does not exist"), "{stderr}");
+    assert!(stderr.contains(&format!("warning: listen {addr}: the address is in use")), "{stderr}");
+    assert!(stderr.contains("2 warning(s)"), "{stderr}");
+}
