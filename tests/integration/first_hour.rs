@@ -77,12 +77,22 @@ fn a_bad_log_filter_is_an_error_at_start() {
         "settings.yaml",
         "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
     );
-    let out = std::process::Command::new(bin("wh-automatad"))
+    let mut child = std::process::Command::new(bin("wh-automatad"))
         .arg("settings.yaml")
         .current_dir(dir.path())
         .env("WH_LOG", "inf")
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("the daemon started, silent, with WH_LOG=inf");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("WH_LOG=\"inf\": \"inf\" is not a level"), "{stderr}");
