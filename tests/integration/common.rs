@@ -420,3 +420,36 @@ pub fn git(cwd: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// `wh-automatad --check FILE` in `dir`: its exit status and stderr.
+pub fn check_settings(dir: &Path, file: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bin("wh-automatad"))
+        .args(["--check", file])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs `wh-automatad settings.yaml` in `dir` with `env` and expects it to refuse to start:
+/// fails the test with `started` if it is still running after 10 s. Returns the exit status
+/// and stderr.
+pub fn refuses_to_start(dir: &Path, env: &[(&str, &str)], started: &str) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(bin("wh-automatad"));
+    cmd.arg("settings.yaml").current_dir(dir).env_clear().stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{started}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

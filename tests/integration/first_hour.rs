@@ -1,16 +1,7 @@
 //! A new user's first hour: the mistakes people make first get answers that say what to do.
 //! Each test here failed on 0.1.0.
 
-use crate::common::{bin, write};
-
-fn check(dir: &std::path::Path, file: &str) -> (Option<i32>, String) {
-    let out = std::process::Command::new(bin("wh-automatad"))
-        .args(["--check", file])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use crate::common::{check_settings, write};
 
 /// YAML mistakes in actions are said per action, with the line and how to fix them.
 #[test]
@@ -22,7 +13,7 @@ fn yaml_mistakes_in_actions_name_the_action_the_line_and_the_fix() {
         "entries:\n  site:\n    insecure: true\n    actions:\n      - git pull --ff-only\n      - true\n      \
          - echo deploy: done\n      - run: docker compose up -d --build\n        if_chaged: [Dockerfile]\n",
     );
-    let (code, stderr) = check(dir.path(), "s.yaml");
+    let (code, stderr) = check_settings(dir.path(), "s.yaml");
     assert_eq!(code, Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(
@@ -52,7 +43,7 @@ fn an_unanchored_branch_is_a_warning() {
         "s.yaml",
         "entries:\n  site:\n    insecure: true\n    match: { branch: main }\n    actions: [\"true\"]\n",
     );
-    let (code, stderr) = check(dir.path(), "s.yaml");
+    let (code, stderr) = check_settings(dir.path(), "s.yaml");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("warning: s.yaml:2: entry \"site\": match.branch \"main\"")
@@ -64,7 +55,7 @@ fn an_unanchored_branch_is_a_warning() {
         "s.yaml",
         "entries:\n  site:\n    insecure: true\n    match: { branch: ^main$ }\n    actions: [\"true\"]\n",
     );
-    let (code, stderr) = check(dir.path(), "s.yaml");
+    let (code, stderr) = check_settings(dir.path(), "s.yaml");
     assert_eq!((code, stderr.contains("warning")), (Some(0), false), "{stderr}");
 }
 
@@ -77,24 +68,12 @@ fn a_bad_log_filter_is_an_error_at_start() {
         "settings.yaml",
         "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
     );
-    let mut child = std::process::Command::new(bin("wh-automatad"))
-        .arg("settings.yaml")
-        .current_dir(dir.path())
-        .env("WH_LOG", "inf")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > until {
-            let _ = child.kill();
-            panic!("the daemon started, silent, with WH_LOG=inf");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = crate::common::refuses_to_start(
+        dir.path(),
+        &[("WH_LOG", "inf"), ("PATH", &std::env::var("PATH").unwrap_or_default())],
+        "the daemon started, silent, with WH_LOG=inf",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("WH_LOG=\"inf\": \"inf\" is not a level"), "{stderr}");
 }
 
@@ -135,7 +114,7 @@ fn check_warns_about_this_machine() {
         "s.yaml",
         &format!("server: {{ listen: \"{addr}\" }}\nentries:\n  site:\n    insecure: true\n    workdir: /nonexistent/site\n    actions: [\"true\"]\n"),
     );
-    let (code, stderr) = check(dir.path(), "s.yaml");
+    let (code, stderr) = check_settings(dir.path(), "s.yaml");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("warning: entry \"site\": workdir /nonexistent/site does not exist"), "{stderr}");
     assert!(stderr.contains(&format!("warning: listen {addr}: the address is in use")), "{stderr}");

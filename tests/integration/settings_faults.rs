@@ -1,23 +1,12 @@
 //! Settings under faults: a file caught empty while being written, an entry that vanishes for
 //! a moment, durations that overflow, settings behind links. Each test here failed on 0.1.0.
 
-use std::path::Path;
-
 use wh_automata::store::JobState;
 
-use crate::common::{bin, eventually, request, write, Daemon};
+use crate::common::{check_settings, eventually, request, write, Daemon};
 
 fn entry(name: &str, action: &str) -> String {
     format!("  {name}:\n    insecure: true\n    actions: [\"{action}\"]\n")
-}
-
-fn check(dir: &Path, file: &str) -> (Option<i32>, String) {
-    let out = std::process::Command::new(bin("wh-automatad"))
-        .args(["--check", file])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A file truncated and written again a second later (an editor, a generator): the empty file
@@ -45,7 +34,7 @@ fn a_momentarily_empty_settings_file_changes_nothing() {
 
     let empty = dir.path().join("empty.yaml");
     std::fs::write(&empty, "# nothing yet\n\n").unwrap();
-    let (code, stderr) = check(dir.path(), "empty.yaml");
+    let (code, stderr) = check_settings(dir.path(), "empty.yaml");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("the file is empty"), "{stderr}");
 }
@@ -121,12 +110,12 @@ fn overflowing_durations_are_refused_and_plain_seconds_accepted() {
             "bad.yaml",
             &format!("entries:\n  a:\n    insecure: true\n    timeout: {value}\n    actions: [\"true\"]\n"),
         );
-        let (code, stderr) = check(dir.path(), "bad.yaml");
+        let (code, stderr) = check_settings(dir.path(), "bad.yaml");
         assert_eq!(code, Some(1), "{value}: {stderr}");
         assert!(stderr.contains(why), "{value}: {stderr}");
     }
     write(dir.path(), "plain.yaml", "server: { header_timeout: 5, max_body: 65536 }\nentries:\n  a:\n    insecure: true\n    timeout: 600\n    actions: [\"true\"]\n");
-    let (code, stderr) = check(dir.path(), "plain.yaml");
+    let (code, stderr) = check_settings(dir.path(), "plain.yaml");
     assert_eq!(code, Some(0), "{stderr}");
 
     let good = format!("server: {{ listen: 127.0.0.1:0 }}\nentries:\n{}", entry("a", "true"));

@@ -124,23 +124,8 @@ fn a_damaged_database_is_refused_at_start_with_what_to_do() {
         *b = 0xA5;
     }
     std::fs::write(&db, bytes).unwrap();
-    let mut child = std::process::Command::new(crate::common::bin("wh-automatad"))
-        .arg("settings.yaml")
-        .current_dir(dir.path())
-        .env_clear()
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > until {
-            let _ = child.kill();
-            panic!("the daemon started on a damaged database");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) =
+        crate::common::refuses_to_start(dir.path(), &[], "the daemon started on a damaged database");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("is damaged") && stderr.contains("Move it aside"), "{stderr}");
 }
