@@ -25,6 +25,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod connections;
 pub mod control;
 pub mod daemon;
 pub mod event;

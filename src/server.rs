@@ -27,10 +27,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
+use crate::connections::{Admission, Conn, Connections, Place};
 use crate::event::{Event, EventKind, Provider, Trigger};
 use crate::providers::{self, AuthError, PayloadError};
 use crate::settings::{Entry, Settings};
@@ -44,22 +44,13 @@ const RETRY_AFTER_SECS: u64 = 10;
 /// Serves until `shutdown` resolves, then lets open connections finish (briefly).
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let settings = app.settings();
-    let limit = Arc::new(Semaphore::new(settings.server.max_connections));
+    let table =
+        Connections::new(settings.server.max_connections, settings.server.max_connections_per_address);
     let header_timeout = settings.server.header_timeout;
-    let per_address = Arc::new(PerAddress::new(settings.server.max_connections_per_address));
     drop(settings);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        // Wait for room before accepting: excess connections wait in the kernel's backlog.
-        // The semaphore is never closed: an error cannot happen, and would stop serving cleanly.
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -72,25 +63,33 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             },
             _ = &mut shutdown => break,
         };
-        // One address (or a few) may not take every place: past its share, closed at once.
-        let Some(share) = per_address.enter(peer.ip()) else {
+        let Some(place) = place_for(&table, peer.ip()).await else {
             drop(stream);
             continue;
         };
         let app = app.clone();
+        let conn = place.conn.clone();
         let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(route(app, req, peer).await) }
+            let (app, conn) = (app.clone(), conn.clone());
+            async move {
+                conn.receiving();
+                let answer = route(app, req, peer, &conn).await;
+                conn.idle();
+                Ok::<_, Infallible>(answer)
+            }
         });
-        let conn = http1::Builder::new()
+        let served = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let served = graceful.watch(served);
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(share);
-            drop(permit);
+            // Dropping the connection closes it: when the table wants its place back.
+            tokio::select! {
+                _ = served => {}
+                _ = place.conn.evicted() => {}
+            }
+            drop(place);
         });
     }
     drop(listener);
@@ -99,42 +98,20 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     }
 }
 
-/// Open connections per client address, against a cap.
-struct PerAddress {
-    cap: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One connection's place in its address's share; leaving it on drop.
-struct Share {
-    of: Arc<PerAddress>,
-    ip: IpAddr,
-}
-
-impl PerAddress {
-    fn new(cap: usize) -> PerAddress {
-        PerAddress { cap, open: Mutex::new(HashMap::new()) }
-    }
-
-    /// A place for a connection from `ip`, if its share is not used up.
-    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Share> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.cap {
-            return None;
-        }
-        *n += 1;
-        Some(Share { of: self.clone(), ip })
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let mut open = self.of.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
+/// A place for a new connection from `ip`: `None` when its address has its share, or when
+/// every place is taken by requests being handled for longer than a second. Otherwise the
+/// oldest connection that has not delivered a request gives its place.
+async fn place_for(table: &Arc<Connections>, ip: IpAddr) -> Option<Place> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match table.admit(ip) {
+            Admission::Admitted(place) => return Some(place),
+            Admission::AddressFull => return None,
+            Admission::Full => {
+                table.evict_slowest();
+                if tokio::time::timeout_at(until, table.freed()).await.is_err() {
+                    return None;
+                }
             }
         }
     }
@@ -149,7 +126,7 @@ fn json_answer(status: StatusCode, body: &Value) -> Answer {
     res
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Answer {
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr, conn: &Conn) -> Answer {
     let settings = app.settings();
     let path = req.uri().path();
     if path == "/health" {
@@ -186,7 +163,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
         provider = field::Empty,
         repo = field::Empty
     );
-    match hook(app, req, target).instrument(span.clone()).await {
+    match hook(app, req, target, conn).instrument(span.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
             span.in_scope(|| match &e {
@@ -340,9 +317,15 @@ struct Matched {
 }
 
 /// A webhook, top to bottom.
-async fn hook(app: Arc<App>, req: Request<Incoming>, target: Option<String>) -> Result<Answer, HookError> {
+async fn hook(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    target: Option<String>,
+    conn: &Conn,
+) -> Result<Answer, HookError> {
     let settings = app.settings();
     let request = receive(req, settings.server.max_body, settings.server.body_timeout).await?;
+    conn.handling();
     let provider = detect(&request)?;
     let authentic = if request.body.len() > OFF_REACTOR {
         // Hashing and parsing a large body takes milliseconds: not on the threads that serve

@@ -42,7 +42,7 @@ pub(super) struct RawServer {
     pub(super) max_body: Option<Quantity>,
     /// Job database and job logs (default ./state), relative to this file.
     pub(super) state_dir: Option<PathBuf>,
-    /// Connections served at once (default 256); more wait to be accepted.
+    /// Connections served at once (default 256); when all are taken, the oldest one that has not sent a whole request gives its place.
     #[schemars(range(min = 1))]
     pub(super) max_connections: Option<usize>,
     /// Connections served at once from one address (default 32); more from it are closed at once,

@@ -275,3 +275,47 @@ fn one_address_cannot_take_every_connection() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     drop(held);
 }
+
+/// When idle or slow connections from many addresses take every place, a delivery still gets
+/// in: the oldest connection that has not delivered a request gives up its place.
+#[test]
+fn a_full_table_makes_room_for_a_delivery() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0, max_connections: 8, max_connections_per_address: 2, header_timeout: 60s }\n\
+         entries:\n  a:\n    insecure: true\n    actions: [\"true\"]\n",
+        &[],
+    );
+    // Eight places, taken by idle connections from four addresses.
+    let held: Vec<_> = (0..8).map(|i| connect_from(&format!("127.0.0.{}", 2 + i / 2), daemon.addr)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200)); // the daemon accepts them (checked below)
+    let req = crate::common::request("github/push.json");
+    let mut stream = std::net::TcpStream::connect(daemon.addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut head = "POST /hooks/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_string();
+    for (k, v) in &req.headers {
+        if !k.eq_ignore_ascii_case("content-length") {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", req.body.len()));
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&req.body).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "no answer within 5 s: {answer:?}");
+    // It got in by taking the place of an idle one, which was closed: the oldest.
+    let closed: Vec<usize> = held
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            let mut c: &std::net::TcpStream = c;
+            c.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+            matches!(c.read(&mut [0u8; 1]), Ok(0))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(closed, [0], "the oldest idle connection gave its place");
+}

@@ -1,0 +1,203 @@
+//! The daemon's open connections: a fixed number of places, a share of them per client address,
+//! and, when every place is taken, the new connection takes the place of the oldest one that has
+//! not delivered a request yet (idle, or still sending its headers or body). So neither one
+//! address nor many can keep a host's delivery waiting behind slow or idle connections, and a
+//! connection whose request is being handled is never cut.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+/// Where a connection is.
+const IDLE: u8 = 0;
+const RECEIVING: u8 = 1;
+const HANDLING: u8 = 2;
+
+/// The table of open connections.
+pub struct Connections {
+    cap: usize,
+    per_address: usize,
+    inner: Mutex<Inner>,
+    freed: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    open: HashMap<u64, Arc<Conn>>,
+    by_address: HashMap<IpAddr, usize>,
+    next: u64,
+}
+
+/// One open connection.
+pub struct Conn {
+    id: u64,
+    ip: IpAddr,
+    since: Instant,
+    stage: AtomicU8,
+    evict: Notify,
+}
+
+/// A connection's place in the table; given back when dropped.
+pub struct Place {
+    of: Arc<Connections>,
+    pub conn: Arc<Conn>,
+}
+
+/// Whether a new connection may stay.
+pub enum Admission {
+    Admitted(Place),
+    /// Its address has its share: closed at once.
+    AddressFull,
+    /// Every place is taken.
+    Full,
+}
+
+impl Connections {
+    pub fn new(cap: usize, per_address: usize) -> Arc<Connections> {
+        Arc::new(Connections { cap, per_address, inner: Mutex::new(Inner::default()), freed: Notify::new() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a connection from `ip`, if there is one.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
+        let mut inner = self.lock();
+        if inner.by_address.get(&ip).copied().unwrap_or(0) >= self.per_address {
+            return Admission::AddressFull;
+        }
+        if inner.open.len() >= self.cap {
+            return Admission::Full;
+        }
+        inner.next += 1;
+        let conn = Arc::new(Conn {
+            id: inner.next,
+            ip,
+            since: Instant::now(),
+            stage: AtomicU8::new(IDLE),
+            evict: Notify::new(),
+        });
+        inner.open.insert(conn.id, conn.clone());
+        *inner.by_address.entry(ip).or_insert(0) += 1;
+        Admission::Admitted(Place { of: self.clone(), conn })
+    }
+
+    /// Asks the oldest connection that has no request being handled to close: idle ones
+    /// first, then those still sending. `false` when every connection is handling a request.
+    pub fn evict_slowest(&self) -> bool {
+        let inner = self.lock();
+        let victim = inner
+            .open
+            .values()
+            .filter(|c| c.stage.load(Ordering::Relaxed) != HANDLING)
+            .min_by_key(|c| (c.stage.load(Ordering::Relaxed), c.since));
+        match victim {
+            Some(c) => {
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Resolves when a place is given back.
+    pub async fn freed(&self) {
+        self.freed.notified().await;
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Conn {
+    /// A request's headers are in; its body is on the way.
+    pub fn receiving(&self) {
+        self.stage.store(RECEIVING, Ordering::Relaxed);
+    }
+
+    /// The request is whole and being handled: this connection is never evicted now.
+    pub fn handling(&self) {
+        self.stage.store(HANDLING, Ordering::Relaxed);
+    }
+
+    /// The answer is out; the connection waits for another request.
+    pub fn idle(&self) {
+        self.stage.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// Resolves when the table wants this connection's place.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut inner = self.of.lock();
+        inner.open.remove(&self.conn.id);
+        if let Some(n) = inner.by_address.get_mut(&self.conn.ip) {
+            *n -= 1;
+            if *n == 0 {
+                inner.by_address.remove(&self.conn.ip);
+            }
+        }
+        drop(inner);
+        self.of.freed.notify_waiters();
+        self.of.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn admitted(a: Admission) -> Place {
+        match a {
+            Admission::Admitted(p) => p,
+            _ => panic!("not admitted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn shares_places_and_evicts_the_oldest_not_handling() {
+        let table = Connections::new(3, 2);
+        let a1 = admitted(table.admit(ip("10.0.0.1")));
+        let a2 = admitted(table.admit(ip("10.0.0.1")));
+        assert!(matches!(table.admit(ip("10.0.0.1")), Admission::AddressFull));
+        let b1 = admitted(table.admit(ip("10.0.0.2")));
+        assert!(matches!(table.admit(ip("10.0.0.3")), Admission::Full));
+        // a1 is handling a request, a2 is receiving, b1 is idle: b1 goes first (idle before
+        // receiving), though a2 is older.
+        a1.conn.handling();
+        a2.conn.receiving();
+        assert!(table.evict_slowest());
+        tokio::time::timeout(std::time::Duration::from_secs(1), b1.conn.evicted()).await.unwrap();
+        drop(b1);
+        let c1 = admitted(table.admit(ip("10.0.0.3")));
+        c1.conn.handling();
+        assert!(table.evict_slowest());
+        tokio::time::timeout(std::time::Duration::from_secs(1), a2.conn.evicted()).await.unwrap();
+        drop(a2);
+        let d1 = admitted(table.admit(ip("10.0.0.4")));
+        d1.conn.handling();
+        assert!(!table.evict_slowest(), "every connection is handling a request");
+        assert_eq!(table.len(), 3);
+        drop((a1, c1, d1));
+        assert!(table.is_empty());
+    }
+}
