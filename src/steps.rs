@@ -3,7 +3,8 @@
 //!
 //! - `total`: how many actions the job has;
 //! - `group`: the process group of the action running now: its id and the boot id, written by
-//!   the action's wrapper shell (the group's leader) before the command starts;
+//!   the action's wrapper shell (the group's leader) before the command starts; the file's time
+//!   tells the leader apart from a later process that reuses its number;
 //! - `<n>`: the end of action `n`: its exit status, written by the action's own wrapper shell
 //!   as it ends (so an action that ends after the daemon died is still known), or `skip`.
 //!
@@ -132,8 +133,9 @@ struct Group {
     pgid: i32,
     /// The kernel's boot id: after a reboot no group of before runs.
     boot: String,
-    /// The file the group's leader wrote: its command line names it, no other process's does.
-    file: PathBuf,
+    /// When the group's leader wrote the record, just after it started: a process with the
+    /// leader's number that started later is another one.
+    written: std::time::SystemTime,
 }
 
 impl Group {
@@ -142,7 +144,8 @@ impl Group {
         let mut parts = text.split_whitespace();
         let pgid = parts.next()?.parse().ok()?;
         let boot = parts.next().unwrap_or_default().to_string();
-        (pgid > 1).then(|| Group { pgid, boot, file: path.to_path_buf() })
+        let written = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+        (pgid > 1).then_some(Group { pgid, boot, written })
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -152,21 +155,17 @@ impl Group {
 
 #[cfg(target_os = "linux")]
 impl Group {
-    /// Whether this group still has a process. Its leader alive (a wrapper whose command line
-    /// names this record): yes. Another process with the leader's number: the number was
-    /// reused, this group is gone. No leader (or one exiting): the kernel does not reuse a
-    /// number while a group of it exists, so any process in a group of that number is ours.
+    /// Whether this group still has a process. Its leader alive (it started before it wrote
+    /// the record): yes. Another process with the leader's number: the number was reused, so
+    /// this group is gone (the kernel does not reuse a number while a group of it exists). No
+    /// leader (or a zombie): any process in a group of that number is one of ours.
     fn alive(&self) -> bool {
         if boot_id().as_deref() != Some(self.boot.as_str()) {
             return false;
         }
         if let Some(leader) = stat(self.pgid) {
-            let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pgid)).unwrap_or_default();
-            // An exiting process shows no command line: then its group decides, as below.
-            if !cmdline.is_empty() {
-                let file = self.file.as_os_str().as_encoded_bytes();
-                return leader.pgrp == self.pgid && cmdline.split(|b| *b == 0).any(|arg| arg == file);
-            }
+            return leader.pgrp == self.pgid
+                && started_at(leader.start).is_some_and(|t| t <= self.written + SLACK);
         }
         let Ok(procs) = std::fs::read_dir("/proc") else { return false };
         procs
@@ -188,11 +187,25 @@ fn boot_id() -> Option<String> {
     Some(std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?.trim().to_string())
 }
 
-/// What `/proc/<pid>/stat` says of a process: its group. A zombie counts as gone: it runs
-/// nothing.
+/// What `/proc/<pid>/stat` says of a process: its group and start time (clock ticks since
+/// boot). A zombie counts as gone: it runs nothing.
 #[cfg(target_os = "linux")]
 struct Stat {
     pgrp: i32,
+    start: u64,
+}
+
+/// How much later than its start a leader may have written its record (a loaded machine).
+#[cfg(target_os = "linux")]
+const SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The wall-clock time of `ticks` after boot (`USER_HZ` is 100 on Linux).
+#[cfg(target_os = "linux")]
+fn started_at(ticks: u64) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    let at = std::time::Duration::from_secs(boot) + std::time::Duration::from_millis(ticks * 10);
+    Some(std::time::UNIX_EPOCH + at)
 }
 
 #[cfg(target_os = "linux")]
@@ -201,11 +214,11 @@ fn stat(pid: i32) -> Option<Stat> {
     // The command name (field 2) is in parentheses and may hold anything: read after it.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state), fields[2] field 5 (pgrp).
+    // fields[0] is field 3 (state), fields[2] field 5 (pgrp), fields[19] field 22 (starttime).
     if fields.first() == Some(&"Z") {
         return None;
     }
-    Some(Stat { pgrp: fields.get(2)?.parse().ok()? })
+    Some(Stat { pgrp: fields.get(2)?.parse().ok()?, start: fields.get(19)?.parse().ok()? })
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -255,8 +268,8 @@ mod tests {
         let group = Group::read(&steps.group_file()).unwrap();
         assert_eq!(group.pgid, child.id() as i32);
         assert!(group.alive());
-        // Another record naming the same number is someone else's: left alone.
-        let stranger = Group { file: dir.path().join("2/group"), ..group.clone() };
+        // A record written before the process with that number started is someone else's.
+        let stranger = Group { written: std::time::UNIX_EPOCH, ..group.clone() };
         assert!(!stranger.alive());
         let elsewhere = Group { boot: "another-boot".into(), ..group.clone() };
         assert!(!elsewhere.alive());
