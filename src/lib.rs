@@ -29,6 +29,7 @@ pub mod connections;
 pub mod control;
 pub mod daemon;
 pub mod event;
+pub mod forwarded;
 pub mod matcher;
 pub mod preflight;
 pub mod providers;

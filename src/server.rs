@@ -32,6 +32,7 @@ use tracing::{field, info, info_span, warn, Instrument};
 use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::connections::{Admission, Conn, Connections, Place};
 use crate::event::{Event, EventKind, Provider, Trigger};
+use crate::forwarded;
 use crate::providers::{self, AuthError, PayloadError};
 use crate::settings::{Entry, Settings};
 use crate::store::NewJob;
@@ -153,7 +154,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
     if req.method() != Method::POST {
         return HookError::Method.answer();
     }
-    let client = client_address(peer.ip(), req.headers(), &settings.server.trusted_proxies);
+    let client = forwarded::client(peer.ip(), req.headers(), &settings.server.trusted_proxies);
     drop(settings);
     let span = info_span!(
         "delivery",
@@ -173,41 +174,6 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
             e.answer()
         }
     }
-}
-
-/// The client a request comes from: its peer, or, when the peer is a trusted proxy, the
-/// nearest address before it in `X-Forwarded-For` (or `Forwarded: for=`) that is not a trusted
-/// proxy. Only for the log: who may send what is decided by signatures, not addresses.
-fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
-        hops.extend(value.split(',').filter_map(|a| parse_hop(a.trim())));
-    }
-    if hops.is_empty() {
-        for value in headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()) {
-            for element in value.split(',') {
-                let fors = element
-                    .split(';')
-                    .filter_map(|p| p.trim().strip_prefix("for=").or(p.trim().strip_prefix("For=")));
-                hops.extend(fors.filter_map(|a| parse_hop(a.trim_matches('"'))));
-            }
-        }
-    }
-    hops.into_iter().rev().find(|hop| !trusted.contains(hop)).unwrap_or(peer)
-}
-
-/// An address as proxies write it: `203.0.113.9`, `[2001:db8::1]:4711`, `198.51.100.2:80`.
-fn parse_hop(text: &str) -> Option<IpAddr> {
-    if let Ok(ip) = text.parse() {
-        return Some(ip);
-    }
-    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
-        return Some(addr.ip());
-    }
-    text.strip_prefix('[').and_then(|t| t.split(']').next()).and_then(|t| t.parse().ok())
 }
 
 /// How often a refused signature is warned about, per entry or repository: a wrong secret is
@@ -590,31 +556,4 @@ fn health(app: &App) -> Answer {
             "queue": { "waiting": depth.waiting, "running": depth.running, "parked": depth.parked, "capacity": capacity },
         }),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_client_behind_trusted_proxies() {
-        let trusted: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.5".parse().unwrap()];
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.append(*k, v.parse().unwrap());
-            }
-            h
-        };
-        let xff = headers(&[("x-forwarded-for", "198.51.100.7, 203.0.113.9, 10.0.0.5")]);
-        assert_eq!(client_address(ip("127.0.0.1"), &xff, &trusted), ip("203.0.113.9"));
-        // From an untrusted peer the header is the sender's word: ignored.
-        assert_eq!(client_address(ip("192.0.2.1"), &xff, &trusted), ip("192.0.2.1"));
-        let fwd = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")]);
-        assert_eq!(client_address(ip("127.0.0.1"), &fwd, &trusted), ip("2001:db8::1"));
-        assert_eq!(client_address(ip("127.0.0.1"), &HeaderMap::new(), &trusted), ip("127.0.0.1"));
-        let junk = headers(&[("x-forwarded-for", "not an address, 10.0.0.5")]);
-        assert_eq!(client_address(ip("127.0.0.1"), &junk, &trusted), ip("127.0.0.1"));
-    }
 }
