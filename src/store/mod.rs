@@ -81,7 +81,11 @@ impl Store {
         let payloads = state_dir.join("payloads");
         let steps = state_dir.join("steps");
         // Owner-only, whatever the umask: payloads may carry a host's secret, logs a deploy's.
-        private_dir(state_dir)?;
+        // `state_dir` itself keeps its mode when it exists already (it may be shared, or made by
+        // the service manager); the directories inside are the store's own.
+        if !state_dir.exists() {
+            private_dir(state_dir)?;
+        }
         for dir in [&logs, &payloads, &steps] {
             private_dir(dir)?;
         }
@@ -367,8 +371,7 @@ impl Store {
     }
 }
 
-/// Creates `dir` if needed, owner-only. A directory of another owner (a `state_dir` made for
-/// the service) keeps its mode: only its owner may change it.
+/// Creates `dir` if needed, and makes it owner-only (where this user owns it).
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
