@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::event::Trigger;
 use crate::queue::{Full, Queue, Waiting};
-use crate::runner::KILL_GRACE;
+use crate::runner::{Outcome, KILL_GRACE};
 use crate::settings::{self, Problems, Settings};
 use crate::steps::{self, Ended};
 use crate::store::{Inserted, JobState, NewJob, Store, StoreError};
@@ -234,9 +234,7 @@ impl App {
         self.mark_superseded(superseded);
         Ok(ids.len())
     }
-}
 
-impl App {
     /// The jobs a crash left `running`: first their leftover processes are stopped (nothing of
     /// theirs may run beside a new job of the entry), then each whose actions all ended, while
     /// the daemon was down or just before it died, is recorded as they ended; the others run
@@ -251,7 +249,9 @@ impl App {
             let ended = match steps::read(&dir) {
                 Ended::Succeeded => Some((JobState::Succeeded, Some(0), None)),
                 Ended::Failed { action, code } => {
-                    Some((JobState::Failed, Some(code), Some(format!("action {action} exited with {code}"))))
+                    let outcome = Outcome::Failed { action, exit_code: Some(code) };
+                    // The timeout only words a timed-out job's reason: none here.
+                    Some((JobState::Failed, outcome.exit_code(), outcome.reason(std::time::Duration::ZERO)))
                 }
                 Ended::Incomplete => None,
             };

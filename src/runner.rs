@@ -104,7 +104,7 @@ impl Log {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         let written = file.metadata()?.len();
-        let mut log = Log::new(Some(file), limit, false);
+        let mut log = Log::new(Some(file), limit);
         log.written = written;
         log.truncated = written >= limit;
         Ok(log)
@@ -116,8 +116,8 @@ impl Log {
         self
     }
 
-    pub fn new(file: Option<File>, limit: u64, echo: bool) -> Log {
-        Log { file, written: 0, limit, truncated: false, echo, at_line_start: true }
+    pub fn new(file: Option<File>, limit: u64) -> Log {
+        Log { file, written: 0, limit, truncated: false, echo: false, at_line_start: true }
     }
 
     /// A line of wh-automata's own (not action output).

@@ -168,7 +168,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
         Ok(answer) => answer,
         Err(e) => {
             span.in_scope(|| match &e {
-                HookError::Unauthentic { error, whom } => refused_signature(whom, error),
+                HookError::Unauthentic { error, whom, key } => refused_signature(key, whom, error),
                 _ => info!(status = e.status().as_u16(), reason = %e, "refused"),
             });
             e.answer()
@@ -181,18 +181,18 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Warns that a request was not authentic (the headers involved, never a secret), at most once
-/// per [`WARN_EVERY`] for the same entry or repository; the ones held back are counted.
-fn refused_signature(whom: &str, error: &AuthError) {
+/// per [`WARN_EVERY`] for the same `key` (entries); the ones held back are counted.
+fn refused_signature(key: &str, whom: &str, error: &AuthError) {
     static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     let seen = last.get_or_insert_with(HashMap::new);
     if seen.len() > 1000 {
         seen.clear();
     }
-    match seen.get_mut(whom) {
+    match seen.get_mut(key) {
         Some((at, held_back)) if at.elapsed() < WARN_EVERY => *held_back += 1,
         _ => {
-            let held_back = seen.insert(whom.to_string(), (Instant::now(), 0)).map_or(0, |(_, n)| n);
+            let held_back = seen.insert(key.to_string(), (Instant::now(), 0)).map_or(0, |(_, n)| n);
             warn!(
                 status = 401,
                 held_back,
@@ -219,12 +219,11 @@ enum HookError {
     Body(String),
     #[error(transparent)]
     Payload(#[from] PayloadError),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
     /// Not authentic, with whom it was checked against: that part is for the log, never the
-    /// answer (a stranger learns nothing about the settings).
+    /// answer (a stranger learns nothing about the settings). `key` groups the warnings: the
+    /// entries involved, never a name the sender chose, so a flood cannot flood the log.
     #[error("{error}")]
-    Unauthentic { error: AuthError, whom: String },
+    Unauthentic { error: AuthError, whom: String, key: String },
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
     #[error("nothing to route by: the payload names no repository; send it to {0}/<entry>")]
@@ -241,7 +240,7 @@ impl HookError {
             HookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HookError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             HookError::Body(_) | HookError::Payload(_) => StatusCode::BAD_REQUEST,
-            HookError::Auth(_) | HookError::Unauthentic { .. } => StatusCode::UNAUTHORIZED,
+            HookError::Unauthentic { .. } => StatusCode::UNAUTHORIZED,
             HookError::Enqueue(EnqueueError::Full) => StatusCode::SERVICE_UNAVAILABLE,
             HookError::Enqueue(EnqueueError::Store(_)) | HookError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -371,8 +370,10 @@ fn authenticate_then_normalise(
     request: &Received,
 ) -> Result<Authentic, HookError> {
     let entry = settings.entry(name).ok_or_else(|| HookError::NoEntry(name.to_string()))?;
-    let entries = authenticate(&[entry], provider, &request.headers, &request.body)
-        .map_err(|error| HookError::Unauthentic { error, whom: format!("entry \"{name}\"") })?;
+    let entries = authenticate(&[entry], provider, &request.headers, &request.body).map_err(|error| {
+        let whom = format!("entry \"{name}\"");
+        HookError::Unauthentic { error, key: whom.clone(), whom }
+    })?;
     let events = providers::parse(provider, &request.headers, &request.body)?;
     Ok(Authentic { entries, events })
 }
@@ -403,15 +404,14 @@ fn normalise_then_authenticate(
         .collect();
     if candidates.is_empty() {
         let whom = format!("repository \"{repo}\" (no entry is for it)");
-        return Err(HookError::Unauthentic { error: AuthError::NoEntry, whom });
+        let key = "a repository no entry is for".to_string();
+        return Err(HookError::Unauthentic { error: AuthError::NoEntry, whom, key });
     }
     let entries = authenticate(&candidates, provider, &request.headers, &request.body).map_err(|error| {
         let names: Vec<&str> = candidates.iter().take(5).map(|e| e.name.as_str()).collect();
         let more = if candidates.len() > 5 { ", ..." } else { "" };
-        HookError::Unauthentic {
-            error,
-            whom: format!("repository \"{repo}\" (entries {}{more})", names.join(", ")),
-        }
+        let key = format!("entries {}{more}", names.join(", "));
+        HookError::Unauthentic { error, whom: format!("repository \"{repo}\" ({key})"), key }
     })?;
     Ok(Authentic { entries, events })
 }

@@ -260,7 +260,7 @@ fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]
     eprintln!("no daemon is running for these settings: running {} here", entry.name);
     let limit = settings.server.log_limit;
     let file = recorded.as_ref().and_then(|(store, id)| Log::create(&store.log_path(*id), limit).ok());
-    let mut log = file.unwrap_or_else(|| Log::new(None, limit, false)).echoing();
+    let mut log = file.unwrap_or_else(|| Log::new(None, limit)).echoing();
     let outcome = runtime.block_on(async {
         let (cancel_tx, mut cancel) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -168,10 +168,7 @@ pub(super) fn entry(
 
 fn matcher(raw: &RawEntry, report: &mut Report<'_, '_>) -> Option<Matcher> {
     let m = &raw.matcher;
-    let events = m.event.as_ref().map(|e| match e {
-        OneOrMany::One(one) => vec![one.clone()],
-        OneOrMany::Many(many) => many.clone(),
-    });
+    let events = m.event.as_ref().map(OneOrMany::to_vec);
     let spec = MatchSpec {
         provider: m.provider.as_deref(),
         repo: m.repo.as_deref(),
@@ -281,7 +278,7 @@ fn actions(raw: Option<serde_yaml::Value>, report: &mut Report<'_, '_>) -> Vec<A
             report.bad(format!("action {} is empty", i + 1));
             continue;
         }
-        let if_changed = if_changed.and_then(|list| changed_set(i + 1, list.into_vec(), report));
+        let if_changed = if_changed.and_then(|list| changed_set(i + 1, list.to_vec(), report));
         actions.push(Action { run, if_changed });
     }
     if actions.is_empty() {

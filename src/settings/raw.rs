@@ -163,10 +163,10 @@ pub fn json_schema() -> String {
 }
 
 impl OneOrMany {
-    pub(super) fn into_vec(self) -> Vec<String> {
+    pub(super) fn to_vec(&self) -> Vec<String> {
         match self {
-            OneOrMany::One(one) => vec![one],
-            OneOrMany::Many(many) => many,
+            OneOrMany::One(one) => vec![one.clone()],
+            OneOrMany::Many(many) => many.clone(),
         }
     }
 }
