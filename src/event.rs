@@ -65,6 +65,8 @@ pub enum EventKind {
     /// A branch or tag removed.
     Delete,
     PullRequest,
+    /// A CI run (GitHub and Gitea `workflow_run`, GitLab pipeline) that has finished or changed.
+    Ci,
     Ping,
     /// A run asked for by hand without a saved delivery: no provider, no event of a host.
     Manual,
@@ -79,6 +81,7 @@ impl EventKind {
             EventKind::Tag => "tag",
             EventKind::Delete => "delete",
             EventKind::PullRequest => "pull_request",
+            EventKind::Ci => "ci",
             EventKind::Ping => "ping",
             EventKind::Manual => "manual",
             EventKind::Other => "other",
@@ -92,6 +95,7 @@ impl EventKind {
             "tag" => Some(EventKind::Tag),
             "delete" => Some(EventKind::Delete),
             "pull_request" => Some(EventKind::PullRequest),
+            "ci" => Some(EventKind::Ci),
             "ping" => Some(EventKind::Ping),
             _ => None,
         }
@@ -104,6 +108,38 @@ pub struct Commit {
     pub id: String,
     pub message: String,
     pub author: String,
+}
+
+/// What a pull (GitLab: merge) request event says about the request itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The number the host shows (GitLab: the `iid`, `!12`).
+    pub number: u64,
+    pub title: String,
+    /// The request's page.
+    pub url: String,
+    pub head_branch: String,
+    pub head_sha: String,
+    /// The target branch (also the event's `branch`).
+    pub base_branch: String,
+    pub merged: bool,
+}
+
+/// The normalised pull request actions, each with the host names that mean it.
+pub const PR_ACTIONS: [&str; 5] = ["opened", "updated", "reopened", "closed", "merged"];
+
+/// What a CI event says about its run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Ci {
+    /// The workflow (GitHub, Gitea) or pipeline (GitLab) name; may be empty.
+    pub workflow: String,
+    /// `success`, `failure`, `cancelled`, `skipped`, ... once the run finished; `None` while it
+    /// is queued or running.
+    pub conclusion: Option<String>,
+    /// The host's status word as sent (`completed`, `running`, `success`, ...).
+    pub status: String,
+    /// The run's page.
+    pub url: String,
 }
 
 /// How an event came in.
@@ -140,8 +176,12 @@ pub struct Event {
     pub kind: EventKind,
     /// The provider's own name for the event (`push`, `Tag Push Hook`, `repo:refs_changed`, ...).
     pub provider_event: String,
-    /// For pull requests: the action (`opened`, `closed`, `merge`, `fulfilled`, ...).
+    /// The action, normalised for pull requests (`opened`, `updated`, `reopened`, `closed`,
+    /// `merged`); other events keep the host's word (`completed`, `checks_requested`, ...).
     pub action: Option<String>,
+    /// The action as the host wrote it (`synchronize`, `update`, `fulfilled`, `pr:declined`, ...).
+    #[serde(default)]
+    pub provider_action: Option<String>,
     pub delivery_id: Option<String>,
     /// `owner/name` (GitLab: the whole namespace path).
     pub repo: String,
@@ -151,13 +191,26 @@ pub struct Event {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub before: String,
+    /// The commit the ref points at after the change: for an annotated tag the commit, not the
+    /// tag object; forty zeros for a deletion.
     pub after: String,
+    /// For an annotated tag: the tag object's id, when the payload gives it.
+    #[serde(default)]
+    pub tag_object: Option<String>,
     pub head: Option<Commit>,
     pub pusher: String,
     /// The union of added, modified and removed files, sorted, without duplicates.
     pub changed_files: Vec<String>,
     /// Whether `changed_files` is known to hold every changed file.
     pub changes_complete: bool,
+    #[serde(default)]
+    pub pull_request: Option<PullRequest>,
+    #[serde(default)]
+    pub ci: Option<Ci>,
+    /// For a host's `create` or `delete` event sent beside a push of the same change: the kind
+    /// of that push, so that an entry that wants both counts the change once.
+    #[serde(default)]
+    pub beside_push: Option<EventKind>,
 }
 
 impl Event {
@@ -169,6 +222,7 @@ impl Event {
             kind: EventKind::Other,
             provider_event: provider_event.to_string(),
             action: None,
+            provider_action: None,
             delivery_id: None,
             repo: String::new(),
             repo_url: String::new(),
@@ -177,10 +231,14 @@ impl Event {
             tag: None,
             before: String::new(),
             after: String::new(),
+            tag_object: None,
             head: None,
             pusher: String::new(),
             changed_files: Vec::new(),
             changes_complete: false,
+            pull_request: None,
+            ci: None,
+            beside_push: None,
         }
     }
 

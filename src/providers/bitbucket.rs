@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::json::{first_str, string_at};
 use super::{signature, Adapter, AuthError, PayloadError};
-use crate::event::{Commit, Event, EventKind, Provider, ZERO_SHA};
+use crate::event::{Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
 use crate::settings::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
@@ -66,34 +66,74 @@ fn parse(key: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
                 .pointer("/push/changes")
                 .and_then(Value::as_array)
                 .ok_or_else(|| missing("push.changes"))?;
+            if event.repo.is_empty() {
+                return Err(missing("repository.full_name"));
+            }
             changes.iter().map(|c| cloud_change(&event, c)).collect()
         }
-        "repo:refs_changed" => {
+        // A mirror's synchronisation changes its refs as a push to it would.
+        "repo:refs_changed" | "mirror:repo_synchronized" => {
             let changes = json.get("changes").and_then(Value::as_array).ok_or_else(|| missing("changes"))?;
-            changes.iter().map(|c| server_change(&event, json, c)).collect()
+            if event.repo.is_empty() {
+                return Err(missing("repository"));
+            }
+            let single = changes.len() == 1;
+            changes.iter().map(|c| server_change(&event, json, c, single)).collect()
         }
         k if k.starts_with("pullrequest:") || k.starts_with("pr:") => {
-            event.kind = EventKind::PullRequest;
-            event.action = k.split_once(':').map(|(_, a)| a.to_string());
-            let (branch, after) = if server {
-                (
-                    string_at(json, "/pullRequest/toRef/displayId"),
-                    string_at(json, "/pullRequest/fromRef/latestCommit"),
-                )
-            } else {
-                (
-                    string_at(json, "/pullrequest/destination/branch/name"),
-                    string_at(json, "/pullrequest/source/commit/hash"),
-                )
-            };
-            if !branch.is_empty() {
-                event.set_branch(&branch);
-            }
-            event.after = after;
+            pull_request(&mut event, json, k, server);
             Ok(vec![event])
         }
         _ => Ok(vec![event]),
     }
+}
+
+/// A pull request, Cloud (`pullrequest:*`) or Server (`pr:*`): the action is the key's second
+/// half, normalised (`created` is `opened`, `from_ref_updated` `updated`, `fulfilled` `merged`,
+/// `rejected` and `declined` and `deleted` are `closed`).
+fn pull_request(event: &mut Event, json: &Value, key: &str, server: bool) {
+    event.kind = EventKind::PullRequest;
+    let action = key.split_once(':').map_or("", |(_, a)| a);
+    event.provider_action = Some(action.to_string());
+    event.action = Some(
+        match action {
+            "created" => "opened",
+            "from_ref_updated" => "updated",
+            "fulfilled" => "merged",
+            "rejected" | "declined" | "deleted" => "closed",
+            other => other,
+        }
+        .to_string(),
+    );
+    let pr = if server { json.get("pullRequest") } else { json.get("pullrequest") }.unwrap_or(&Value::Null);
+    let (base, head_branch, head_sha, url) = if server {
+        (
+            string_at(pr, "/toRef/displayId"),
+            string_at(pr, "/fromRef/displayId"),
+            string_at(pr, "/fromRef/latestCommit"),
+            string_at(pr, "/links/self/0/href"),
+        )
+    } else {
+        (
+            string_at(pr, "/destination/branch/name"),
+            string_at(pr, "/source/branch/name"),
+            string_at(pr, "/source/commit/hash"),
+            string_at(pr, "/links/html/href"),
+        )
+    };
+    if !base.is_empty() {
+        event.set_branch(&base);
+    }
+    event.after = head_sha.clone();
+    event.pull_request = Some(PullRequest {
+        number: pr.get("id").and_then(Value::as_u64).unwrap_or_default(),
+        title: string_at(pr, "/title"),
+        url,
+        head_branch,
+        head_sha,
+        base_branch: base,
+        merged: string_at(pr, "/state") == "MERGED",
+    });
 }
 
 fn server_repo(event: &mut Event, repo: Option<&Value>) {
@@ -142,8 +182,10 @@ fn cloud_change(base: &Event, c: &Value) -> Result<Event, PayloadError> {
     Ok(event)
 }
 
-/// One entry of a Bitbucket Server `changes[]`: `type` is ADD, UPDATE or DELETE.
-fn server_change(base: &Event, json: &Value, c: &Value) -> Result<Event, PayloadError> {
+/// One entry of a Bitbucket Server `changes[]`: `type` is ADD, UPDATE or DELETE. `toCommit`
+/// (an object, or only its id) is the commit of the change when it is the payload's only one:
+/// for an annotated tag `toHash` is the tag object and `toCommit` the commit.
+fn server_change(base: &Event, json: &Value, c: &Value, single: bool) -> Result<Event, PayloadError> {
     let mut event = base.clone();
     let git_ref = first_str(c, &["/ref/id", "/refId"]);
     if git_ref.is_empty() {
@@ -157,9 +199,20 @@ fn server_change(base: &Event, json: &Value, c: &Value) -> Result<Event, Payload
     event.before = string_at(c, "/fromHash");
     event.after = string_at(c, "/toHash");
     let deleted = c.get("type").and_then(Value::as_str) == Some("DELETE") || event.after == ZERO_SHA;
+    if deleted {
+        event.after = ZERO_SHA.to_string();
+    }
+    event.set_kind_from_ref(deleted);
     if !deleted {
-        event.head = json
-            .get("toCommit")
+        let to_commit = json.get("toCommit");
+        let commit_id = to_commit
+            .filter(|_| single)
+            .and_then(|t| t.as_str().or_else(|| t.get("id").and_then(Value::as_str)))
+            .filter(|id| !id.is_empty());
+        if let Some(id) = commit_id.filter(|id| *id != event.after && event.kind == EventKind::Tag) {
+            event.tag_object = Some(std::mem::replace(&mut event.after, id.to_string()));
+        }
+        event.head = to_commit
             .filter(|t| t.get("id").and_then(Value::as_str) == Some(event.after.as_str()))
             .map(|t| Commit {
                 id: event.after.clone(),
@@ -168,7 +221,6 @@ fn server_change(base: &Event, json: &Value, c: &Value) -> Result<Event, Payload
             })
             .or_else(|| Some(Commit { id: event.after.clone(), ..Commit::default() }));
     }
-    event.set_kind_from_ref(deleted);
     Ok(event)
 }
 

@@ -55,6 +55,12 @@ const HOST: Host = Host {
         // A tag's create/delete duplicates a push that is already counted.
         _ => EventKind::Other,
     },
+    beside_push: |name, ref_type| match (name, ref_type) {
+        ("create", "tag") => Some(EventKind::Tag),
+        ("create", "branch") => Some(EventKind::Push),
+        ("delete", "tag") => Some(EventKind::Delete),
+        _ => None,
+    },
 };
 
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {

@@ -40,6 +40,12 @@ const HOST: Host = Host {
     pusher: &["/pusher/name", "/sender/login"],
     // A tag's `create` comes beside its push, which is the one counted.
     ref_event: |_, _| EventKind::Other,
+    beside_push: |name, ref_type| match (name, ref_type) {
+        ("create", "tag") => Some(EventKind::Tag),
+        ("create", "branch") => Some(EventKind::Push),
+        ("delete", _) => Some(EventKind::Delete),
+        _ => None,
+    },
 };
 
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {

@@ -5,9 +5,9 @@
 
 use serde_json::Value;
 
-use super::json::{find_commit, first_str, read_push, string_at};
+use super::json::{ci_conclusion, find_commit, first_str, read_push, require_repo, string_at};
 use super::PayloadError;
-use crate::event::{Commit, Event, EventKind, Provider};
+use crate::event::{Ci, Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
 
 /// What differs between the hosts that send this shape.
 pub(super) struct Host {
@@ -16,6 +16,9 @@ pub(super) struct Host {
     pub pusher: &'static [&'static str],
     /// The kind of a `create` or `delete` event (`name`) of a ref of `ref_type`.
     pub ref_event: fn(name: &str, ref_type: &str) -> EventKind,
+    /// For a `create` or `delete` event that the host sends beside a push of the same change:
+    /// the kind of that push.
+    pub beside_push: fn(name: &str, ref_type: &str) -> Option<EventKind>,
 }
 
 /// An event of this shape named `name`.
@@ -28,9 +31,17 @@ pub(super) fn parse(host: &Host, name: &str, json: &Value) -> Result<Vec<Event>,
         }
         "ping" => event.kind = EventKind::Ping,
         "pull_request" => pull_request(&mut event, json),
+        "workflow_run" => workflow_run(&mut event, json),
+        "merge_group" => merge_group(&mut event, json),
         "create" | "delete" => {
             other(&mut event, json);
-            event.kind = (host.ref_event)(name, &string_at(json, "/ref_type"));
+            let ref_type = string_at(json, "/ref_type");
+            event.kind = (host.ref_event)(name, &ref_type);
+            event.beside_push = (host.beside_push)(name, &ref_type);
+            if name == "delete" {
+                // A deletion's `after` is forty zeros on every host.
+                event.after = ZERO_SHA.to_string();
+            }
         }
         _ => other(&mut event, json),
     }
@@ -51,6 +62,7 @@ fn base(provider: Provider, name: &str, json: &Value) -> Event {
 /// (`head_commit`, or found by id in `commits[]`, which Gogs lists newest first).
 fn push(provider: Provider, event: &mut Event, json: &Value) -> Result<(), PayloadError> {
     let commits = read_push(provider, event, json)?;
+    require_repo(provider, event, "repository.full_name")?;
     if json.get("forced").and_then(Value::as_bool) == Some(true) {
         event.changes_complete = false;
     }
@@ -61,6 +73,12 @@ fn push(provider: Provider, event: &mut Event, json: &Value) -> Result<(), Paylo
         Some(h) => Some(commit_of(h)),
         None => find_commit(commits, &event.after).map(commit_of),
     };
+    // An annotated tag: `after` is the tag object, `head_commit` the commit it points at.
+    if let Some(head) = &event.head {
+        if event.kind == EventKind::Tag && !head.id.is_empty() && head.id != event.after {
+            event.tag_object = Some(std::mem::replace(&mut event.after, head.id.clone()));
+        }
+    }
     Ok(())
 }
 
@@ -73,20 +91,74 @@ fn commit_of(c: &Value) -> Commit {
 }
 
 /// A pull request: the target branch (`base.ref`; Gogs: `base_branch`) and the head commit.
-/// A `closed` action of a merged pull request is `merged`.
+/// Actions are normalised: `synchronize` (GitHub) and `synchronized` (Gitea, Gogs) are
+/// `updated`, a `closed` of a merged pull request is `merged`.
 fn pull_request(event: &mut Event, json: &Value) {
     event.kind = EventKind::PullRequest;
-    let base = first_str(json, &["/pull_request/base/ref", "/pull_request/base_branch"]);
+    let pr = json.get("pull_request").unwrap_or(&Value::Null);
+    let base = first_str(pr, &["/base/ref", "/base_branch"]);
     if !base.is_empty() {
         event.set_branch(&base);
     }
-    event.after = first_str(json, &["/pull_request/head/sha"]);
+    event.after = first_str(pr, &["/head/sha"]);
     event.pusher = first_str(json, &["/sender/login", "/sender/username"]);
-    if event.action.as_deref() == Some("closed")
-        && json.pointer("/pull_request/merged").and_then(Value::as_bool) == Some(true)
-    {
-        event.action = Some("merged".into());
+    let merged = pr.get("merged").and_then(Value::as_bool) == Some(true);
+    event.provider_action = event.action.clone();
+    event.action = event.action.take().map(|a| {
+        match a.as_str() {
+            "synchronize" | "synchronized" => "updated",
+            "closed" if merged => "merged",
+            other => other,
+        }
+        .to_string()
+    });
+    event.pull_request = Some(PullRequest {
+        number: pr.get("number").and_then(Value::as_u64).unwrap_or_default(),
+        title: string_at(pr, "/title"),
+        url: string_at(pr, "/html_url"),
+        head_branch: first_str(pr, &["/head/ref", "/head_branch"]),
+        head_sha: event.after.clone(),
+        base_branch: base,
+        merged,
+    });
+}
+
+/// A CI run (GitHub, and Gitea/Forgejo since they send it): a finished run is a `ci` event on
+/// the branch it ran on, for the commit it tested; one still requested or running keeps the
+/// host's name.
+fn workflow_run(event: &mut Event, json: &Value) {
+    let run = json.get("workflow_run").unwrap_or(&Value::Null);
+    let branch = string_at(run, "/head_branch");
+    if !branch.is_empty() {
+        event.set_branch(&branch);
     }
+    event.after = string_at(run, "/head_sha");
+    event.head = run.get("head_commit").filter(|h| !h.is_null()).map(commit_of);
+    event.pusher = first_str(json, &["/sender/login", "/sender/username"]);
+    let status = string_at(run, "/status");
+    let conclusion = (status == "completed").then(|| ci_conclusion(&string_at(run, "/conclusion")));
+    if conclusion.is_some() {
+        event.kind = EventKind::Ci;
+    }
+    event.ci = Some(Ci {
+        workflow: first_str(json, &["/workflow_run/name", "/workflow/name"]),
+        conclusion,
+        status,
+        url: string_at(run, "/html_url"),
+    });
+}
+
+/// GitHub's merge queue asking for checks: the target branch, and the commit the queue made.
+fn merge_group(event: &mut Event, json: &Value) {
+    let group = json.get("merge_group").unwrap_or(&Value::Null);
+    let base = string_at(group, "/base_ref");
+    if let Some(branch) = base.strip_prefix("refs/heads/") {
+        event.set_branch(branch);
+    }
+    event.before = string_at(group, "/base_sha");
+    event.after = string_at(group, "/head_sha");
+    event.head = group.get("head_commit").filter(|h| !h.is_null()).map(commit_of);
+    event.pusher = first_str(json, &["/sender/login", "/sender/username"]);
 }
 
 /// `create`, `delete`, `release` and the rest: the host's own name, with what can be read.

@@ -13,9 +13,9 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::json::{find_commit, first_str, read_push, string_at};
+use super::json::{ci_conclusion, find_commit, first_str, read_push, require_repo, string_at};
 use super::{signature, Adapter, AuthError, PayloadError};
-use crate::event::{Commit, Event, EventKind, Provider, ZERO_SHA};
+use crate::event::{Ci, Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
 use crate::settings::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
@@ -47,6 +47,7 @@ fn parse(hook: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     match kind.as_str() {
         "push" | "tag_push" => push(&mut event, json)?,
         "merge_request" => merge_request(&mut event, json),
+        "pipeline" => pipeline(&mut event, json),
         _ => {}
     }
     Ok(vec![event])
@@ -54,6 +55,7 @@ fn parse(hook: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
 
 fn push(event: &mut Event, json: &Value) -> Result<(), PayloadError> {
     let commits = read_push(Provider::Gitlab, event, json)?;
+    require_repo(Provider::Gitlab, event, "project.path_with_namespace")?;
     let after = event.after.clone();
     // Annotated tags: `after` is the tag object, `checkout_sha` the commit.
     let checkout = json.get("checkout_sha").and_then(Value::as_str).unwrap_or(&after);
@@ -75,18 +77,77 @@ fn push(event: &mut Event, json: &Value) -> Result<(), PayloadError> {
     if total.is_some_and(|t| t as usize != commits.len()) {
         event.changes_complete = false;
     }
+    if event.kind == EventKind::Tag && checkout != after && !checkout.is_empty() {
+        event.tag_object = Some(std::mem::replace(&mut event.after, checkout.to_string()));
+    }
     Ok(())
 }
 
+/// A merge request: the target branch, the last commit, and the action normalised (`open`
+/// is `opened`, `update` `updated`, `reopen` `reopened`, `close` `closed`, `merge` `merged`;
+/// `approved` and the rest as GitLab writes them).
 fn merge_request(event: &mut Event, json: &Value) {
     event.kind = EventKind::PullRequest;
-    event.action = json.pointer("/object_attributes/action").and_then(Value::as_str).map(str::to_string);
-    let target = string_at(json, "/object_attributes/target_branch");
+    let attrs = json.get("object_attributes").unwrap_or(&Value::Null);
+    event.provider_action = attrs.get("action").and_then(Value::as_str).map(str::to_string);
+    event.action = event.provider_action.as_deref().map(|a| {
+        match a {
+            "open" => "opened",
+            "update" => "updated",
+            "reopen" => "reopened",
+            "close" => "closed",
+            "merge" => "merged",
+            other => other,
+        }
+        .to_string()
+    });
+    let target = string_at(attrs, "/target_branch");
     if !target.is_empty() {
         event.set_branch(&target);
     }
-    event.after = string_at(json, "/object_attributes/last_commit/id");
+    event.after = string_at(attrs, "/last_commit/id");
     event.pusher = first_str(json, &["/user/username", "/user/name"]);
+    event.pull_request = Some(PullRequest {
+        number: attrs.get("iid").and_then(Value::as_u64).unwrap_or_default(),
+        title: string_at(attrs, "/title"),
+        url: string_at(attrs, "/url"),
+        head_branch: string_at(attrs, "/source_branch"),
+        head_sha: event.after.clone(),
+        base_branch: target,
+        merged: string_at(attrs, "/state") == "merged",
+    });
+}
+
+/// A pipeline: once it finished (success, failed, canceled, skipped), a `ci` event on its
+/// branch or tag for the commit it ran on; before that, GitLab's own `pipeline`.
+fn pipeline(event: &mut Event, json: &Value) {
+    let attrs = json.get("object_attributes").unwrap_or(&Value::Null);
+    let name = string_at(attrs, "/ref");
+    if !name.is_empty() {
+        if attrs.get("tag").and_then(Value::as_bool) == Some(true) {
+            event.set_tag(&name);
+        } else {
+            event.set_branch(&name);
+        }
+    }
+    event.before = string_at(attrs, "/before_sha");
+    event.after = string_at(attrs, "/sha");
+    event.head = json.get("commit").filter(|c| !c.is_null()).map(|c| Commit {
+        id: string_at(c, "/id"),
+        message: string_at(c, "/message"),
+        author: string_at(c, "/author/name"),
+    });
+    let status = string_at(attrs, "/status");
+    let finished = matches!(status.as_str(), "success" | "failed" | "canceled" | "skipped");
+    if finished {
+        event.kind = EventKind::Ci;
+    }
+    event.ci = Some(Ci {
+        workflow: string_at(attrs, "/name"),
+        conclusion: finished.then(|| ci_conclusion(&status)),
+        status,
+        url: string_at(attrs, "/url"),
+    });
 }
 
 /// The `X-Gitlab-Event` of a body of this shape (for saved deliveries without headers).

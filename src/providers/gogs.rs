@@ -45,6 +45,8 @@ const HOST: Host = Host {
         ("delete", "branch" | "tag") => EventKind::Delete,
         _ => EventKind::Other,
     },
+    // Gogs sends no push beside its create and delete events.
+    beside_push: |_, _| None,
 };
 
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {

@@ -75,3 +75,28 @@ pub(super) fn read_push<'a>(
     event.set_kind_from_ref(after == ZERO_SHA);
     Ok(commits)
 }
+
+/// Refuses a push without its repository: payloads older than any host version still in
+/// service (GitHub before `repository.full_name`, GitLab before `project`) would otherwise
+/// make a job with an empty repository.
+pub(super) fn require_repo(
+    provider: Provider,
+    event: &Event,
+    field: &'static str,
+) -> Result<(), PayloadError> {
+    if event.repo.is_empty() {
+        return Err(PayloadError::Missing { provider, event: event.provider_event.clone(), field });
+    }
+    Ok(())
+}
+
+/// A CI run's conclusion in one vocabulary: GitLab's `failed` is `failure`, `canceled` is
+/// `cancelled`; anything else as the host wrote it.
+pub(super) fn ci_conclusion(word: &str) -> String {
+    match word {
+        "failed" => "failure",
+        "canceled" => "cancelled",
+        other => other,
+    }
+    .to_string()
+}

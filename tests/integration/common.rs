@@ -29,7 +29,11 @@ impl Request {
 }
 
 pub fn request(name: &str) -> Request {
-    let root = fixtures();
+    request_in(&fixtures(), name)
+}
+
+/// One request description of the corpus at `root` (`tests/fixtures` or its `corpus2`).
+pub fn request_in(root: &Path, name: &str) -> Request {
     let path = root.join("requests").join(name);
     let desc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let body = std::fs::read(root.join(desc["body_file"].as_str().unwrap())).unwrap();
@@ -44,8 +48,13 @@ pub fn request(name: &str) -> Request {
 
 /// Every request description, sorted by name.
 pub fn all_requests() -> Vec<Request> {
+    all_requests_in(&fixtures())
+}
+
+/// Every request description of the corpus at `root`, sorted by name.
+pub fn all_requests_in(root: &Path) -> Vec<Request> {
     let mut names = Vec::new();
-    for dir in std::fs::read_dir(fixtures().join("requests")).unwrap() {
+    for dir in std::fs::read_dir(root.join("requests")).unwrap() {
         let dir = dir.unwrap().path();
         for file in std::fs::read_dir(&dir).unwrap() {
             let file = file.unwrap().path();
@@ -59,7 +68,7 @@ pub fn all_requests() -> Vec<Request> {
         }
     }
     names.sort();
-    names.iter().map(|n| request(n)).collect()
+    names.iter().map(|n| request_in(root, n)).collect()
 }
 
 /// A built binary of this package.
@@ -452,4 +461,37 @@ pub fn refuses_to_start(dir: &Path, env: &[(&str, &str)], started: &str) -> (Opt
     }
     let out = child.wait_with_output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `headers` of a corpus2 request with each placeholder signature (`SIGNED-BY-RUN.PY`) replaced
+/// by the real one for `body` and [`SECRET`], in the provider's scheme.
+pub fn signed(provider: wh_automata::event::Provider, headers: &HeaderMap, body: &[u8]) -> HeaderMap {
+    use hmac::Mac;
+    let sha256 = || {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let mut out = headers.clone();
+    for (name, value) in headers {
+        if value != "SIGNED-BY-RUN.PY" {
+            continue;
+        }
+        let real = match name.as_str() {
+            "x-gitlab-token" => SECRET.to_string(),
+            "x-hub-signature-256" => format!("sha256={}", sha256()),
+            // GitHub's legacy SHA-1 header is dropped (the SHA-256 one is checked); Bitbucket's
+            // only header holds a SHA-256 signature.
+            "x-hub-signature" if provider == wh_automata::event::Provider::Bitbucket => {
+                format!("sha256={}", sha256())
+            }
+            "x-hub-signature" => {
+                out.remove(name);
+                continue;
+            }
+            _ => sha256(),
+        };
+        out.insert(name.clone(), HeaderValue::from_str(&real).unwrap());
+    }
+    out
 }

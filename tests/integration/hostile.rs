@@ -216,7 +216,7 @@ fn routed_requests_without_a_repository_try_no_secret() {
     let body = serde_json::to_vec(&body).unwrap();
     let reply = daemon.post("/hooks", &github_push(&body, "forged", "nr-1"), &body);
     assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply.json()["error"].as_str().unwrap().starts_with("nothing to route by"), "{}", reply.body);
+    assert!(reply.json()["error"].as_str().unwrap().contains("repository"), "{}", reply.body);
 
     let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
     let mut headers = github_push(ping, "forged", "nr-2");
