@@ -22,6 +22,12 @@ pub struct Matcher {
     pub branch: Option<Regex>,
     pub tag: Option<Regex>,
     pub events: Vec<EventName>,
+    /// Pull request actions, normalised or as the host writes them (empty: any).
+    pub actions: Vec<String>,
+    /// CI conclusions (empty: any).
+    pub conclusions: Vec<String>,
+    /// CI workflow or pipeline name.
+    pub workflow: Option<Regex>,
 }
 
 /// An event name as written in `match.event`.
@@ -42,82 +48,171 @@ impl fmt::Display for EventName {
     }
 }
 
-/// Provider event names that may be matched as written, besides the normalised kinds.
-/// A name outside this list is almost always a typo, so it is refused.
-const NATIVE_EVENTS: &[&str] = &[
-    // GitHub, Gogs, Gitea/Forgejo (X-*-Event values)
-    "create",
-    "release",
-    "issues",
-    "issue_comment",
-    "pull_request_review",
-    "pull_request_review_comment",
-    "pull_request_review_thread",
-    "workflow_run",
-    "workflow_job",
-    "workflow_dispatch",
-    "check_run",
-    "check_suite",
-    "deployment",
-    "deployment_status",
-    "status",
-    "fork",
-    "gollum",
-    "member",
-    "public",
-    "repository",
-    "star",
-    "watch",
-    "package",
-    "registry_package",
-    "page_build",
-    "commit_comment",
-    "label",
-    "milestone",
-    "wiki",
-    // GitLab (object_kind values)
-    "tag_push",
-    "merge_request",
-    "issue",
-    "note",
-    "pipeline",
-    "build",
-    "wiki_page",
-    "deployment",
-    "feature_flag",
-    "release",
-    "emoji",
-    "access_token",
-    // Bitbucket Cloud and Server (X-Event-Key values)
-    "repo:push",
-    "repo:fork",
-    "repo:updated",
-    "repo:commit_comment_created",
-    "repo:commit_status_created",
-    "repo:commit_status_updated",
-    "repo:refs_changed",
-    "repo:modified",
-    "repo:forked",
-    "repo:comment:added",
-    "issue:created",
-    "issue:updated",
-    "issue:comment_created",
-    "mirror:repo_synchronized",
-    "diagnostics:ping",
+/// Event names each host is known to send (besides the normalised kinds): a name outside its
+/// provider's list is accepted but `--check` warns, since it is most often a typo.
+const KNOWN_EVENTS: &[(Provider, &[&str])] = &[
+    (
+        Provider::Github,
+        &[
+            "branch_protection_rule",
+            "check_run",
+            "check_suite",
+            "code_scanning_alert",
+            "commit_comment",
+            "create",
+            "delete",
+            "dependabot_alert",
+            "deploy_key",
+            "deployment",
+            "deployment_protection_rule",
+            "deployment_review",
+            "deployment_status",
+            "discussion",
+            "discussion_comment",
+            "fork",
+            "gollum",
+            "installation",
+            "installation_repositories",
+            "issue_comment",
+            "issues",
+            "label",
+            "member",
+            "membership",
+            "merge_group",
+            "meta",
+            "milestone",
+            "organization",
+            "package",
+            "page_build",
+            "project",
+            "project_card",
+            "project_column",
+            "public",
+            "pull_request_review",
+            "pull_request_review_comment",
+            "pull_request_review_thread",
+            "push",
+            "registry_package",
+            "release",
+            "repository",
+            "repository_dispatch",
+            "repository_import",
+            "secret_scanning_alert",
+            "security_advisory",
+            "sponsorship",
+            "star",
+            "status",
+            "team",
+            "team_add",
+            "watch",
+            "workflow_dispatch",
+            "workflow_job",
+            "workflow_run",
+        ],
+    ),
+    (
+        Provider::Gitea,
+        &[
+            "create",
+            "delete",
+            "fork",
+            "issues",
+            "issue_assign",
+            "issue_label",
+            "issue_milestone",
+            "issue_comment",
+            "pull_request_assign",
+            "pull_request_label",
+            "pull_request_milestone",
+            "pull_request_comment",
+            "pull_request_review_approved",
+            "pull_request_review_rejected",
+            "pull_request_review_comment",
+            "pull_request_approved",
+            "pull_request_rejected",
+            "pull_request_sync",
+            "pull_request_review_request",
+            "wiki",
+            "repository",
+            "release",
+            "package",
+            "status",
+            "workflow_run",
+            "workflow_job",
+        ],
+    ),
+    (Provider::Gogs, &["create", "delete", "fork", "issues", "issue_comment", "release"]),
+    (
+        Provider::Gitlab,
+        &[
+            "tag_push",
+            "merge_request",
+            "issue",
+            "note",
+            "pipeline",
+            "build",
+            "wiki_page",
+            "deployment",
+            "feature_flag",
+            "release",
+            "emoji",
+            "access_token",
+            "member",
+            "subgroup",
+            "project",
+            "vulnerability",
+        ],
+    ),
+    (
+        Provider::Bitbucket,
+        &[
+            "repo:push",
+            "repo:fork",
+            "repo:updated",
+            "repo:transfer",
+            "repo:commit_comment_created",
+            "repo:commit_status_created",
+            "repo:commit_status_updated",
+            "repo:refs_changed",
+            "repo:modified",
+            "repo:forked",
+            "repo:comment:added",
+            "repo:comment:edited",
+            "repo:comment:deleted",
+            "repo:secret_detected",
+            "issue:created",
+            "issue:updated",
+            "issue:comment_created",
+            "mirror:repo_synchronized",
+            "diagnostics:ping",
+            "project:modified",
+        ],
+    ),
 ];
 
-/// Bitbucket's pull request event keys are matched by prefix.
-const NATIVE_PREFIXES: &[&str] = &["pullrequest:", "pr:"];
+/// Bitbucket's pull request event keys, known by prefix.
+const KNOWN_PREFIXES: &[&str] = &["pullrequest:", "pr:"];
+
+/// Whether `name` is an event name `provider` is known to send (any host when `None`).
+pub fn known_event(provider: Option<Provider>, name: &str) -> bool {
+    EventKind::from_name(name).is_some()
+        || KNOWN_EVENTS.iter().filter(|(p, _)| provider.is_none_or(|want| *p == want)).any(|(p, names)| {
+            names.contains(&name)
+                || (*p == Provider::Bitbucket && KNOWN_PREFIXES.iter().any(|x| name.starts_with(x)))
+        })
+}
 
 impl EventName {
+    /// Any name shaped like an event name: a normalised kind, or a host's own name
+    /// (`merge_group`, `Pipeline Hook`, `repo:refs_changed`, `pr:comment:added`).
     fn parse(s: &str) -> Option<EventName> {
         if let Some(kind) = EventKind::from_name(s) {
             return Some(EventName::Kind(kind));
         }
-        if NATIVE_EVENTS.contains(&s) || NATIVE_PREFIXES.iter().any(|p| s.starts_with(p)) {
-            return Some(EventName::Native(s.to_string()));
-        }
-        None
+        let shaped = s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.' | b'-' | b' '));
+        shaped.then(|| EventName::Native(s.to_string()))
     }
 }
 
@@ -130,6 +225,9 @@ pub struct MatchSpec<'a> {
     pub tag: Option<&'a str>,
     /// `None`: the default (`push`).
     pub events: Option<Vec<String>>,
+    pub actions: Option<Vec<String>>,
+    pub conclusions: Option<Vec<String>>,
+    pub workflow: Option<&'a str>,
 }
 
 impl Matcher {
@@ -165,6 +263,7 @@ impl Matcher {
         };
         let branch = regex_of("branch", spec.branch);
         let tag = regex_of("tag", spec.tag);
+        let workflow = regex_of("workflow", spec.workflow);
         let names = spec.events.clone().unwrap_or_else(|| vec!["push".to_string()]);
         if names.is_empty() {
             problems.push("match.event is an empty list: the entry could never run".into());
@@ -174,12 +273,42 @@ impl Matcher {
             match EventName::parse(&n) {
                 Some(e) => events.push(e),
                 None => problems.push(format!(
-                    "unknown event \"{n}\" (push, tag, delete, pull_request, ping, or a provider's own event name)"
+                    "\"{n}\" is not an event name (push, tag, delete, pull_request, ci, ping, or a provider's own event name: letters, digits, _ : . - and spaces)"
                 )),
             }
         }
+        let mut words = |field: &str, list: &Option<Vec<String>>| {
+            let list = list.clone().unwrap_or_default();
+            if list.iter().any(|w| w.is_empty() || w.len() > 64 || w.chars().any(char::is_control)) {
+                problems.push(format!("match.{field} holds an empty or unreadable name"));
+            }
+            list
+        };
+        let actions = words("action", &spec.actions);
+        let conclusions = words("conclusion", &spec.conclusions);
+        let wants = |kind| events.contains(&EventName::Kind(kind));
+        if spec.actions.as_ref().is_some_and(Vec::is_empty)
+            || spec.conclusions.as_ref().is_some_and(Vec::is_empty)
+        {
+            problems.push(
+                "match.action and match.conclusion cannot be empty lists: the entry could never run".into(),
+            );
+        }
+        if !actions.is_empty()
+            && !wants(EventKind::PullRequest)
+            && !events.iter().any(|e| matches!(e, EventName::Native(_)))
+        {
+            problems.push("match.action is for pull requests: add pull_request to match.event".into());
+        }
+        if (!conclusions.is_empty() || workflow.is_some())
+            && !wants(EventKind::Ci)
+            && !events.iter().any(|e| matches!(e, EventName::Native(_)))
+        {
+            problems
+                .push("match.conclusion and match.workflow are for CI runs: add ci to match.event".into());
+        }
         if problems.is_empty() {
-            Ok(Matcher { provider, repo, branch, tag, events })
+            Ok(Matcher { provider, repo, branch, tag, events, actions, conclusions, workflow })
         } else {
             Err(problems)
         }
@@ -216,11 +345,79 @@ impl Matcher {
             }
         }
         check_ref("branch", "has no branch", self.branch.as_ref(), event.branch.as_deref(), event)?;
-        check_ref("tag", "is not a tag", self.tag.as_ref(), event.tag.as_deref(), event)
+        check_ref("tag", "is not a tag", self.tag.as_ref(), event.tag.as_deref(), event)?;
+        self.check_action(event)?;
+        self.check_ci(event)
+    }
+
+    /// `match.action`: the normalised action or the host's own word, for events that have
+    /// actions (a push in the same entry is not filtered by it).
+    fn check_action(&self, event: &Event) -> Result<(), String> {
+        if self.actions.is_empty() || (event.kind != EventKind::PullRequest && event.action.is_none()) {
+            return Ok(());
+        }
+        let have = [event.action.as_deref(), event.provider_action.as_deref()];
+        if self.actions.iter().any(|want| have.contains(&Some(want.as_str()))) {
+            return Ok(());
+        }
+        let what = match (have[0], have[1]) {
+            (Some(a), Some(p)) if a != p => format!("action is {a} ({p})"),
+            (Some(a), _) => format!("action is {a}"),
+            (None, _) => "the event has no action".to_string(),
+        };
+        Err(format!("{what}, the entry wants {}", self.actions.join(" or ")))
+    }
+
+    /// `match.conclusion` and `match.workflow` of a CI event.
+    fn check_ci(&self, event: &Event) -> Result<(), String> {
+        // Only CI runs are filtered (a push in the same entry is not).
+        let Some(ci) = event.ci.as_ref().filter(|_| !self.conclusions.is_empty() || self.workflow.is_some())
+        else {
+            return Ok(());
+        };
+        if !self.conclusions.is_empty() {
+            match &ci.conclusion {
+                Some(c) if self.conclusions.contains(c) => {}
+                Some(c) => {
+                    return Err(format!(
+                        "CI concluded {c}, the entry wants {}",
+                        self.conclusions.join(" or ")
+                    ))
+                }
+                None => return Err(format!("CI has not finished (status {})", ci.status)),
+            }
+        }
+        match &self.workflow {
+            Some(re) if !re.is_match(&ci.workflow) => {
+                Err(format!("workflow \"{}\" does not match /{}/", ci.workflow, re.as_str()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The event names of this matcher that its provider is not known to send.
+    pub fn unknown_events(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                EventName::Native(n) if !known_event(self.provider, n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn check_event(&self, event: &Event) -> Result<(), String> {
         if self.events.iter().any(|want| event_fits(want, event)) {
+            // A `create` or `delete` sent beside the push of the same change: when the entry
+            // also wants that push, the change is counted once, by the push.
+            if let Some(kind) = event.beside_push.filter(|k| self.events.contains(&EventName::Kind(*k))) {
+                return Err(format!(
+                    "{} of {} comes beside a {} delivery of the same change, which the entry counts",
+                    event.provider_event,
+                    describe_ref(event),
+                    kind.as_str()
+                ));
+            }
             return Ok(());
         }
         let wanted: Vec<String> = self.events.iter().map(ToString::to_string).collect();
@@ -283,7 +480,7 @@ mod tests {
         events: &[&str],
     ) -> Matcher {
         let events = (!events.is_empty()).then(|| events.iter().map(|e| e.to_string()).collect());
-        Matcher::compile(&MatchSpec { provider, repo, branch, tag, events }).unwrap()
+        Matcher::compile(&MatchSpec { provider, repo, branch, tag, events, ..MatchSpec::default() }).unwrap()
     }
 
     fn push(provider: Provider, repo: &str, git_ref: &str) -> Event {
@@ -394,12 +591,13 @@ mod tests {
             repo: Some("acme/[x"),
             branch: Some("(main"),
             tag: None,
-            events: Some(vec!["psuh".into(), "push".into()]),
+            events: Some(vec!["psuh!".into(), "push".into()]),
+            ..MatchSpec::default()
         };
         let problems = Matcher::compile(&spec).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("unknown provider \"githab\""));
-        assert!(problems[3].contains("unknown event \"psuh\""));
+        assert!(problems[3].contains("\"psuh!\" is not an event name"), "{problems:?}");
         let empty = MatchSpec { events: Some(Vec::new()), ..MatchSpec::default() };
         assert!(Matcher::compile(&empty).unwrap_err()[0].contains("empty list"));
         assert_eq!(matcher(None, Some("acme/x"), None, None, &[]).literal_repo(), Some("acme/x"));

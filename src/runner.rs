@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::event::{Event, Trigger};
+use crate::event::{Event, PullRequest, Trigger};
 use crate::settings::{Action, Entry};
 use crate::steps::{Steps, WRAPPER};
 
@@ -184,6 +184,9 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
     let e = job.event;
     let head = e.head.as_ref();
     let (changed, all_listed) = changed_files(&e.changed_files);
+    let pr = e.pull_request.as_ref();
+    let pr_field = |f: fn(&PullRequest) -> String| pr.map(f).unwrap_or_default();
+    let ci = e.ci.as_ref();
     let wh = [
         ("WH_ENTRY", entry.name.clone()),
         ("WH_JOB_ID", job.id.to_string()),
@@ -198,11 +201,23 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
         ("WH_TAG", e.tag.clone().unwrap_or_default()),
         ("WH_BEFORE", e.before.clone()),
         ("WH_AFTER", e.after.clone()),
+        ("WH_TAG_OBJECT", e.tag_object.clone().unwrap_or_default()),
         ("WH_COMMIT_MESSAGE", head.map(|h| h.message.clone()).unwrap_or_default()),
         ("WH_PUSHER", e.pusher.clone()),
         ("WH_CHANGED_FILES", changed),
         ("WH_CHANGES_COMPLETE", if e.changes_complete && all_listed { "1" } else { "0" }.to_string()),
         ("WH_PAYLOAD", job.payload.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()),
+        ("WH_PR_NUMBER", pr_field(|p| p.number.to_string())),
+        ("WH_PR_ACTION", pr.and(e.action.clone()).unwrap_or_default()),
+        ("WH_PR_TITLE", pr_field(|p| p.title.clone())),
+        ("WH_PR_URL", pr_field(|p| p.url.clone())),
+        ("WH_PR_HEAD_BRANCH", pr_field(|p| p.head_branch.clone())),
+        ("WH_PR_HEAD_SHA", pr_field(|p| p.head_sha.clone())),
+        ("WH_PR_BASE_BRANCH", pr_field(|p| p.base_branch.clone())),
+        ("WH_PR_MERGED", pr_field(|p| if p.merged { "1" } else { "0" }.to_string())),
+        ("WH_CI_WORKFLOW", ci.map(|c| c.workflow.clone()).unwrap_or_default()),
+        ("WH_CI_CONCLUSION", ci.and_then(|c| c.conclusion.clone()).unwrap_or_default()),
+        ("WH_CI_URL", ci.map(|c| c.url.clone()).unwrap_or_default()),
     ];
     let mut cut = Vec::new();
     for (name, value) in wh {

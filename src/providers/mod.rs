@@ -176,14 +176,30 @@ fn events_of(provider: Provider, headers: &HeaderMap, json: &Value) -> Result<Ve
 /// with control characters (git refuses them in refs) or of absurd length.
 fn check_values(e: &Event) -> Result<(), PayloadError> {
     let head = e.head.as_ref().map(|h| h.id.as_str()).unwrap_or_default();
-    for (field, id) in
-        [("commit id (after)", &*e.after), ("commit id (before)", &*e.before), ("head commit id", head)]
-    {
+    let pr = e.pull_request.as_ref();
+    let pr_head = pr.map(|p| p.head_sha.as_str()).unwrap_or_default();
+    let tag_object = e.tag_object.as_deref().unwrap_or_default();
+    for (field, id) in [
+        ("commit id (after)", &*e.after),
+        ("commit id (before)", &*e.before),
+        ("head commit id", head),
+        ("pull request head commit id", pr_head),
+        ("tag object id", tag_object),
+    ] {
         if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(PayloadError::Invalid { field, why: "not a commit id (hex, at most 64 digits)" });
         }
     }
-    for (field, name) in [("ref", &e.git_ref), ("repository", &e.repo), ("event name", &e.provider_event)] {
+    let (head_branch, base_branch) =
+        pr.map_or(("", ""), |p| (p.head_branch.as_str(), p.base_branch.as_str()));
+    for (field, name) in [
+        ("ref", e.git_ref.as_str()),
+        ("repository", &e.repo),
+        ("event name", &e.provider_event),
+        ("pull request head branch", head_branch),
+        ("pull request base branch", base_branch),
+        ("action", e.provider_action.as_deref().unwrap_or_default()),
+    ] {
         if name.len() > MAX_NAME {
             return Err(PayloadError::Invalid { field, why: "longer than 1024 bytes" });
         }

@@ -175,6 +175,9 @@ fn matcher(raw: &RawEntry, report: &mut Report<'_, '_>) -> Option<Matcher> {
         branch: m.branch.as_deref(),
         tag: m.tag.as_deref(),
         events,
+        actions: m.action.as_ref().map(OneOrMany::to_vec),
+        conclusions: m.conclusion.as_ref().map(OneOrMany::to_vec),
+        workflow: m.workflow.as_deref(),
     };
     Matcher::compile(&spec).map_err(|problems| problems.into_iter().for_each(|p| report.bad(p))).ok()
 }

@@ -179,7 +179,15 @@ fn parse_file(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<Ra
 /// matches every name that merely contains it (`main` matches `not-main`).
 fn warnings(entry: &Entry) -> Vec<Problem> {
     let m = &entry.matcher;
-    [("branch", m.branch.as_ref()), ("tag", m.tag.as_ref())]
+    let unknown = m.unknown_events().into_iter().map(|name| {
+        let host = m.provider.map_or("any host".to_string(), |p| p.to_string());
+        let message = format!(
+            "match.event \"{name}\" is not an event {host} is known to send: check its spelling \
+             (the entry runs only if a delivery names it exactly)"
+        );
+        problem(&entry.file, entry.line, Some(&entry.name), message)
+    });
+    let regexes = [("branch", m.branch.as_ref()), ("tag", m.tag.as_ref())]
         .into_iter()
         .filter_map(|(field, re)| {
             let pattern = re?.as_str();
@@ -193,8 +201,8 @@ fn warnings(entry: &Entry) -> Vec<Problem> {
                 );
                 problem(&entry.file, entry.line, Some(&entry.name), message)
             })
-        })
-        .collect()
+        });
+    unknown.chain(regexes).collect()
 }
 
 /// Whether `text` holds no YAML content: only blanks, comments and document markers.

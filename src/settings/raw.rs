@@ -112,8 +112,14 @@ pub(super) struct RawMatch {
     pub(super) branch: Option<String>,
     /// A regular expression on the tag name (^v[0-9]+).
     pub(super) tag: Option<String>,
-    /// push, tag, delete, pull_request, ping, or a provider's own event name; one or a list (default push).
+    /// push, tag, delete, pull_request, ci, ping, or a provider's own event name; one or a list (default push).
     pub(super) event: Option<OneOrMany>,
+    /// Pull requests: opened, updated, reopened, closed, merged, or a host's own action name; one or a list.
+    pub(super) action: Option<OneOrMany>,
+    /// CI events: the run's conclusion (success, failure, cancelled, skipped, ...); one or a list.
+    pub(super) conclusion: Option<OneOrMany>,
+    /// CI events: the workflow (GitLab: pipeline) name, a regular expression.
+    pub(super) workflow: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

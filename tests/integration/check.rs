@@ -58,9 +58,9 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
         &["entry \"blog\"", "unknown provider \"gitbucket\""],
     ),
     (
-        "unknown event",
-        "entries:\n  blog:\n    match: { event: [push, pushh] }\n    secret: x\n    actions: [\"true\"]\n",
-        &["entry \"blog\"", "unknown event \"pushh\""],
+        "not an event name",
+        "entries:\n  blog:\n    match: { event: [push, \"push!\"] }\n    secret: x\n    actions: [\"true\"]\n",
+        &["entry \"blog\"", "\"push!\" is not an event name"],
     ),
     (
         "no secret",

@@ -4,6 +4,7 @@ mod check;
 mod common;
 mod corpus;
 mod daemon;
+mod deliveries;
 mod faults;
 mod first_hour;
 mod generated;

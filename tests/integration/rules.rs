@@ -384,6 +384,68 @@ fn gitea_release_runs_once_per_tag_with_gitea_signatures() {
     assert_eq!(daemon.post("/hooks", &forged, &push).status, 401);
 }
 
+/// A GitHub `workflow_run` delivery of `workflow` on `branch` for `sha`.
+fn workflow_run(workflow: &str, branch: &str, sha: &str, status: &str, conclusion: Option<&str>) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("github/workflow_run-completed.json")).unwrap(),
+    )
+    .unwrap();
+    v["action"] = if status == "completed" { "completed" } else { "in_progress" }.into();
+    v["repository"]["full_name"] = "acme/site".into();
+    v["workflow"]["name"] = workflow.into();
+    v["workflow_run"]["name"] = workflow.into();
+    v["workflow_run"]["head_branch"] = branch.into();
+    v["workflow_run"]["head_sha"] = sha.into();
+    v["workflow_run"]["status"] = status.into();
+    v["workflow_run"]["conclusion"] = conclusion.map_or(Value::Null, Value::from);
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn as_event(mut headers: Vec<(String, String)>, event: &str) -> Vec<(String, String)> {
+    for (k, v) in &mut headers {
+        if k == "X-GitHub-Event" {
+            *v = event.to_string();
+        }
+    }
+    headers
+}
+
+#[test]
+fn after_ci_deploys_the_tested_commit_only_when_its_workflow_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("index.php", "v1")]);
+    let deploy_dir = root.join("srv/site");
+    up.clone_to(&deploy_dir);
+    let tested = up.commit(&[("index.php", "v2")]);
+    let later = up.commit(&[("index.php", "v3")]); // pushed, CI not finished yet
+
+    let daemon = start(root, "after-ci.yaml", &[("SITE_SECRET", "s")]);
+    let send = |body: &[u8], id: &str| (as_event(github_push(body, "s", id), "workflow_run"), body.to_vec());
+
+    // Still running, failed, another workflow, another branch: nothing deploys.
+    let (h, b) = send(&workflow_run("CI", "main", &later, "in_progress", None), "ci-1");
+    assert!(ignored(&daemon, &h, &b).contains("workflow_run"));
+    let (h, b) = send(&workflow_run("CI", "main", &later, "completed", Some("failure")), "ci-2");
+    assert!(ignored(&daemon, &h, &b).contains("CI concluded failure, the entry wants success"));
+    let (h, b) = send(&workflow_run("Lint", "main", &later, "completed", Some("success")), "ci-3");
+    assert!(ignored(&daemon, &h, &b).contains("workflow \"Lint\" does not match /^CI$/"));
+    let (h, b) = send(&workflow_run("CI", "dev", &later, "completed", Some("success")), "ci-4");
+    assert!(ignored(&daemon, &h, &b).contains("branch \"dev\""));
+    // A push is not a CI run.
+    let push = github("acme/site", "refs/heads/main", &tested, &later, &["index.php"]);
+    assert!(ignored(&daemon, &github_push(&push, "s", "ci-5"), &push)
+        .contains("event is push, the entry wants ci"));
+    assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), git(&deploy_dir, &["rev-parse", "origin/main"]));
+
+    // The run of `tested` passed: that commit deploys, not the newer head of main.
+    let (h, b) = send(&workflow_run("CI", "main", &tested, "completed", Some("success")), "ci-6");
+    let (job, log) = deploy(&daemon, &h, &b);
+    assert_eq!(job.event.name(), "ci");
+    assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), tested, "{log}");
+    assert_eq!(read(&deploy_dir.join("index.php")), "v2");
+}
+
 #[test]
 fn every_rule_file_is_tested_here() {
     let source = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/rules.rs"));

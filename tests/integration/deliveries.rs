@@ -1,0 +1,250 @@
+//! What real deliveries of every host do to the real daemon: pull requests by action, CI runs,
+//! any event name, one job per change, the same values on every host.
+
+use wh_automata::providers;
+
+use crate::common::{check_settings, env_file, fixtures, request_in, signed, Daemon, Reply};
+
+/// Sends a delivery of the second corpus, signed with the corpus secret.
+fn send(daemon: &Daemon, name: &str) -> Reply {
+    let req = request_in(&fixtures().join("corpus2"), name);
+    send_body(daemon, &req.headers, &req.body)
+}
+
+/// Sends `body` with `headers` (placeholder signatures replaced by real ones).
+fn send_body(daemon: &Daemon, headers: &[(String, String)], body: &[u8]) -> Reply {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    let provider = providers::detect(&map).unwrap();
+    let headers: Vec<(String, String)> = signed(provider, &map, body)
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    daemon.post("/hooks", &headers, body)
+}
+
+/// Settings whose entries each write their `WH_*` variables to `env-<entry>-<job>`.
+fn settings(entries: &str) -> String {
+    format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nentries:\n{}",
+        entries.replace("ACTIONS", "secret: \"It's a Secret to Everybody\"\n    actions: [\"env | grep ^WH_ > env-$WH_ENTRY-$WH_JOB_ID\"]")
+    )
+}
+
+/// The entries of the jobs a reply queued, after they ran, with their environments.
+fn ran(daemon: &Daemon, reply: &Reply) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    reply
+        .job_ids()
+        .into_iter()
+        .map(|id| {
+            let job = daemon.wait_job(id);
+            let env = env_file(&daemon.dir.join(format!("env-{}-{id}", job.entry)));
+            (job.entry, env)
+        })
+        .collect()
+}
+
+fn ignored(reply: &Reply) -> String {
+    assert_eq!((reply.status, reply.json()["status"].as_str()), (200, Some("ignored")), "{}", reply.body);
+    reply.body.clone()
+}
+
+#[test]
+fn pull_requests_are_routed_by_action_with_their_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings(
+        "  tests:\n    match: { event: pull_request, action: [opened, updated, reopened] }\n    ACTIONS\n\
+         \x20 deploy:\n    match: { event: pull_request, action: merged }\n    ACTIONS\n\
+         \x20 deleted:\n    match: { provider: bitbucket, event: pull_request, action: deleted }\n    ACTIONS\n",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+
+    let jobs = ran(&daemon, &send(&daemon, "github/app-pr-synchronize.json"));
+    assert_eq!(jobs.len(), 1);
+    let (entry, env) = &jobs[0];
+    assert_eq!(entry, "tests");
+    assert_eq!(env["WH_PR_ACTION"], "updated");
+    assert_eq!(env["WH_EVENT"], "pull_request");
+    assert_eq!(env["WH_BRANCH"], "trunk");
+    assert_eq!(env["WH_PR_BASE_BRANCH"], "trunk");
+    assert_eq!(env["WH_PR_HEAD_SHA"], "7e39d83fc6a99f2c6a02cc7637c4de8db50da6ca");
+    assert_eq!(env["WH_AFTER"], env["WH_PR_HEAD_SHA"]);
+    assert_eq!(env["WH_PR_MERGED"], "0");
+    assert!(
+        !env["WH_PR_NUMBER"].is_empty() && env["WH_PR_URL"].starts_with("https://github.com/"),
+        "{env:?}"
+    );
+    assert!(!env["WH_PR_HEAD_BRANCH"].is_empty() && !env["WH_PR_TITLE"].is_empty(), "{env:?}");
+
+    // GitLab's `update`, Gitea's `synchronized`, Bitbucket's `pr:from_ref_updated` are `updated`.
+    for name in [
+        "gitlab/mr-update-new-commit.json",
+        "gitea/pr-synchronized-drone.json",
+        "bitbucket-server/pr-from-ref-updated-dc.json",
+    ] {
+        let jobs = ran(&daemon, &send(&daemon, name));
+        assert_eq!(
+            (jobs.len(), jobs[0].0.as_str(), jobs[0].1["WH_PR_ACTION"].as_str()),
+            (1, "tests", "updated"),
+            "{name}"
+        );
+    }
+    let gitlab = &ran(&daemon, &send(&daemon, "gitlab/mr-open-subgroup.json"))[0].1;
+    assert_eq!((gitlab["WH_PR_ACTION"].as_str(), gitlab["WH_PR_NUMBER"].as_str()), ("opened", "2"));
+    assert_eq!(
+        (gitlab["WH_PR_HEAD_BRANCH"].as_str(), gitlab["WH_PR_BASE_BRANCH"].as_str()),
+        ("patch", "main")
+    );
+
+    // A pull request closed without merging runs neither; the answer says why.
+    let body = ignored(&send(&daemon, "github/app-pr-closed.json"));
+    assert!(body.contains("action is closed, the entry wants merged"), "{body}");
+    // Merged: the deploy, with WH_PR_MERGED.
+    for name in ["bitbucket/pr-fulfilled-atlantis.json", "bitbucket-server/pr-merged-from-fork.json"] {
+        let jobs = ran(&daemon, &send(&daemon, name));
+        assert_eq!(jobs.len(), 1, "{name}");
+        assert_eq!((jobs[0].0.as_str(), jobs[0].1["WH_PR_MERGED"].as_str()), ("deploy", "1"), "{name}");
+    }
+    // A host's own word matches too: Bitbucket Server's `pr:deleted` is `closed` for the others.
+    let jobs = ran(&daemon, &send(&daemon, "bitbucket-server/pr-deleted.json"));
+    assert_eq!(jobs.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["deleted"]);
+    assert_eq!(jobs[0].1["WH_PR_ACTION"], "closed");
+}
+
+#[test]
+fn a_finished_gitlab_pipeline_is_a_ci_event_for_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings(
+        "  after-ci:\n    match: { provider: gitlab, event: ci, branch: ^master$, conclusion: success }\n    ACTIONS\n",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let body = std::fs::read(fixtures().join("transcribed/gitlab-pipeline-success.json")).unwrap();
+    let headers = |id: &str| {
+        vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Gitlab-Event".to_string(), "Pipeline Hook".to_string()),
+            ("X-Gitlab-Token".to_string(), "SIGNED-BY-RUN.PY".to_string()),
+            ("Idempotency-Key".to_string(), id.to_string()),
+        ]
+    };
+    let with_status = |status: &str| {
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["object_attributes"]["status"] = status.into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let reply = send_body(&daemon, &headers("p-1"), &with_status("running"));
+    assert!(ignored(&reply).contains("event is pipeline, the entry wants ci"), "{}", reply.body);
+    let reply = send_body(&daemon, &headers("p-2"), &with_status("failed"));
+    assert!(ignored(&reply).contains("CI concluded failure, the entry wants success"), "{}", reply.body);
+    let jobs = ran(&daemon, &send_body(&daemon, &headers("p-3"), &body));
+    let env = &jobs[0].1;
+    assert_eq!(env["WH_EVENT"], "ci");
+    assert_eq!(env["WH_BRANCH"], "master");
+    assert_eq!(env["WH_AFTER"], "bcbb5ec396a2c0f828686f14fac9b80b780504f2");
+    assert_eq!(env["WH_CI_CONCLUSION"], "success");
+    assert_eq!(env["WH_REPO"], "gitlab-org/gitlab-test");
+}
+
+#[test]
+fn any_event_name_can_be_matched_and_check_warns_about_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings(
+        "  queue:\n    match: { provider: github, event: [merge_group, repository_dispatch] }\n    ACTIONS\n",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let jobs = ran(&daemon, &send(&daemon, "github/merge-group-checks-requested.json"));
+    let env = &jobs[0].1;
+    assert_eq!(env["WH_EVENT"], "merge_group");
+    assert_eq!(env["WH_BRANCH"], "main");
+    assert_eq!(env["WH_AFTER"], "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d");
+
+    std::fs::write(
+        dir.path().join("check.yaml"),
+        "entries:\n  a:\n    match: { provider: gitea, event: [pull_request_approved, pull_request_aproved] }\n    insecure: true\n    actions: [\"true\"]\n",
+    )
+    .unwrap();
+    let (code, out) = check_settings(dir.path(), "check.yaml");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"pull_request_aproved\" is not an event gitea is known to send"), "{out}");
+    assert!(!out.contains("\"pull_request_approved\" is not"), "{out}");
+    // A name that is not shaped like one is still refused.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "entries:\n  a:\n    match: { event: \"push; rm -rf /\" }\n    insecure: true\n    actions: [\"true\"]\n",
+    )
+    .unwrap();
+    let (code, out) = check_settings(dir.path(), "bad.yaml");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is not an event name"), "{out}");
+}
+
+#[test]
+fn a_create_beside_a_tag_push_runs_an_entry_that_wants_both_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings(
+        "  both:\n    match: { provider: github, event: [tag, create] }\n    ACTIONS\n\
+         \x20 create-only:\n    match: { provider: github, event: create }\n    ACTIONS\n",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    // GitHub sends `create` and `push` for one new tag (simple-tag of Codertocat/Hello-World).
+    let create = ran(&daemon, &send(&daemon, "github/create-event-tag-app.json"));
+    assert_eq!(create.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["create-only"]);
+    let reply = send(&daemon, "github/ghes-push-tag.json");
+    let push = ran(&daemon, &reply);
+    assert_eq!(push.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["both"], "{}", reply.body);
+    let store = daemon.store();
+    assert_eq!(store.recent(10).unwrap().iter().filter(|j| j.entry == "both").count(), 1);
+}
+
+#[test]
+fn values_mean_the_same_on_every_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings(
+        "  tags:\n    match: { event: tag }\n    ACTIONS\n  deletes:\n    match: { event: delete }\n    ACTIONS\n",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    // Annotated tags: WH_AFTER is the commit, WH_TAG_OBJECT the tag object.
+    for (name, commit, object) in [
+        (
+            "github/app-push-annotated-tag.json",
+            "bd7a63727468ca899e6a43e40fe9d76b3501f3f4",
+            "f19c884ab35c8d243bf9d857d631a5d4f190079f",
+        ),
+        (
+            "gitlab/system-hook-tag-push.json",
+            "5937ac0a7beb003549fc5fd26fc247adbce4a52e",
+            "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7",
+        ),
+        (
+            "bitbucket-server/refs-changed-annotated-tag.json",
+            "fb522a6f08c7c7df337312e4e65ec1b57710672e",
+            "118cc36527dd376b94de5b0e6424b1dfbd4717ff",
+        ),
+        ("bitbucket/push-annotated-tag.json", "7ef5981d59145c3ed300b1ab77b93907d33abe59", ""),
+    ] {
+        let jobs = ran(&daemon, &send(&daemon, name));
+        let env = &jobs[0].1;
+        assert_eq!((env["WH_AFTER"].as_str(), env["WH_TAG_OBJECT"].as_str()), (commit, object), "{name}");
+    }
+    // Deletions: forty zeros, whether the host sends a push or a delete event.
+    for name in [
+        "gitea/delete-branch-event-zulip.json",
+        "gogs/delete-tag-zulip.json",
+        "github/push-branch-delete-zulip.json",
+    ] {
+        let jobs = ran(&daemon, &send(&daemon, name));
+        assert_eq!(jobs[0].1["WH_AFTER"], "0".repeat(40), "{name}");
+    }
+    // Payloads older than any host in service: a clear 400, no job with an empty repository.
+    for (name, field) in [
+        ("github/push-2013-no-full-name.json", "repository.full_name"),
+        ("gitlab/legacy-push-no-project.json", "project.path_with_namespace"),
+    ] {
+        let reply = send(&daemon, name);
+        assert_eq!(reply.status, 400, "{name}: {}", reply.body);
+        assert!(reply.body.contains(field), "{name}: {}", reply.body);
+    }
+}
