@@ -17,7 +17,7 @@ use crate::queue::{Full, Queue, Waiting};
 use crate::runner::{Outcome, KILL_GRACE};
 use crate::settings::{self, Problems, Settings};
 use crate::steps::{self, Ended};
-use crate::store::{Inserted, JobState, NewJob, Store, StoreError};
+use crate::store::{JobState, NewJob, Seen, Store, StoreError};
 
 /// What `/health` says about the settings.
 #[derive(Debug, Clone, Serialize)]
@@ -43,12 +43,13 @@ pub struct App {
     source: PathBuf,
 }
 
-/// The result of recording a delivery's jobs: (id, entry) of each.
+/// The result of recording a delivery's jobs.
 #[derive(Debug)]
-pub enum Enqueued {
-    Queued(Vec<(i64, String)>),
-    /// The delivery was seen before: its earlier jobs.
-    Duplicate(Vec<(i64, String)>),
+pub struct Enqueued {
+    /// The jobs queued: (id, entry).
+    pub queued: Vec<(i64, String)>,
+    /// The earlier jobs of a delivery seen before, for the entries that need not run again.
+    pub seen: Vec<Seen>,
 }
 
 /// Why jobs were not recorded. Its message is the one both the HTTP answer and the control
@@ -181,13 +182,20 @@ impl App {
         let capacity = self.settings().server.queue;
         let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.entry.as_str(), queue_key(j))).collect();
         let reservation = self.queue.reserve(&keys, capacity)?;
-        let ids = match self.store.insert(delivery, body, &jobs)? {
-            Inserted::Duplicate(seen) => return Ok(Enqueued::Duplicate(seen)),
-            Inserted::New(ids) => ids,
-        };
-        let superseded = self.queue.push(reservation, waiting(&ids, &jobs));
+        let inserted = self.store.insert(delivery, body, &jobs)?;
+        let new: Vec<Waiting> = inserted
+            .new
+            .iter()
+            .map(|(id, i)| Waiting {
+                id: *id,
+                entry: jobs[*i].entry.clone(),
+                key: queue_key(&jobs[*i]).to_string(),
+            })
+            .collect();
+        let queued = new.iter().map(|w| (w.id, w.entry.clone())).collect();
+        let superseded = self.queue.push(reservation, new);
         self.mark_superseded(superseded);
-        Ok(Enqueued::Queued(ids.into_iter().zip(jobs.into_iter().map(|j| j.entry)).collect()))
+        Ok(Enqueued { queued, seen: inserted.seen })
     }
 
     /// Records the jobs a newer one replaced in the queue. Off the path of the answer: until

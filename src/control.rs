@@ -147,7 +147,7 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
     let job = NewJob { entry: entry.clone(), trigger: Trigger::Manual, event };
     let app2 = app.clone();
     let id = match blocking(move || app2.enqueue(None, &body, vec![job])).await {
-        Ok(Enqueued::Queued(ids)) | Ok(Enqueued::Duplicate(ids)) if !ids.is_empty() => ids[0].0,
+        Ok(Enqueued { queued, .. }) if !queued.is_empty() => queued[0].0,
         Ok(_) => {
             let message = "the daemon recorded no job".to_string();
             let _ = send(&mut stream, &Reply::Error { message }).await;

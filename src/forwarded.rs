@@ -1,15 +1,17 @@
-//! The client a request comes from, behind reverse proxies: only for the log (who may send
-//! what is decided by signatures, never by addresses).
+//! The client a request comes from, behind reverse proxies: for the log and `allow_from`.
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
 
+use crate::allow::Nets;
+
 /// The client a request comes from: its peer, or, when the peer is a trusted proxy, the
 /// nearest address before it in `X-Forwarded-For` (or `Forwarded: for=`) that is not a trusted
-/// proxy. Only for the log: who may send what is decided by signatures, not addresses.
-pub fn client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+/// proxy. Named in the log and checked against `allow_from` (which adds to the signatures,
+/// never replaces them).
+pub fn client(peer: IpAddr, headers: &HeaderMap, trusted: &Nets) -> IpAddr {
+    if !trusted.contains(peer) {
         return peer;
     }
     let mut hops: Vec<IpAddr> = Vec::new();
@@ -26,7 +28,7 @@ pub fn client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
             }
         }
     }
-    hops.into_iter().rev().find(|hop| !trusted.contains(hop)).unwrap_or(peer)
+    hops.into_iter().rev().find(|hop| !trusted.contains(*hop)).unwrap_or(peer)
 }
 
 /// An address as proxies write it: `203.0.113.9`, `[2001:db8::1]:4711`, `198.51.100.2:80`.
@@ -46,7 +48,7 @@ mod tests {
 
     #[test]
     fn the_client_behind_trusted_proxies() {
-        let trusted: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.5".parse().unwrap()];
+        let trusted = Nets::parse(&["127.0.0.1", "10.0.0.0/24"]).unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let headers = |pairs: &[(&'static str, &str)]| {
             let mut h = HeaderMap::new();

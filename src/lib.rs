@@ -23,11 +23,13 @@
 //! - [`signals`], [`systemd`], [`cli`]: stop signals, service manager notices, command lines.
 #![forbid(unsafe_code)]
 
+pub mod allow;
 pub mod app;
 pub mod cli;
 pub mod connections;
 pub mod control;
 pub mod daemon;
+pub mod env_file;
 pub mod event;
 pub mod forwarded;
 pub mod matcher;

@@ -20,6 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::env_file::{self, EnvFile};
 use crate::event::{Event, PullRequest, Trigger};
 use crate::settings::{Action, Entry};
 use crate::steps::{Steps, WRAPPER};
@@ -50,6 +51,10 @@ pub enum Outcome {
         action: usize,
         error: String,
     },
+    /// The entry's `env_file` could not be read: no action ran.
+    NoEnvFile {
+        error: String,
+    },
 }
 
 impl Outcome {
@@ -59,7 +64,10 @@ impl Outcome {
         match self {
             Outcome::Succeeded => Some(0),
             Outcome::Failed { exit_code, .. } => *exit_code,
-            Outcome::TimedOut { .. } | Outcome::Cancelled { .. } | Outcome::NotStarted { .. } => None,
+            Outcome::TimedOut { .. }
+            | Outcome::Cancelled { .. }
+            | Outcome::NotStarted { .. }
+            | Outcome::NoEnvFile { .. } => None,
         }
     }
 
@@ -83,6 +91,7 @@ impl Outcome {
             Outcome::NotStarted { action, error } => {
                 Some(format!("action {action} could not start: {error}"))
             }
+            Outcome::NoEnvFile { error } => Some(format!("env_file cannot be read: {error}")),
         }
     }
 }
@@ -172,9 +181,27 @@ pub struct JobContext<'a> {
     pub steps: Option<&'a Steps>,
 }
 
-/// The environment of an action: the base variables, `inherit_env`, `WH_*`, then the entry's
-/// `env:`. NUL bytes, which no environment can hold, are dropped from payload values.
-pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)> {
+/// The variables of the entry's `env_file`, read now (when a job starts), with the problems
+/// of its lines; `Err` when it cannot be read at all. A `WH_*` name in it is a problem: those
+/// are the event's.
+pub fn env_file(entry: &Entry) -> Result<EnvFile, String> {
+    let Some(path) = &entry.env_file else { return Ok(EnvFile::default()) };
+    let mut file = env_file::read(&entry.workdir.join(path))?;
+    let (wh, vars): (Vec<_>, Vec<_>) = file.vars.into_iter().partition(|(k, _)| k.starts_with("WH_"));
+    file.vars = vars;
+    file.problems
+        .extend(wh.into_iter().map(|(k, _)| format!("{k}: WH_* variables are the event's, not set here")));
+    Ok(file)
+}
+
+/// The environment of an action: the base variables, `inherit_env`, `WH_*`, the variables of
+/// `env_file`, then the entry's `env:`. NUL bytes, which no environment can hold, are dropped
+/// from payload values.
+pub fn environment(
+    entry: &Entry,
+    job: &JobContext<'_>,
+    from_file: &[(String, String)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     for name in BASE_ENV.iter().copied().chain(entry.inherit_env.iter().map(String::as_str)) {
         if let Ok(value) = std::env::var(name) {
@@ -232,6 +259,7 @@ pub fn environment(entry: &Entry, job: &JobContext<'_>) -> Vec<(String, String)>
     }
     // Which values were cut to fit the environment; the whole payload is in $WH_PAYLOAD.
     env.push(("WH_TRUNCATED".to_string(), cut.join(" ")));
+    env.extend(from_file.iter().cloned());
     env.extend(entry.env.iter().cloned());
     env
 }
@@ -272,7 +300,6 @@ pub async fn run(
     log: &mut Log,
     cancel: &mut watch::Receiver<bool>,
 ) -> Outcome {
-    let env = environment(entry, job);
     let deadline = Instant::now() + entry.timeout;
     let e = job.event;
     log.note(&format!(
@@ -284,6 +311,19 @@ pub async fn run(
         if e.git_ref.is_empty() { "-" } else { &e.git_ref },
         if e.after.is_empty() { "-" } else { &e.after },
     ));
+    let from_file = match env_file(entry) {
+        Ok(file) => {
+            for problem in &file.problems {
+                log.note(&format!("env_file: {problem} (skipped)"));
+            }
+            file.vars
+        }
+        Err(error) => {
+            log.note(&format!("env_file cannot be read: {error}; no action runs"));
+            return Outcome::NoEnvFile { error };
+        }
+    };
+    let env = environment(entry, job, &from_file);
     for (i, action) in entry.actions.iter().enumerate() {
         let n = i + 1;
         if let Some(why) = skip_reason(action, e) {

@@ -164,7 +164,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
         provider = field::Empty,
         repo = field::Empty
     );
-    match hook(app, req, target, conn).instrument(span.clone()).await {
+    match hook(app, req, target, client, conn).instrument(span.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
             span.in_scope(|| match &e {
@@ -228,6 +228,8 @@ enum HookError {
     Enqueue(#[from] EnqueueError),
     #[error("nothing to route by: the payload names no repository; send it to {0}/<entry>")]
     NothingToRoute(String),
+    #[error("requests from {0} are not allowed here (allow_from)")]
+    Forbidden(std::net::IpAddr),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -246,6 +248,7 @@ impl HookError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             HookError::NothingToRoute(_) => StatusCode::BAD_REQUEST,
+            HookError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -254,7 +257,7 @@ impl HookError {
         if let HookError::Enqueue(EnqueueError::Full) = self {
             res.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
         }
-        if let HookError::TooLarge(_) | HookError::SlowBody = self {
+        if let HookError::TooLarge(_) | HookError::SlowBody | HookError::Forbidden(_) = self {
             // The rest of the body is not read: this connection cannot be reused.
             res.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }
@@ -286,9 +289,11 @@ async fn hook(
     app: Arc<App>,
     req: Request<Incoming>,
     target: Option<String>,
+    client: std::net::IpAddr,
     conn: &Conn,
 ) -> Result<Answer, HookError> {
     let settings = app.settings();
+    allowed(&settings, target.as_deref(), client)?;
     let request = receive(req, settings.server.max_body, settings.server.body_timeout).await?;
     conn.handling();
     let provider = detect(&request)?;
@@ -305,12 +310,85 @@ async fn hook(
     if let Some(e) = authentic.events.first() {
         tracing::Span::current().record("repo", e.repo.as_str());
     }
-    let matched = match_entries(&authentic);
+    let mut authentic = authentic;
+    let forbidden = allowed_entries(&mut authentic.entries, client);
+    if authentic.entries.is_empty() && !forbidden.is_empty() {
+        return Err(HookError::Forbidden(client));
+    }
+    let mut matched = match_entries(&authentic);
+    matched.reasons.extend(forbidden);
+    skip_deployed(&app, &settings, &mut matched).await?;
     if matched.jobs.is_empty() {
         return Ok(not_run(&authentic.events, &matched.reasons));
     }
     let enqueued = record(&app, provider, request, matched.jobs).await?;
     Ok(answer(enqueued))
+}
+
+/// `allow_from`, before the body is read: the server's list, then the entry's in the path, or,
+/// for a routed request, whether any entry allows the client at all.
+fn allowed(settings: &Settings, target: Option<&str>, client: std::net::IpAddr) -> Result<(), HookError> {
+    let fits = |list: &Option<crate::allow::Nets>| list.as_ref().is_none_or(|nets| nets.contains(client));
+    if !fits(&settings.server.allow_from) {
+        return Err(HookError::Forbidden(client));
+    }
+    let entry_fits = match target {
+        Some(name) => settings.entry(name).is_none_or(|e| fits(&e.allow_from)),
+        None => settings.entries.iter().any(|e| fits(&e.allow_from)),
+    };
+    if entry_fits {
+        Ok(())
+    } else {
+        Err(HookError::Forbidden(client))
+    }
+}
+
+/// Drops the authentic entries whose `allow_from` does not hold `client`; returns why each was.
+fn allowed_entries(entries: &mut Vec<Arc<Entry>>, client: std::net::IpAddr) -> Vec<(String, String)> {
+    let mut dropped = Vec::new();
+    entries.retain(|e| {
+        let ok = e.allow_from.as_ref().is_none_or(|nets| nets.contains(client));
+        if !ok {
+            dropped.push((e.name.clone(), format!("the client {client} is not in the entry's allow_from")));
+        }
+        ok
+    });
+    dropped
+}
+
+/// `skip_deployed: true`: a job for the commit its entry last deployed successfully is not
+/// queued; it is answered as ignored, with the job that deployed it.
+async fn skip_deployed(app: &Arc<App>, settings: &Settings, matched: &mut Matched) -> Result<(), HookError> {
+    let wanted: Vec<String> = matched
+        .jobs
+        .iter()
+        .filter(|j| settings.entry(&j.entry).is_some_and(|e| e.skip_deployed))
+        .filter(|j| !j.event.after.is_empty() && j.event.after != crate::event::ZERO_SHA)
+        .map(|j| j.entry.clone())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let store = app.store.clone();
+    let deployed = blocking(move || {
+        wanted.into_iter().map(|e| store.last_deployed(&e).map(|d| (e, d))).collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| HookError::Enqueue(EnqueueError::Store(e)))?;
+    matched.jobs.retain(|job| {
+        let last = deployed.iter().find(|(e, _)| *e == job.entry).and_then(|(_, d)| d.as_ref());
+        match last {
+            Some((id, commit)) if *commit == job.event.after => {
+                let short = &commit[..commit.len().min(7)];
+                matched
+                    .reasons
+                    .push((job.entry.clone(), format!("commit {short} already deployed by job {id}")));
+                false
+            }
+            _ => true,
+        }
+    });
+    Ok(())
 }
 
 /// Bodies larger than this are authenticated and parsed off the async threads.
@@ -493,15 +571,27 @@ async fn record(
     }
 }
 
-/// `queued` (202) or `duplicate` (200), with the jobs.
+/// `queued` (202) with the new jobs, or `duplicate` (200) when the delivery was seen before
+/// and no entry needs to run again; the earlier jobs are listed with their states.
 fn answer(enqueued: Enqueued) -> Answer {
-    let (status, code, list) = match enqueued {
-        Enqueued::Queued(list) => ("queued", StatusCode::ACCEPTED, list),
-        Enqueued::Duplicate(list) => ("duplicate", StatusCode::OK, list),
-    };
-    let jobs: Vec<Value> = list.iter().map(|(id, entry)| json!({ "id": id, "entry": entry })).collect();
-    info!(status, jobs = %jobs.iter().map(|j| j["id"].to_string()).collect::<Vec<_>>().join(","), "answered");
-    json_answer(code, &json!({ "status": status, "jobs": jobs }))
+    let seen: Vec<Value> = enqueued
+        .seen
+        .iter()
+        .map(|s| json!({ "id": s.id, "entry": s.entry, "state": s.state.as_str() }))
+        .collect();
+    let ids = |list: &[Value]| list.iter().map(|j| j["id"].to_string()).collect::<Vec<_>>().join(",");
+    if enqueued.queued.is_empty() {
+        info!(status = "duplicate", jobs = %ids(&seen), "answered");
+        return json_answer(StatusCode::OK, &json!({ "status": "duplicate", "jobs": seen }));
+    }
+    let jobs: Vec<Value> =
+        enqueued.queued.iter().map(|(id, entry)| json!({ "id": id, "entry": entry })).collect();
+    info!(status = "queued", jobs = %ids(&jobs), "answered");
+    let mut body = json!({ "status": "queued", "jobs": jobs });
+    if !seen.is_empty() {
+        body["duplicate"] = Value::Array(seen);
+    }
+    json_answer(StatusCode::ACCEPTED, &body)
 }
 
 /// Nothing to run: a ping's `pong`, or `ignored` with the reasons.

@@ -164,7 +164,19 @@ fn dry_run(entry: &Entry, event: &Event) {
         }
     }
     println!("environment:");
-    for (name, value) in runner::environment(entry, &context) {
+    let from_file = match runner::env_file(entry) {
+        Ok(file) => {
+            for problem in &file.problems {
+                println!("  (env_file: {problem}: skipped)");
+            }
+            file.vars
+        }
+        Err(error) => {
+            println!("  (env_file cannot be read: {error}: the job would fail)");
+            Vec::new()
+        }
+    };
+    for (name, value) in runner::environment(entry, &context, &from_file) {
         let value = match name.as_str() {
             "WH_JOB_ID" => "(the job's id)".to_string(),
             "WH_PAYLOAD" if value.is_empty() => String::new(),

@@ -68,7 +68,9 @@ impl Finished {
     pub fn of(outcome: &Outcome, timeout: Duration) -> Finished {
         let state = match outcome {
             Outcome::Succeeded => JobState::Succeeded,
-            Outcome::Failed { .. } | Outcome::NotStarted { .. } => JobState::Failed,
+            Outcome::Failed { .. } | Outcome::NotStarted { .. } | Outcome::NoEnvFile { .. } => {
+                JobState::Failed
+            }
             Outcome::TimedOut { .. } => JobState::TimedOut,
             Outcome::Cancelled { .. } => JobState::Cancelled,
         };
@@ -299,10 +301,7 @@ mod tests {
         for entry in ["boom", "fine", "boom", "fine"] {
             let job =
                 NewJob { entry: entry.into(), trigger: Trigger::Manual, event: Event::manual(None, None) };
-            match app.enqueue(None, b"", vec![job]).unwrap() {
-                crate::app::Enqueued::Queued(list) => ids.push(list[0].0),
-                other => panic!("{other:?}"),
-            }
+            ids.push(app.enqueue(None, b"", vec![job]).unwrap().queued[0].0);
         }
         let store = app.store.clone();
         let ended = tokio::time::timeout(Duration::from_secs(20), async {

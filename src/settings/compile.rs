@@ -13,6 +13,7 @@ use super::problems::{problem, Problem};
 use super::raw::{OneOrMany, Quantity, RawAction, RawEntry, RawServer};
 use super::units::{parse_duration, parse_size};
 use super::{Action, Entry, Secret, Server, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
+use crate::allow::Nets;
 use crate::matcher::{MatchSpec, Matcher};
 
 /// Where an entry is, for its problems.
@@ -59,7 +60,8 @@ pub(super) fn server(
         state_dir: base.join("state"),
         max_connections: 256,
         max_connections_per_address: 32,
-        trusted_proxies: vec![std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()],
+        trusted_proxies: Nets::loopback(),
+        allow_from: None,
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(30),
         log_limit: 1024 * 1024,
@@ -120,12 +122,18 @@ pub(super) fn server(
         }
     }
     if let Some(list) = &raw.trusted_proxies {
-        server.trusted_proxies.clear();
-        for text in list {
-            match text.parse() {
-                Ok(ip) => server.trusted_proxies.push(ip),
-                Err(_) => bad(format!("trusted_proxies: \"{text}\" is not an IP address")),
+        match Nets::parse(list) {
+            Ok(nets) => server.trusted_proxies = nets,
+            Err(problems) => problems.into_iter().for_each(|p| bad(format!("trusted_proxies: {p}"))),
+        }
+    }
+    if let Some(list) = &raw.allow_from {
+        match Nets::parse(list) {
+            Ok(_) if list.is_empty() => {
+                bad("allow_from is an empty list: no webhook could ever arrive".into())
             }
+            Ok(nets) => server.allow_from = Some(nets),
+            Err(problems) => problems.into_iter().for_each(|p| bad(format!("allow_from: {p}"))),
         }
     }
     if let Some(dir) = &raw.state_dir {
@@ -148,6 +156,18 @@ pub(super) fn entry(
     let env_vars = environment(&raw, env, &mut report);
     let timeout = timeout(raw.timeout.as_ref().map(Quantity::text).as_deref(), &mut report);
     let actions = actions(raw.actions, &mut report);
+    let allow_from = match raw.allow_from.as_deref().map(Nets::parse) {
+        None => None,
+        Some(Ok(_)) if raw.allow_from.as_ref().is_some_and(Vec::is_empty) => {
+            report.bad("allow_from is an empty list: the entry could never run".into());
+            None
+        }
+        Some(Ok(nets)) => Some(nets),
+        Some(Err(list)) => {
+            list.into_iter().for_each(|p| report.bad(format!("allow_from: {p}")));
+            None
+        }
+    };
     if problems.len() > before {
         return None;
     }
@@ -163,6 +183,9 @@ pub(super) fn entry(
         inherit_env: raw.inherit_env,
         timeout,
         actions,
+        allow_from,
+        skip_deployed: raw.skip_deployed,
+        env_file: raw.env_file,
     })
 }
 

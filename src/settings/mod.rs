@@ -17,6 +17,7 @@ mod problems;
 mod raw;
 mod units;
 
+use crate::allow::Nets;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -78,8 +79,10 @@ pub struct Server {
     pub state_dir: PathBuf,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
-    /// Peers whose forwarding headers name the client (for the log).
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Peers whose forwarding headers name the client.
+    pub trusted_proxies: Nets,
+    /// Who may send webhooks at all (`None`: anyone).
+    pub allow_from: Option<Nets>,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     /// Cap on each job's log file.
@@ -122,6 +125,11 @@ pub struct Entry {
     pub inherit_env: Vec<String>,
     pub timeout: Duration,
     pub actions: Vec<Action>,
+    /// Who may send this entry's webhooks, besides the server's list (`None`: anyone).
+    pub allow_from: Option<Nets>,
+    pub skip_deployed: bool,
+    /// Read when each job starts: relative to `workdir`, or absolute.
+    pub env_file: Option<PathBuf>,
 }
 
 /// One step of an entry.

@@ -52,9 +52,12 @@ pub(super) struct RawServer {
     /// Time a client has to send the body once the headers are in (default 30s).
     #[schemars(example = &"30s")]
     pub(super) body_timeout: Option<Quantity>,
-    /// Addresses of reverse proxies whose X-Forwarded-For / Forwarded headers name the client in
-    /// the log (default: 127.0.0.1 and ::1).
+    /// Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For / Forwarded headers
+    /// name the client (default: 127.0.0.1 and ::1).
     pub(super) trusted_proxies: Option<Vec<String>>,
+    /// Addresses or networks (CIDR) that may send webhooks (default: any); a request from
+    /// elsewhere gets 403 before its body is read. The client is the one behind trusted_proxies.
+    pub(super) allow_from: Option<Vec<String>>,
     /// Time a client has to send its request headers (default 10s).
     #[schemars(example = &"10s")]
     pub(super) header_timeout: Option<Quantity>,
@@ -90,6 +93,13 @@ pub(super) struct RawEntry {
     /// Variables of the daemon's environment passed to the actions by name (SSH_AUTH_SOCK, ...).
     #[serde(default)]
     pub(super) inherit_env: Vec<String>,
+    /// Addresses or networks (CIDR) that may send this entry's webhooks, besides server.allow_from.
+    pub(super) allow_from: Option<Vec<String>>,
+    /// Answer `ignored` to a push whose commit is the one this entry last deployed successfully.
+    #[serde(default)]
+    pub(super) skip_deployed: bool,
+    /// A file of KEY=VALUE lines (relative to workdir) added to the actions' environment, read when each job starts; env: wins.
+    pub(super) env_file: Option<PathBuf>,
     /// Time limit for the whole job (default 10m); then its process groups are killed.
     #[schemars(example = &"10m")]
     pub(super) timeout: Option<Quantity>,

@@ -46,12 +46,27 @@ pub enum StoreError {
 }
 
 /// What [`Store::insert`] did.
-#[derive(Debug)]
-pub enum Inserted {
-    /// New jobs, in the order given.
-    New(Vec<i64>),
-    /// The delivery was seen before: the jobs it made then (id, entry).
-    Duplicate(Vec<(i64, String)>),
+#[derive(Debug, Default)]
+pub struct Inserted {
+    /// The jobs recorded: (id, index of the job in the list given).
+    pub new: Vec<(i64, usize)>,
+    /// The jobs of entries for which this delivery was seen before and need not run again.
+    pub seen: Vec<Seen>,
+}
+
+/// An earlier job of a delivery seen again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub id: i64,
+    pub entry: String,
+    pub state: JobState,
+}
+
+impl Inserted {
+    /// The delivery was seen before for every entry: nothing new was recorded.
+    pub fn is_duplicate(&self) -> bool {
+        self.new.is_empty() && !self.seen.is_empty()
+    }
 }
 
 pub struct Store {
@@ -136,7 +151,9 @@ impl Store {
     }
 
     /// Records `jobs` for one delivery (with its raw body) in one transaction. A delivery key
-    /// that was seen before records nothing and returns the earlier jobs.
+    /// seen before for an entry (the host's "Redeliver") records nothing for it when its
+    /// latest job of that delivery waits, runs, succeeded or was superseded; one that failed,
+    /// timed out or was cancelled runs again.
     pub fn insert(
         &self,
         delivery: Option<&str>,
@@ -157,24 +174,43 @@ impl Store {
         jobs: &[NewJob],
     ) -> Result<Inserted, StoreError> {
         let tx = conn.transaction()?;
+        let mut earlier: Vec<Seen> = Vec::new();
         if let Some(key) = delivery {
-            let mut stmt = tx.prepare_cached("SELECT id, entry FROM jobs WHERE delivery = ?1 ORDER BY id")?;
-            let seen: Vec<(i64, String)> =
-                stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-            if !seen.is_empty() {
-                return Ok(Inserted::Duplicate(seen));
+            let mut stmt =
+                tx.prepare_cached("SELECT id, entry, state FROM jobs WHERE delivery = ?1 ORDER BY id")?;
+            let rows: Vec<(i64, String, String)> = stmt
+                .query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (id, entry, state) in rows {
+                let state = JobState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt { id, what: format!("unknown state \"{state}\"") })?;
+                // The latest job of each entry counts.
+                earlier.retain(|s| s.entry != entry);
+                earlier.push(Seen { id, entry, state });
             }
         }
-        tx.execute("INSERT INTO payloads (body) VALUES (?1)", [body])?;
-        let payload_id = tx.last_insert_rowid();
-        let mut ids = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let mut inserted = Inserted::default();
+        let mut payload_id = None;
+        for (index, job) in jobs.iter().enumerate() {
+            if let Some(seen) = earlier.iter().find(|s| s.entry == job.entry) {
+                if !matches!(seen.state, JobState::Failed | JobState::TimedOut | JobState::Cancelled) {
+                    inserted.seen.push(seen.clone());
+                    continue;
+                }
+            }
+            let payload = match payload_id {
+                Some(id) => id,
+                None => {
+                    tx.execute("INSERT INTO payloads (body) VALUES (?1)", [body])?;
+                    *payload_id.insert(tx.last_insert_rowid())
+                }
+            };
             let row =
-                Row { delivery, state: JobState::Queued, payload_id: Some(payload_id), foreground_pid: None };
-            ids.push(insert_job(&tx, job, &row)?);
+                Row { delivery, state: JobState::Queued, payload_id: Some(payload), foreground_pid: None };
+            inserted.new.push((insert_job(&tx, job, &row)?, index));
         }
         tx.commit()?;
-        Ok(Inserted::New(ids))
+        Ok(inserted)
     }
 
     /// Jobs left queued or running (by a crash or a stop), oldest first. Running ones are put
@@ -230,6 +266,16 @@ impl Store {
             self.finish(*old, JobState::Superseded, None, Some(&reason))?;
         }
         Ok(stale.len())
+    }
+
+    /// The entry's latest successful job and the commit it ran for (`skip_deployed`).
+    pub fn last_deployed(&self, entry: &str) -> Result<Option<(i64, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, commit_sha FROM jobs WHERE entry = ?1 AND state = 'succeeded' ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut rows = stmt.query_map([entry], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.next().transpose()?)
     }
 
     /// Puts a job that was running back to `queued` (interrupted by the daemon's stop): the

@@ -7,18 +7,20 @@ fn job(entry: &str) -> NewJob {
     NewJob { entry: entry.into(), trigger: Trigger::Webhook, event: Event::manual(Some("main"), Some("abc")) }
 }
 
+/// The ids of the jobs an insert recorded.
+fn new_ids(inserted: Inserted) -> Vec<i64> {
+    inserted.new.iter().map(|(id, _)| *id).collect()
+}
+
 #[test]
 fn insert_dedupe_recover_finish() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let Inserted::New(ids) = store.insert(Some("github:d1"), b"{}", &[job("a"), job("b")]).unwrap() else {
-        panic!("first delivery must be new")
-    };
+    let ids = new_ids(store.insert(Some("github:d1"), b"{}", &[job("a"), job("b")]).unwrap());
     assert_eq!(ids.len(), 2);
-    match store.insert(Some("github:d1"), b"{}", &[job("a")]).unwrap() {
-        Inserted::Duplicate(seen) => assert_eq!(seen, vec![(ids[0], "a".into()), (ids[1], "b".into())]),
-        other => panic!("{other:?}"),
-    }
+    let again = store.insert(Some("github:d1"), b"{}", &[job("a")]).unwrap();
+    assert!(again.is_duplicate());
+    assert_eq!(again.seen, vec![Seen { id: ids[0], entry: "a".into(), state: JobState::Queued }]);
     store.mark_running(ids[0]).unwrap();
     drop(store);
     // After a "crash", both come back, the running one as queued.
@@ -38,8 +40,8 @@ fn insert_dedupe_recover_finish() {
 
     // A waiting webhook job with a newer one of the same entry and ref is superseded at
     // start, whatever the newer one's state.
-    let Inserted::New(old) = store.insert(Some("github:d2"), b"{}", &[job("e")]).unwrap() else { panic!() };
-    let Inserted::New(new) = store.insert(Some("github:d3"), b"{}", &[job("e")]).unwrap() else { panic!() };
+    let old = new_ids(store.insert(Some("github:d2"), b"{}", &[job("e")]).unwrap());
+    let new = new_ids(store.insert(Some("github:d3"), b"{}", &[job("e")]).unwrap());
     store.finish(new[0], JobState::Succeeded, Some(0), None).unwrap();
     assert_eq!(store.supersede_stale().unwrap(), 1);
     let stale = store.job(old[0]).unwrap().unwrap();
@@ -115,10 +117,10 @@ fn a_database_written_by_0_1_0_opens_migrated() {
     let site = store.job(1).unwrap().unwrap();
     assert_eq!((site.event.provider, site.event.name()), (Some(crate::event::Provider::Github), "push"));
     // Its deliveries are still known, its waiting jobs still wait, with their payloads.
-    match store.insert(Some("github:f3c465a4-e181-53a7-b951-9e31bc243d75"), b"{}", &[job("site")]).unwrap() {
-        Inserted::Duplicate(seen) => assert_eq!(seen, vec![(1, "site".to_string())]),
-        other => panic!("{other:?}"),
-    }
+    let again =
+        store.insert(Some("github:f3c465a4-e181-53a7-b951-9e31bc243d75"), b"{}", &[job("site")]).unwrap();
+    assert!(again.is_duplicate(), "{again:?}");
+    assert_eq!((again.seen[0].id, again.seen[0].entry.as_str()), (1, "site"));
     assert_eq!(store.unfinished().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), [5, 6]);
     let payload = store.write_payload(5).unwrap().unwrap();
     assert_eq!(std::fs::metadata(payload).unwrap().len(), 7703);
@@ -133,7 +135,7 @@ fn a_database_written_by_0_1_0_opens_migrated() {
 fn an_unknown_state_or_trigger_is_an_error_not_a_default() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let Inserted::New(ids) = store.insert(None, b"{}", &[job("a"), job("b")]).unwrap() else { panic!() };
+    let ids = new_ids(store.insert(None, b"{}", &[job("a"), job("b")]).unwrap());
     store.conn().execute("UPDATE jobs SET state = 'done' WHERE id = ?1", [ids[0]]).unwrap();
     store.conn().execute("UPDATE jobs SET trigger = 'cron' WHERE id = ?1", [ids[1]]).unwrap();
     let err = store.job(ids[0]).unwrap_err().to_string();
@@ -141,4 +143,30 @@ fn an_unknown_state_or_trigger_is_an_error_not_a_default() {
     let err = store.job(ids[1]).unwrap_err().to_string();
     assert!(err.contains("unknown trigger \"cron\""), "{err}");
     assert!(store.recent(10).is_err());
+}
+
+/// A redelivery (the same delivery id again) runs an entry again only when its latest job of
+/// that delivery failed, timed out or was cancelled; per entry, within one delivery.
+#[test]
+fn a_redelivery_reruns_only_what_did_not_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let first = new_ids(store.insert(Some("github:r1"), b"{}", &[job("a"), job("b"), job("c")]).unwrap());
+    store.finish(first[0], JobState::Failed, Some(1), Some("action 1 failed")).unwrap();
+    store.finish(first[1], JobState::Succeeded, Some(0), None).unwrap();
+    store.finish(first[2], JobState::TimedOut, None, Some("timed out")).unwrap();
+
+    let again = store.insert(Some("github:r1"), b"{}", &[job("a"), job("b"), job("c")]).unwrap();
+    assert_eq!(again.new.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [0, 2], "a and c run again");
+    assert_eq!(again.seen, vec![Seen { id: first[1], entry: "b".into(), state: JobState::Succeeded }]);
+    // The rerun of a is its latest job now: while it waits, a third delivery runs nothing.
+    let third = store.insert(Some("github:r1"), b"{}", &[job("a")]).unwrap();
+    assert!(third.is_duplicate());
+    assert_eq!(third.seen[0].id, again.new[0].0);
+    // Another provider's delivery with the same id is another delivery.
+    assert_eq!(new_ids(store.insert(Some("gitea:r1"), b"{}", &[job("a")]).unwrap()).len(), 1);
+    // A cancelled job runs again too.
+    let c = new_ids(store.insert(Some("github:r2"), b"{}", &[job("d")]).unwrap());
+    store.finish(c[0], JobState::Cancelled, None, Some("cancelled")).unwrap();
+    assert_eq!(store.insert(Some("github:r2"), b"{}", &[job("d")]).unwrap().new.len(), 1);
 }

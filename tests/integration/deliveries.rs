@@ -2,8 +2,11 @@
 //! any event name, one job per change, the same values on every host.
 
 use wh_automata::providers;
+use wh_automata::store::JobState;
 
-use crate::common::{check_settings, env_file, fixtures, request_in, signed, Daemon, Reply};
+use crate::common::{
+    check_settings, env_file, fixtures, github_push, push_body, request_in, signed, Daemon, Reply,
+};
 
 /// Sends a delivery of the second corpus, signed with the corpus secret.
 fn send(daemon: &Daemon, name: &str) -> Reply {
@@ -247,4 +250,68 @@ fn values_mean_the_same_on_every_host() {
         assert_eq!(reply.status, 400, "{name}: {}", reply.body);
         assert!(reply.body.contains(field), "{name}: {}", reply.body);
     }
+}
+
+/// The host's "Redeliver" keeps the delivery id: a delivery whose job failed runs again; one
+/// whose job succeeded (or still waits or runs) is a duplicate, and the answer says which job.
+#[test]
+fn a_redelivery_runs_again_only_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0 }\nentries:\n  site:\n    secret: s\n    actions: [\"test -f ok\", \"echo ran >> runs\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+    let body = push_body("acme/site", "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+    let headers = github_push(&body, "s", "redelivered-1");
+
+    let first = daemon.post("/hooks", &headers, &body);
+    let failed = daemon.wait_job(first.job_ids()[0]);
+    assert_eq!(failed.state, JobState::Failed);
+    // Redelivered after the fix: runs again, as a new job.
+    std::fs::write(dir.path().join("ok"), "").unwrap();
+    let again = daemon.post("/hooks", &headers, &body);
+    assert_eq!((again.status, again.json()["status"].as_str()), (202, Some("queued")), "{}", again.body);
+    let rerun = again.job_ids()[0];
+    assert_ne!(rerun, failed.id);
+    assert_eq!(daemon.wait_job(rerun).state, JobState::Succeeded);
+    // Redelivered once more: it succeeded, so it is a duplicate naming that job and its state.
+    let dup = daemon.post("/hooks", &headers, &body);
+    assert_eq!((dup.status, dup.json()["status"].as_str()), (200, Some("duplicate")), "{}", dup.body);
+    assert_eq!(dup.json()["jobs"][0]["id"], rerun);
+    assert_eq!(dup.json()["jobs"][0]["state"], "succeeded");
+    assert_eq!(std::fs::read_to_string(dir.path().join("runs")).unwrap(), "ran\n");
+}
+
+/// `skip_deployed: true`: a push of the commit the entry last deployed is answered ignored.
+#[test]
+fn skip_deployed_never_deploys_the_same_commit_twice_in_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0 }\nentries:\n  site:\n    secret: s\n    skip_deployed: true\n    actions: [\"echo $WH_AFTER >> deployed\"]\n  every:\n    secret: s\n    actions: [\"echo $WH_AFTER >> every\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+    let (a, b) = ("a".repeat(40), "b".repeat(40));
+    let push = |after: &str, id: &str| {
+        let body = push_body("acme/site", "refs/heads/main", &"1".repeat(40), after);
+        daemon.post("/hooks", &github_push(&body, "s", id), &body)
+    };
+    let first = push(&a, "sd-1");
+    let ids = first.job_ids();
+    let site_job = ids.iter().map(|id| daemon.wait_job(*id)).find(|j| j.entry == "site").unwrap();
+    // The same commit again (another delivery: a re-push, a second webhook): only `every` runs.
+    let again = push(&a, "sd-2");
+    assert_eq!(again.status, 202, "{}", again.body);
+    let ran: Vec<String> = again.job_ids().iter().map(|id| daemon.wait_job(*id).entry).collect();
+    assert_eq!(ran, ["every"]);
+    // Alone, it is answered ignored with the job that deployed the commit.
+    let yaml_only = yaml.split("  every:").next().unwrap().to_string();
+    std::fs::write(dir.path().join("settings.yaml"), &yaml_only).unwrap();
+    crate::common::eventually("the reload", || daemon.get("/health").json()["settings"]["entries"] == 1);
+    let reply = push(&a, "sd-3");
+    assert_eq!((reply.status, reply.json()["status"].as_str()), (200, Some("ignored")), "{}", reply.body);
+    let reason = reply.json()["entries"]["site"].as_str().unwrap().to_string();
+    assert_eq!(reason, format!("commit aaaaaaa already deployed by job {}", site_job.id));
+    // Another commit deploys, and after it the first one may deploy again (a rollback).
+    for (after, id) in [(&b, "sd-4"), (&a, "sd-5")] {
+        let reply = push(after, id);
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        daemon.wait_job(reply.job_ids()[0]);
+    }
+    assert_eq!(std::fs::read_to_string(dir.path().join("deployed")).unwrap(), format!("{a}\n{b}\n{a}\n"));
 }
