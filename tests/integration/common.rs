@@ -495,3 +495,33 @@ pub fn signed(provider: wh_automata::event::Provider, headers: &HeaderMap, body:
     }
     out
 }
+
+/// A connection from 127.0.0.2 (a chosen source address, on loopback).
+pub fn connect_from(source: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
+/// Sends `headers` and `body` as one HTTP/1.1 request on `stream`; returns the answer's status
+/// line and body (the connection is closed after).
+pub fn exchange(mut stream: std::net::TcpStream, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut head = format!(
+        "POST /hooks HTTP/1.1\r\nHost: wh\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}

@@ -3,7 +3,7 @@
 
 use wh_automata::store::JobState;
 
-use crate::common::{github_push, push_body, Daemon};
+use crate::common::{connect_from, github_push, push_body, Daemon};
 
 /// A signed JSON push whose commit message embeds `&payload=<another event>`, replayed with a
 /// form Content-Type, is still the JSON push it was signed as: the embedded event never runs.
@@ -229,15 +229,6 @@ fn routed_requests_without_a_repository_try_no_secret() {
     let reply = daemon.post("/hooks", &github_push(&body, "s7", "nr-4"), &body);
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["jobs"][0]["entry"], "e7");
-}
-
-/// A connection from 127.0.0.2 (a chosen source address, on loopback).
-fn connect_from(source: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let from: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&from.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    socket.into()
 }
 
 /// Slow or idle clients from one address cannot take every place: past its share they are

@@ -1,10 +1,12 @@
 //! Integration tests: the real fixture corpus, the real binaries, real processes.
 
+mod allow_from;
 mod check;
 mod common;
 mod corpus;
 mod daemon;
 mod deliveries;
+mod env_file;
 mod faults;
 mod first_hour;
 mod generated;

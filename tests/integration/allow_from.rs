@@ -1,0 +1,91 @@
+//! `allow_from:`: who may send webhooks, by address, behind trusted proxies; refused with 403
+//! before the body is read.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{connect_from, exchange, github_push, push_body, Daemon};
+
+fn push(id: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    let body = push_body("acme/site", "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+    (github_push(&body, "s", id), body)
+}
+
+#[test]
+fn only_allowed_addresses_may_deliver_and_strangers_are_refused_before_their_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0, allow_from: [127.0.0.2/32, \"192.30.252.0/22\"], trusted_proxies: [127.0.0.3] }\n\
+                entries:\n  site:\n    secret: s\n    actions: [\"true\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+
+    let (headers, body) = push("af-1");
+    let (status, answer) = exchange(connect_from("127.0.0.2", daemon.addr), &headers, &body);
+    assert_eq!(status, 202, "{answer}");
+
+    // From 127.0.0.1: 403 at once, though the body never comes (a stranger's slow body costs
+    // nothing: it is not waited for).
+    let started = Instant::now();
+    let mut stream = connect_from("127.0.0.1", daemon.addr);
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (status, answer) = {
+        use std::io::{Read, Write};
+        let head = format!(
+            "POST /hooks HTTP/1.1\r\nHost: wh\r\nContent-Length: 100000\r\n{}\r\n",
+            headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect::<String>()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut raw = vec![0u8; 4096];
+        let n = stream.read(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw[..n]).into_owned();
+        (text.split_whitespace().nth(1).unwrap().to_string(), text)
+    };
+    assert_eq!(status, "403", "{answer}");
+    assert!(answer.contains("requests from 127.0.0.1 are not allowed"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Behind a trusted proxy, the client it names counts; an untrusted peer's header does not.
+    let forwarded = |ip: &str| {
+        let (mut h, b) = push(&format!("af-{ip}"));
+        h.push(("X-Forwarded-For".into(), ip.into()));
+        (h, b)
+    };
+    let (h, b) = forwarded("192.30.253.17");
+    assert_eq!(exchange(connect_from("127.0.0.3", daemon.addr), &h, &b).0, 202);
+    let (h, b) = forwarded("203.0.113.9");
+    let (status, answer) = exchange(connect_from("127.0.0.3", daemon.addr), &h, &b);
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("203.0.113.9"), "{answer}");
+    let (h, b) = forwarded("192.30.253.18");
+    assert_eq!(
+        exchange(connect_from("127.0.0.4", daemon.addr), &h, &b).0,
+        403,
+        "an untrusted peer's header is its word"
+    );
+    assert_eq!(daemon.store().recent(10).unwrap().len(), 2, "refused requests recorded nothing");
+}
+
+#[test]
+fn an_entry_allow_list_narrows_it_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0 }\nentries:\n  internal:\n    match: { repo: acme/site }\n    secret: s\n    allow_from: [127.0.0.2]\n    actions: [\"true\"]\n\
+                \x20 public:\n    match: { repo: acme/other }\n    secret: s\n    actions: [\"true\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+    let (headers, body) = push("ea-1");
+    // Routed or by name, `internal` takes deliveries from 127.0.0.2 only.
+    assert_eq!(exchange(connect_from("127.0.0.1", daemon.addr), &headers, &body).0, 403);
+    assert_eq!(exchange(connect_from("127.0.0.2", daemon.addr), &headers, &body).0, 202);
+    let named = daemon.post("/hooks/internal", &push("ea-2").0, &body);
+    assert_eq!(named.status, 403, "{}", named.body);
+    // `public` takes them from anywhere.
+    let other = push_body("acme/other", "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+    let reply = daemon.post("/hooks", &github_push(&other, "s", "ea-3"), &other);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    // A list that is not one is refused at load.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "server: { allow_from: [10.0.0.0/40, github] }\nentries: {}\n",
+    )
+    .unwrap();
+    let (code, out) = crate::common::check_settings(dir.path(), "bad.yaml");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("10.0.0.0/40") && out.contains("\"github\" is not an address"), "{out}");
+}

@@ -1,0 +1,51 @@
+//! `env_file:`: read when each job starts, the usual `.env` forms, problems in the job's log,
+//! `env:` wins, a missing file fails the job before any action.
+
+use wh_automata::store::JobState;
+
+use crate::common::{env_file, github_push, push_body, read, Daemon};
+
+#[test]
+fn the_env_file_is_read_when_each_job_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("app");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(
+        work.join(".env"),
+        "# the app's settings\nexport MODE=blue\nNAME=\"two words \\\"q\\\"\"\nRAW='$HOME'\nOVER=file\nbad line\nWH_AFTER=x\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nentries:\n  site:\n    secret: s\n    workdir: {}\n    env_file: .env\n    env: {{ OVER: entry }}\n    \
+         actions: [\"env > env-$WH_JOB_ID\", \"sed -i s/blue/green/ .env\"]\n",
+        work.display()
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let run = |id: &str, after: &str| {
+        let body = push_body("acme/site", "refs/heads/main", &"a".repeat(40), after);
+        let reply = daemon.post("/hooks", &github_push(&body, "s", id), &body);
+        let job = daemon.wait_job(reply.job_ids()[0]);
+        let log = read(&daemon.dir.join(format!("state/logs/{}.log", job.id)));
+        (job, log)
+    };
+    let (job, log) = run("ef-1", &"b".repeat(40));
+    assert_eq!(job.state, JobState::Succeeded, "{log}");
+    let env = env_file(&work.join(format!("env-{}", job.id)));
+    assert_eq!(env["MODE"], "blue");
+    assert_eq!(env["NAME"], "two words \"q\"");
+    assert_eq!(env["RAW"], "$HOME", "nothing is expanded");
+    assert_eq!(env["OVER"], "entry", "env: wins");
+    assert_eq!(env["WH_AFTER"], "b".repeat(40), "the event's variables are not the file's to set");
+    assert!(log.contains("env_file: line 6: not KEY=VALUE (skipped)"), "{log}");
+    assert!(log.contains("WH_AFTER: WH_* variables are the event's"), "{log}");
+    // The first deploy changed the file: the next job reads the new one.
+    let (job, _) = run("ef-2", &"c".repeat(40));
+    assert_eq!(env_file(&work.join(format!("env-{}", job.id)))["MODE"], "green");
+
+    // Without the file, no action runs and the job says why.
+    std::fs::remove_file(work.join(".env")).unwrap();
+    let (job, log) = run("ef-3", &"d".repeat(40));
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.reason.as_deref().unwrap().starts_with("env_file cannot be read"), "{:?}", job.reason);
+    assert!(!work.join(format!("env-{}", job.id)).exists(), "{log}");
+}
