@@ -25,6 +25,26 @@ pub(super) struct Place<'a> {
     pub dir: &'a Path,
     /// The line of each item of the entry's `actions:` list, where the text shows them.
     pub action_lines: Vec<usize>,
+    /// The named lists of `networks:` of every settings file.
+    pub networks: &'a Networks,
+}
+
+/// The named lists of addresses of `networks:`, from every settings file.
+pub(super) type Networks = std::collections::BTreeMap<String, Vec<String>>;
+
+/// An address list (`allow_from`, `trusted_proxies`): addresses, networks, and names of
+/// `networks:` lists, which stand for their items.
+fn address_list(items: &[String], networks: &Networks) -> Result<Nets, Vec<String>> {
+    let mut expanded: Vec<&str> = Vec::new();
+    for item in items {
+        match networks.get(item) {
+            Some(list) => expanded.extend(list.iter().map(String::as_str)),
+            None => expanded.push(item),
+        }
+    }
+    Nets::parse(&expanded).map_err(|problems| {
+        problems.into_iter().map(|p| format!("{p}, nor the name of a list under networks:")).collect()
+    })
 }
 
 /// The problems of one entry, each located at the entry.
@@ -49,6 +69,7 @@ pub(super) fn server(
     file: &Path,
     base: &Path,
     raw: Option<&RawServer>,
+    networks: &Networks,
     problems: &mut Vec<Problem>,
 ) -> Server {
     let mut server = Server {
@@ -122,13 +143,13 @@ pub(super) fn server(
         }
     }
     if let Some(list) = &raw.trusted_proxies {
-        match Nets::parse(list) {
+        match address_list(list, networks) {
             Ok(nets) => server.trusted_proxies = nets,
             Err(problems) => problems.into_iter().for_each(|p| bad(format!("trusted_proxies: {p}"))),
         }
     }
     if let Some(list) = &raw.allow_from {
-        match Nets::parse(list) {
+        match address_list(list, networks) {
             Ok(_) if list.is_empty() => {
                 bad("allow_from is an empty list: no webhook could ever arrive".into())
             }
@@ -156,7 +177,7 @@ pub(super) fn entry(
     let env_vars = environment(&raw, env, &mut report);
     let timeout = timeout(raw.timeout.as_ref().map(Quantity::text).as_deref(), &mut report);
     let actions = actions(raw.actions, &mut report);
-    let allow_from = match raw.allow_from.as_deref().map(Nets::parse) {
+    let allow_from = match raw.allow_from.as_deref().map(|list| address_list(list, place.networks)) {
         None => None,
         Some(Ok(_)) if raw.allow_from.as_ref().is_some_and(Vec::is_empty) => {
             report.bad("allow_from is an empty list: the entry could never run".into());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::compile::{self, Place};
+use super::compile::{self, Networks, Place};
 use super::problems::{action_lines, duplicate_names, entry_lines, problem, Problem, Problems};
 use super::raw::{RawEntry, RawFile};
 use super::{include, Entry, Index, Settings};
@@ -15,6 +15,7 @@ struct Source {
     file: PathBuf,
     text: String,
     entries: Option<serde_yaml::Mapping>,
+    networks: Networks,
 }
 
 /// Reads, validates and compiles the settings file at `path` and every file it includes, with
@@ -28,14 +29,16 @@ pub(super) fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<
     let Some(main) = parse_file(&source, &text, &mut problems) else {
         return Err(Problems(problems));
     };
-    let server = compile::server(&source, &base, main.server.as_ref(), &mut problems);
     let include_globs: Vec<PathBuf> = main.include.iter().map(|p| base.join(p)).collect();
-    let mut sources = vec![Source { file: source.clone(), text, entries: main.entries }];
+    let mut sources =
+        vec![Source { file: source.clone(), text, entries: main.entries, networks: main.networks }];
     for (pattern, full) in main.include.iter().zip(&include_globs) {
         included(&source, pattern, full, &mut sources, &mut problems);
     }
+    let networks = networks(&mut sources, &mut problems);
+    let server = compile::server(&source, &base, main.server.as_ref(), &networks, &mut problems);
     let files = sources.iter().map(|s| s.file.clone()).collect();
-    let entries = entries(sources, env, &mut problems);
+    let entries = entries(sources, &networks, env, &mut problems);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -80,13 +83,32 @@ fn included(main: &Path, pattern: &str, full: &Path, sources: &mut Vec<Source>, 
                 "`include:` is only read in the main settings file".into(),
             ));
         }
-        sources.push(Source { file, text, entries: raw.entries });
+        sources.push(Source { file, text, entries: raw.entries, networks: raw.networks });
     }
+}
+
+/// The `networks:` lists of every file, each name defined once.
+fn networks(sources: &mut [Source], problems: &mut Vec<Problem>) -> Networks {
+    let mut all = Networks::new();
+    let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
+    for source in sources {
+        for (name, list) in std::mem::take(&mut source.networks) {
+            if let Some(other) = defined_in.get(&name) {
+                let message = format!("networks: \"{name}\" is already defined in {}", other.display());
+                problems.push(problem(&source.file, None, None, message));
+                continue;
+            }
+            defined_in.insert(name.clone(), source.file.clone());
+            all.insert(name, list);
+        }
+    }
+    all
 }
 
 /// Compiles the entries of every file, refusing names defined twice.
 fn entries(
     sources: Vec<Source>,
+    networks: &Networks,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
 ) -> Vec<Arc<Entry>> {
@@ -114,7 +136,7 @@ fn entries(
             }
             seen.insert(name.clone(), (file.clone(), line));
             let action_lines = line.map(|l| action_lines(&source.text, l)).unwrap_or_default();
-            let place = Place { name: &name, file, line, dir: &dir, action_lines };
+            let place = Place { name: &name, file, line, dir: &dir, action_lines, networks };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));
             }

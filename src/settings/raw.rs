@@ -22,6 +22,10 @@ pub(super) struct RawFile {
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, RawEntry>>")]
     pub(super) entries: Option<serde_yaml::Mapping>,
+    /// Named lists of addresses or CIDR networks, for `allow_from` and `trusted_proxies` to name
+    /// (`allow_from: [github-hooks]`); in any settings file, names unique across all of them.
+    #[serde(default)]
+    pub(super) networks: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

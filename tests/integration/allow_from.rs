@@ -89,3 +89,45 @@ fn an_entry_allow_list_narrows_it_only() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("10.0.0.0/40") && out.contains("\"github\" is not an address"), "{out}");
 }
+
+/// The README's one-line refresh of GitHub's hook ranges writes a rule file that `allow_from`
+/// names; the daemon reloads it when it changes. (GitHub's `meta` is replaced by a saved copy
+/// of its `hooks` list: no network here.)
+#[test]
+fn the_readme_refresh_of_github_ranges_feeds_allow_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let line = readme.lines().find(|l| l.starts_with("curl -fsS https://api.github.com/meta")).unwrap();
+    let meta = r#"{"verifiable_password_authentication":false,"hooks":["192.30.252.0/22","185.199.108.0/22","140.82.112.0/20","143.55.64.0/20","2a0a:a440::/29","2606:50c0::/32"],"web":["140.82.112.0/20"]}"#;
+    std::fs::write(dir.path().join("meta.json"), meta).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let command = line
+        .replace("curl -fsS https://api.github.com/meta", "cat meta.json")
+        .replace("/etc/wh-automata/", &format!("{}/", dir.path().display()));
+    let out =
+        std::process::Command::new("sh").arg("-c").arg(&command).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+
+    let yaml = "server: { listen: 127.0.0.1:0, allow_from: [github-hooks], trusted_proxies: [127.0.0.1] }\ninclude: [rules/*.yaml]\n\
+                entries:\n  site:\n    secret: s\n    actions: [\"true\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+    let from = |ip: &str, id: &str| {
+        let (mut h, b) = push(id);
+        h.push(("X-Forwarded-For".into(), ip.into()));
+        daemon.post("/hooks", &h, &b).status
+    };
+    assert_eq!(from("140.82.115.3", "gh-1"), 202);
+    assert_eq!(from("2a0a:a440::5", "gh-2"), 202);
+    assert_eq!(from("203.0.113.9", "gh-3"), 403);
+    // A newer list (here: GitHub adds a range) is picked up without a restart.
+    std::fs::write(
+        dir.path().join("meta.json"),
+        meta.replace("\"192.30.252.0/22\"", "\"192.30.252.0/22\",\"203.0.113.0/24\""),
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new("sh").arg("-c").arg(&command).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    crate::common::eventually("the new list", || from("203.0.113.9", "gh-4") == 202);
+}
