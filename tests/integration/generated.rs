@@ -76,7 +76,7 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         k.sort();
         k
     };
-    assert_eq!(keys(&schema), ["entries", "include", "server"]);
+    assert_eq!(keys(&schema), ["entries", "include", "networks", "server"]);
     assert_eq!(schema["additionalProperties"], false);
     let entry = &defs["RawEntry"];
     assert_eq!(entry["additionalProperties"], false);
@@ -91,6 +91,9 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "inherit_env",
         "timeout",
         "actions",
+        "allow_from",
+        "skip_deployed",
+        "env_file",
     ] {
         assert!(entry["properties"][key]["description"].is_string(), "entry key {key} is described");
     }
@@ -105,6 +108,8 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "header_timeout",
         "log_limit",
         "shutdown_grace",
+        "allow_from",
+        "trusted_proxies",
     ] {
         assert!(defs["RawServer"]["properties"][key].is_object(), "server key {key}");
     }
