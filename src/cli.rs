@@ -68,10 +68,15 @@ pub struct TriggerArgs {
     /// The entry to run.
     #[arg(required_unless_present_any = ["jobs", "log", "explain"])]
     pub entry: Option<String>,
-    /// Run for this branch (WH_BRANCH, WH_REF).
-    #[arg(long, value_name = "NAME", conflicts_with = "payload")]
+    /// Run for this branch (WH_BRANCH, WH_REF); default: the ref of the entry's last job, or the
+    /// branch its match.branch names (^main$).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["payload", "tag"])]
     pub branch: Option<String>,
-    /// Run for this commit (WH_AFTER).
+    /// Run for this tag (WH_TAG, WH_REF), for entries that run on tags.
+    #[arg(long, value_name = "NAME", conflicts_with = "payload")]
+    pub tag: Option<String>,
+    /// Run for this commit (WH_AFTER); default: none, and the shipped rules deploy the head of
+    /// the branch they fetch.
     #[arg(long, value_name = "SHA", conflicts_with = "payload")]
     pub commit: Option<String>,
     /// Run for a saved delivery: its body, or headers, a blank line and its body.

@@ -242,15 +242,24 @@ impl Event {
         }
     }
 
-    /// An event for a manual run of an entry made without a saved delivery.
+    /// An event for a manual run of an entry made without a saved delivery, for a branch.
     pub fn manual(branch: Option<&str>, commit: Option<&str>) -> Event {
+        let mut event = Event::manual_ref(None, commit);
+        if let Some(b) = branch {
+            event.set_branch(b);
+        }
+        event
+    }
+
+    /// An event for a manual run for a full ref (`refs/heads/main`, `refs/tags/v1`), if any.
+    pub fn manual_ref(git_ref: Option<&str>, commit: Option<&str>) -> Event {
         let mut event = Event::new(Provider::Github, EventKind::Manual.as_str());
         event.provider = None;
         event.kind = EventKind::Manual;
         event.after = commit.unwrap_or_default().to_string();
         event.pusher = std::env::var("USER").unwrap_or_default();
-        if let Some(b) = branch {
-            event.set_branch(b);
+        if let Some(r) = git_ref {
+            event.set_ref(r);
         }
         event
     }

@@ -33,6 +33,7 @@ pub mod env_file;
 pub mod event;
 pub mod forwarded;
 pub mod matcher;
+pub mod owner;
 pub mod preflight;
 pub mod providers;
 pub mod queue;

@@ -322,6 +322,22 @@ impl Matcher {
             && (repo.is_empty() || self.repo.as_ref().is_none_or(|(_, glob)| glob.is_match(repo)))
     }
 
+    /// The one branch `match.branch` names, when it is a literal anchored at both ends
+    /// (`^main$`, `^release/2\.x$`).
+    pub fn literal_branch(&self) -> Option<String> {
+        let pattern = self.branch.as_ref()?.as_str().strip_prefix('^')?.strip_suffix('$')?;
+        let mut name = String::new();
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => name.push(chars.next().filter(|n| !n.is_ascii_alphanumeric())?),
+                c if ".*+?()[]{}|^$".contains(c) => return None,
+                c => name.push(c),
+            }
+        }
+        (!name.is_empty()).then_some(name)
+    }
+
     /// The literal repository this matcher is for, when `match.repo` has no wildcard.
     pub fn literal_repo(&self) -> Option<&str> {
         match &self.repo {

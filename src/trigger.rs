@@ -52,7 +52,7 @@ fn load(path: &Path) -> Result<Loaded, Fail> {
             Some(format!("unset-{name}"))
         })
     };
-    let settings = settings::load_with_env(path, &env).map_err(|p| Fail(EXIT_USAGE, p.to_string()))?;
+    let settings = settings::load_for_manual_run(path, &env).map_err(|p| Fail(EXIT_USAGE, p.to_string()))?;
     let mut unset = unset.into_inner();
     unset.sort();
     unset.dedup();
@@ -72,6 +72,8 @@ pub fn main(args: TriggerArgs) -> u8 {
 
 fn run(args: TriggerArgs) -> Result<u8, Fail> {
     let loaded = load(&args.settings)?;
+    // Before anything opens the store: root acts as the owner of state_dir.
+    crate::owner::become_owner_of(&loaded.settings.server.state_dir).map_err(|e| Fail(EXIT_USAGE, e))?;
     if args.jobs {
         return list_jobs(&loaded.settings, args.limit);
     }
@@ -89,7 +91,7 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
             format!("no entry named {name:?} in {} (entries: {})", args.settings.display(), names.join(", ")),
         )
     })?;
-    let (event, body) = manual_event(&entry, &args)?;
+    let (event, body) = manual_event(&entry, &args, &loaded.settings)?;
     if args.dry_run {
         dry_run(&entry, &event);
         return Ok(0);
@@ -98,13 +100,21 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
     match control::connect(state_dir) {
         Ok(Some(stream)) => through_daemon(stream, &entry.name, event, &body),
         Ok(None) => {
-            if !loaded.unset.is_empty() {
+            // The actions need the entry's `env:`; secrets are not checked by a manual run.
+            let needed: Vec<&str> = loaded
+                .unset
+                .iter()
+                .filter(|name| entry.env.iter().any(|(_, v)| v.contains(&format!("unset-{name}"))))
+                .map(String::as_str)
+                .collect();
+            if !needed.is_empty() {
                 return Err(Fail(
                     EXIT_USAGE,
                     format!(
-                        "no daemon is running for these settings, and running here needs the variables they \
-                         name: {} (set them, or start the daemon)",
-                        loaded.unset.join(", ")
+                        "no daemon is running for these settings, and running {} here needs the variables its \
+                         env: names: {} (set them, or start the daemon)",
+                        entry.name,
+                        needed.join(", ")
                     ),
                 ));
             }
@@ -120,10 +130,11 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
     }
 }
 
-/// The event of a manual run: from a saved delivery, or from `--branch` and `--commit`.
-fn manual_event(entry: &Entry, args: &TriggerArgs) -> Result<(Event, Vec<u8>), Fail> {
+/// The event of a manual run: from a saved delivery, or from `--branch`/`--tag` and `--commit`.
+fn manual_event(entry: &Entry, args: &TriggerArgs, settings: &Settings) -> Result<(Event, Vec<u8>), Fail> {
     let Some(file) = &args.payload else {
-        return Ok((Event::manual(args.branch.as_deref(), args.commit.as_deref()), Vec::new()));
+        let git_ref = manual_ref(entry, args, settings)?;
+        return Ok((Event::manual_ref(git_ref.as_deref(), args.commit.as_deref()), Vec::new()));
     };
     let saved = read_saved(file, args)?;
     let events = providers::parse(saved.provider, &saved.headers, &saved.body)
@@ -143,6 +154,50 @@ fn manual_event(entry: &Entry, args: &TriggerArgs) -> Result<(Event, Vec<u8>), F
         }
     };
     Ok((event, saved.body))
+}
+
+/// The ref of a manual run: `--branch` or `--tag`; else the ref of the entry's last job; else
+/// the one branch its `match.branch` names. An entry whose actions use the branch or tag and
+/// that has none of these is refused with the option to give.
+fn manual_ref(entry: &Entry, args: &TriggerArgs, settings: &Settings) -> Result<Option<String>, Fail> {
+    if let Some(b) = &args.branch {
+        return Ok(Some(format!("refs/heads/{b}")));
+    }
+    if let Some(t) = &args.tag {
+        return Ok(Some(format!("refs/tags/{t}")));
+    }
+    let last =
+        open_store(settings).ok().flatten().and_then(|store| store.last_ref(&entry.name).ok().flatten());
+    if let Some((id, git_ref)) = last {
+        eprintln!("note: no --branch or --tag: using {git_ref}, the ref of job {id}, the entry's last");
+        return Ok(Some(git_ref));
+    }
+    let uses = |name: &str| entry.actions.iter().any(|a| a.run.contains(name));
+    let wants_tag = uses("WH_TAG") || entry.matcher.tag.is_some();
+    if wants_tag {
+        return Err(Fail(
+            EXIT_USAGE,
+            format!(
+                "entry {} runs for a tag and has no earlier job: say which one with --tag NAME",
+                entry.name
+            ),
+        ));
+    }
+    if let Some(branch) = entry.matcher.literal_branch() {
+        eprintln!("note: no --branch: using {branch}, the branch the entry's match.branch names");
+        return Ok(Some(format!("refs/heads/{branch}")));
+    }
+    if uses("WH_BRANCH") || uses("WH_REF") {
+        return Err(Fail(
+            EXIT_USAGE,
+            format!(
+                "entry {} uses the branch and has no earlier job, and its match.branch names no single branch: \
+                 say which one with --branch NAME",
+                entry.name
+            ),
+        ));
+    }
+    Ok(None)
 }
 
 fn read_saved(file: &Path, args: &TriggerArgs) -> Result<saved::Saved, Fail> {

@@ -23,13 +23,17 @@ _wh__automata__trigger() {
 
     case "${cmd}" in
         wh__automata__trigger)
-            opts="-h -V --branch --commit --payload --provider --event --dry-run --jobs --limit --log --follow --explain --help --version"
+            opts="-h -V --branch --tag --commit --payload --provider --event --dry-run --jobs --limit --log --follow --explain --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --branch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,5 +1,6 @@
-complete -c wh-automata-trigger -l branch -d 'Run for this branch (WH_BRANCH, WH_REF)' -r
-complete -c wh-automata-trigger -l commit -d 'Run for this commit (WH_AFTER)' -r
+complete -c wh-automata-trigger -l branch -d 'Run for this branch (WH_BRANCH, WH_REF); default: the ref of the entry\'s last job, or the branch its match.branch names (^main$)' -r
+complete -c wh-automata-trigger -l tag -d 'Run for this tag (WH_TAG, WH_REF), for entries that run on tags' -r
+complete -c wh-automata-trigger -l commit -d 'Run for this commit (WH_AFTER); default: none, and the shipped rules deploy the head of the branch they fetch' -r
 complete -c wh-automata-trigger -l payload -d 'Run for a saved delivery: its body, or headers, a blank line and its body' -r -F
 complete -c wh-automata-trigger -l provider -d 'The provider of the saved delivery, when its headers or shape do not say' -r
 complete -c wh-automata-trigger -l event -d 'The provider\'s event name of the saved delivery (as in its event header), when its headers or shape do not say' -r

@@ -12,7 +12,7 @@ use globset::{Glob, GlobSetBuilder};
 use super::problems::{problem, Problem};
 use super::raw::{OneOrMany, Quantity, RawAction, RawEntry, RawServer};
 use super::units::{parse_duration, parse_size};
-use super::{Action, Entry, Secret, Server, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
+use super::{Action, Entry, Secret, Secrets, Server, DEFAULT_LISTEN, DEFAULT_TIMEOUT};
 use crate::allow::Nets;
 use crate::matcher::{MatchSpec, Matcher};
 
@@ -27,6 +27,7 @@ pub(super) struct Place<'a> {
     pub action_lines: Vec<usize>,
     /// The named lists of `networks:` of every settings file.
     pub networks: &'a Networks,
+    pub secrets: Secrets,
 }
 
 /// The named lists of addresses of `networks:`, from every settings file.
@@ -238,6 +239,8 @@ fn secret(
     let value = match (&raw.secret, &raw.secret_file) {
         (Some(_), Some(_)) => Err("give either `secret` or `secret_file`, not both".to_string()),
         (Some(s), None) => expand(&s.0, env).map_err(|e| format!("secret: {e}")),
+        // A manual run checks no signature: the daemon's secret file need not be readable here.
+        (None, Some(_)) if report.place.secrets == Secrets::Unread => return Some(Secret::unread()),
         (None, Some(path)) => {
             let path = report.place.dir.join(path);
             match std::fs::read_to_string(&path) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::compile::{self, Networks, Place};
 use super::problems::{action_lines, duplicate_names, entry_lines, problem, Problem, Problems};
 use super::raw::{RawEntry, RawFile};
-use super::{include, Entry, Index, Settings};
+use super::{include, Entry, Index, Secrets, Settings};
 
 /// One file read: its path, its text, and its `entries:` as typed.
 struct Source {
@@ -20,7 +20,11 @@ struct Source {
 
 /// Reads, validates and compiles the settings file at `path` and every file it includes, with
 /// `env` to look up `${VAR}`.
-pub(super) fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Problems> {
+pub(super) fn load(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
+) -> Result<Settings, Problems> {
     let mut problems = Vec::new();
     let source = absolute(path);
     let base = source.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -38,7 +42,7 @@ pub(super) fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<
     let networks = networks(&mut sources, &mut problems);
     let server = compile::server(&source, &base, main.server.as_ref(), &networks, &mut problems);
     let files = sources.iter().map(|s| s.file.clone()).collect();
-    let entries = entries(sources, &networks, env, &mut problems);
+    let entries = entries(sources, &networks, secrets, env, &mut problems);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -109,6 +113,7 @@ fn networks(sources: &mut [Source], problems: &mut Vec<Problem>) -> Networks {
 fn entries(
     sources: Vec<Source>,
     networks: &Networks,
+    secrets: Secrets,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
 ) -> Vec<Arc<Entry>> {
@@ -136,7 +141,7 @@ fn entries(
             }
             seen.insert(name.clone(), (file.clone(), line));
             let action_lines = line.map(|l| action_lines(&source.text, l)).unwrap_or_default();
-            let place = Place { name: &name, file, line, dir: &dir, action_lines, networks };
+            let place = Place { name: &name, file, line, dir: &dir, action_lines, networks, secrets };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));
             }

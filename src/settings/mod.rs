@@ -40,12 +40,27 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Reads, validates and compiles the settings file at `path` and every file it includes.
 /// Environment variables (`${VAR}`) are read from the process environment.
 pub fn load(path: &Path) -> Result<Settings, Problems> {
-    load::load(path, &|name| std::env::var(name).ok())
+    load::load(path, &|name| std::env::var(name).ok(), Secrets::Required)
 }
 
 /// [`load`] with an explicit environment lookup.
 pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Problems> {
-    load::load(path, env)
+    load::load(path, env, Secrets::Required)
+}
+
+/// [`load_with_env`] for a manual run, which checks no signature: a `secret_file` that cannot
+/// be read here (it is the daemon's) is not a problem, and the entry gets a secret that no
+/// signature matches.
+pub fn load_for_manual_run(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Problems> {
+    load::load(path, env, Secrets::Unread)
+}
+
+/// Whether the entries' secrets must be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrets {
+    Required,
+    /// A secret that cannot be read is replaced by one that matches no signature.
+    Unread,
 }
 
 /// Validated, compiled settings. Held as an `Arc` snapshot and swapped whole on reload.
@@ -98,6 +113,12 @@ pub struct Secret(String);
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
+    }
+
+    /// A secret not read (a manual run's, which checks no signature; `--explain` then says
+    /// the signature does not match).
+    fn unread() -> Secret {
+        Secret("\0not read: a manual run checks no signature".into())
     }
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()

@@ -268,6 +268,16 @@ impl Store {
         Ok(stale.len())
     }
 
+    /// The ref of the entry's latest job that had one (a manual run's default).
+    pub fn last_ref(&self, entry: &str) -> Result<Option<(i64, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, git_ref FROM jobs WHERE entry = ?1 AND git_ref != '' ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut rows = stmt.query_map([entry], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.next().transpose()?)
+    }
+
     /// The entry's latest successful job and the commit it ran for (`skip_deployed`).
     pub fn last_deployed(&self, entry: &str) -> Result<Option<(i64, String)>, StoreError> {
         let conn = self.conn();

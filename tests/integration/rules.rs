@@ -446,6 +446,75 @@ fn after_ci_deploys_the_tested_commit_only_when_its_workflow_passed() {
     assert_eq!(read(&deploy_dir.join("index.php")), "v2");
 }
 
+/// The README's "deploy without a push": `wh-automata-trigger SETTINGS ENTRY`, with no branch
+/// and no commit, deploys the head of the branch, through the daemon and without one; an entry
+/// that never ran takes the branch its match.branch names; a tag rule asks for --tag.
+#[test]
+fn every_shipped_rule_deploys_without_a_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("index.php", "v1")]);
+    let deploy_dir = root.join("srv/site");
+    up.clone_to(&deploy_dir);
+    let settings = |name: &str| {
+        start(root, name, &[("SITE_SECRET", "s")]).stop();
+    };
+    // Never deployed, no daemon, no secret in the environment: the branch of `^main$`.
+    settings("git-checkout.yaml");
+    let head = up.commit(&[("index.php", "v2")]);
+    let out = trigger(root, &["settings.yaml", "site"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), head);
+    assert_eq!(read(&deploy_dir.join("index.php")), "v2");
+    // Through the daemon: the ref of the last job, the head of that branch.
+    let daemon = start(root, "git-checkout.yaml", &[("SITE_SECRET", "s")]);
+    let head = up.commit(&[("index.php", "v3")]);
+    let out = trigger(root, &["settings.yaml", "site"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(git(&deploy_dir, &["rev-parse", "HEAD"]), head);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using refs/heads/main"));
+    drop(daemon);
+
+    // The static site names its build after the commit checked out, not an empty WH_AFTER.
+    std::fs::create_dir(root.join("www")).unwrap();
+    let up = Upstream::new(&root.join("www"), &[("package.json", "{}")]);
+    let www = root.join("srv/www/src");
+    std::fs::create_dir_all(www.parent().unwrap()).unwrap();
+    git(&root.join("www"), &["clone", "-q", "origin.git", www.to_str().unwrap()]);
+    stand_in(root, "npm", "if [ \"$1\" = run ]; then mkdir -p \"$5\"; fi");
+    start(root, "static-site.yaml", &[("WWW_SECRET", "s")]).stop();
+    let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let out = trigger(root, &["settings.yaml", "www"], &[("PATH", &path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let current = std::fs::read_link(root.join("srv/www/current")).unwrap();
+    assert_eq!(current, root.join("srv/www/releases").join(up.head()));
+
+    // A release needs its tag.
+    std::fs::create_dir(root.join("tool")).unwrap();
+    let tool = tool_upstream(&root.join("tool"));
+    std::fs::rename(root.join("tool/srv/tool"), root.join("srv/tool")).unwrap();
+    start(root, "release.yaml", &[("RELEASE_SECRET", "s")]).stop();
+    let out = trigger(root, &["settings.yaml", "release"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tag NAME"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tool.tag("v2.0.0");
+    let out = trigger(root, &["settings.yaml", "release", "--tag", "v2.0.0"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read(&root.join("srv/tool/current/VERSION")).trim(), "v2.0.0");
+
+    // Every rule that checks out $WH_AFTER falls back to the fetched head.
+    for file in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap() {
+        let text = read(&file.unwrap().path());
+        for line in text.lines().filter(|l| l.contains("$WH_AFTER") || l.contains("${WH_AFTER")) {
+            assert!(line.contains("${WH_AFTER:-FETCH_HEAD}") || line.trim_start().starts_with('#'), "{line}");
+        }
+    }
+}
+
 #[test]
 fn every_rule_file_is_tested_here() {
     let source = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/rules.rs"));

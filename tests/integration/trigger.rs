@@ -200,10 +200,14 @@ fn a_saved_delivery_runs_as_if_received_and_dry_run_runs_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(read(&dir.path().join("ran")).starts_with("github push Codertocat/Hello-World "));
     drop(daemon);
-    // Without the daemon and without the variable, it says what is missing.
+    // Without the daemon and without the secret's variable, it runs all the same: a manual
+    // run checks no signature. With no --branch, the ref of the entry's last job.
+    std::fs::remove_file(dir.path().join("ran")).unwrap();
     let out = trigger(dir.path(), &["settings.yaml", "site"], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("SECRET"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("using refs/heads/master"), "{}", stderr(&out));
+    assert_eq!(read(&dir.path().join("ran")), " manual  \n", "{}", stderr(&out));
+    // (Its second action copies a payload, which a run without --payload has not.)
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
 #[test]
@@ -271,4 +275,54 @@ fn log_follow_waits_for_the_end_of_a_running_job() {
     let log = stdout(&out);
     assert!(log.contains("first") && log.contains("last") && log.contains("job succeeded"), "{log}");
     assert!(stderr(&out).contains(&format!("job {id} succeeded")));
+}
+
+/// A manual run started as root, with the daemon's `state_dir` owned by its user (`nobody`
+/// here), acts as that user: every file it writes there is that user's, and so are its actions.
+#[test]
+fn a_manual_run_as_root_leaves_no_root_files_in_the_daemons_state_dir() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to act as another user)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a user named nobody");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = dir.path().join("work");
+    let state = dir.path().join("state");
+    for d in [&work, &state] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
+    }
+    write(
+        dir.path(),
+        "settings.yaml",
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  site:\n    secret_file: /nonexistent/secret\n    workdir: work\n    \
+         actions: [\"id -un > whoami\"]\n",
+    );
+    let out = trigger(dir.path(), &["settings.yaml", "site"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("running as nobody"), "{}", stderr(&out));
+    assert_eq!(read(&work.join("whoami")).trim(), "nobody");
+    let mut checked = 0;
+    let mut stack = vec![state.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(meta.uid(), nobody.uid.as_raw(), "{} is not the state_dir owner's", path.display());
+            checked += 1;
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    assert!(checked >= 2, "the run was recorded (database, log)");
+    let (code, listing) = {
+        let out = trigger(dir.path(), &["settings.yaml", "--jobs"], &[]);
+        (out.status.code(), stdout(&out))
+    };
+    assert_eq!(code, Some(0));
+    assert!(listing.contains("succeeded"), "{listing}");
 }
