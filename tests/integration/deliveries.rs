@@ -315,3 +315,26 @@ fn skip_deployed_never_deploys_the_same_commit_twice_in_a_row() {
     }
     assert_eq!(std::fs::read_to_string(dir.path().join("deployed")).unwrap(), format!("{a}\n{b}\n{a}\n"));
 }
+
+/// Gitea and Forgejo (1.24+) send `workflow_run` in GitHub's shape, with their own headers.
+#[test]
+fn a_gitea_workflow_run_is_a_ci_event_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings("  after-ci:\n    match: { provider: gitea, event: ci, conclusion: success, workflow: ^test$ }\n    ACTIONS\n");
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let body = std::fs::read(fixtures().join("github/workflow_run-completed.json")).unwrap();
+    let headers = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Gitea-Event".to_string(), "workflow_run".to_string()),
+        ("X-Forgejo-Event".to_string(), "workflow_run".to_string()),
+        ("X-Gitea-Delivery".to_string(), "g-1".to_string()),
+        ("X-Gitea-Signature".to_string(), "SIGNED-BY-RUN.PY".to_string()),
+    ];
+    let jobs = ran(&daemon, &send_body(&daemon, &headers, &body));
+    let env = &jobs[0].1;
+    assert_eq!(env["WH_PROVIDER"], "gitea");
+    assert_eq!(env["WH_EVENT"], "ci");
+    assert_eq!(env["WH_BRANCH"], "master");
+    assert_eq!(env["WH_AFTER"], "3484a3fb816e0859fd6e1cea078d76385ff50625");
+    assert_eq!((env["WH_CI_WORKFLOW"].as_str(), env["WH_CI_CONCLUSION"].as_str()), ("test", "success"));
+}
