@@ -334,7 +334,7 @@ fn allowed(settings: &Settings, target: Option<&str>, client: std::net::IpAddr) 
     }
     let entry_fits = match target {
         Some(name) => settings.entry(name).is_none_or(|e| fits(&e.allow_from)),
-        None => settings.entries.iter().any(|e| fits(&e.allow_from)),
+        None => settings.entries.is_empty() || settings.entries.iter().any(|e| fits(&e.allow_from)),
     };
     if entry_fits {
         Ok(())

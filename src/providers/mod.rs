@@ -199,6 +199,10 @@ fn check_values(e: &Event) -> Result<(), PayloadError> {
         ("pull request head branch", head_branch),
         ("pull request base branch", base_branch),
         ("action", e.provider_action.as_deref().unwrap_or_default()),
+        ("action", e.action.as_deref().unwrap_or_default()),
+        ("workflow name", e.ci.as_ref().map_or("", |c| c.workflow.as_str())),
+        ("CI status", e.ci.as_ref().map_or("", |c| c.status.as_str())),
+        ("CI conclusion", e.ci.as_ref().and_then(|c| c.conclusion.as_deref()).unwrap_or_default()),
     ] {
         if name.len() > MAX_NAME {
             return Err(PayloadError::Invalid { field, why: "longer than 1024 bytes" });

@@ -338,3 +338,36 @@ fn a_gitea_workflow_run_is_a_ci_event_too() {
     assert_eq!(env["WH_AFTER"], "3484a3fb816e0859fd6e1cea078d76385ff50625");
     assert_eq!((env["WH_CI_WORKFLOW"].as_str(), env["WH_CI_CONCLUSION"].as_str()), ("test", "success"));
 }
+
+/// The new values that reach answers and logs (a CI run's workflow name and conclusion, an
+/// action) are refused when they hold control characters, like refs: a forged log line cannot
+/// ride in on them.
+#[test]
+fn control_characters_in_new_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings("  ci:\n    match: { event: ci, workflow: ^CI$ }\n    ACTIONS\n");
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let body = std::fs::read(fixtures().join("github/workflow_run-completed.json")).unwrap();
+    let forged = |pointer: &str, value: &str| {
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        *v.pointer_mut(pointer).unwrap() = value.into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let headers = |event: &str| {
+        vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-GitHub-Event".to_string(), event.to_string()),
+            ("X-Hub-Signature-256".to_string(), "SIGNED-BY-RUN.PY".to_string()),
+        ]
+    };
+    for (pointer, value, field) in [
+        ("/workflow_run/name", "CI\n2026-12-02T00:00:00Z ERROR forged", "workflow name"),
+        ("/workflow_run/conclusion", "success\r\nforged", "CI conclusion"),
+        ("/action", "completed\u{1b}[2J", "action"),
+    ] {
+        let reply = send_body(&daemon, &headers("workflow_run"), &forged(pointer, value));
+        assert_eq!(reply.status, 400, "{pointer}: {}", reply.body);
+        assert!(reply.body.contains(field) && reply.body.contains("control characters"), "{}", reply.body);
+        assert!(!daemon.log().contains("forged"), "{}", daemon.log());
+    }
+}
