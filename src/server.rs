@@ -577,7 +577,13 @@ fn answer(enqueued: Enqueued) -> Answer {
     let seen: Vec<Value> = enqueued
         .seen
         .iter()
-        .map(|s| json!({ "id": s.id, "entry": s.entry, "state": s.state.as_str() }))
+        .map(|s| {
+            let mut seen = json!({ "id": s.id, "entry": s.entry, "state": s.state.as_str() });
+            if let Some(newer) = s.newer {
+                seen["newer_job"] = newer.into();
+            }
+            seen
+        })
         .collect();
     let ids = |list: &[Value]| list.iter().map(|j| j["id"].to_string()).collect::<Vec<_>>().join(",");
     if enqueued.queued.is_empty() {

@@ -60,6 +60,9 @@ pub struct Seen {
     pub id: i64,
     pub entry: String,
     pub state: JobState,
+    /// A newer job of the same entry and ref, recorded since: the reason a failed job is not
+    /// run again (an older commit never deploys after a newer one).
+    pub newer: Option<i64>,
 }
 
 impl Inserted {
@@ -186,7 +189,7 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt { id, what: format!("unknown state \"{state}\"") })?;
                 // The latest job of each entry counts.
                 earlier.retain(|s| s.entry != entry);
-                earlier.push(Seen { id, entry, state });
+                earlier.push(Seen { id, entry, state, newer: None });
             }
         }
         let mut inserted = Inserted::default();
@@ -195,6 +198,11 @@ impl Store {
             if let Some(seen) = earlier.iter().find(|s| s.entry == job.entry) {
                 if !matches!(seen.state, JobState::Failed | JobState::TimedOut | JobState::Cancelled) {
                     inserted.seen.push(seen.clone());
+                    continue;
+                }
+                let newer = newer_job(&tx, &job.entry, &job.event.git_ref, seen.id)?;
+                if newer.is_some() {
+                    inserted.seen.push(Seen { newer, ..seen.clone() });
                     continue;
                 }
             }
@@ -461,6 +469,22 @@ fn is_damage(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase)
     )
+}
+
+/// The newest webhook job of `entry` and `git_ref` recorded after job `after`, if any.
+fn newer_job(
+    tx: &rusqlite::Transaction<'_>,
+    entry: &str,
+    git_ref: &str,
+    after: i64,
+) -> Result<Option<i64>, StoreError> {
+    if git_ref.is_empty() {
+        return Ok(None);
+    }
+    let mut stmt = tx.prepare_cached(
+        "SELECT MAX(id) FROM jobs WHERE entry = ?1 AND git_ref = ?2 AND trigger = 'webhook' AND id > ?3",
+    )?;
+    Ok(stmt.query_row(params![entry, git_ref, after], |r| r.get::<_, Option<i64>>(0))?)
 }
 
 /// What `PRAGMA quick_check` finds wrong (the first problem), if anything: a damaged database

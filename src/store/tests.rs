@@ -20,7 +20,10 @@ fn insert_dedupe_recover_finish() {
     assert_eq!(ids.len(), 2);
     let again = store.insert(Some("github:d1"), b"{}", &[job("a")]).unwrap();
     assert!(again.is_duplicate());
-    assert_eq!(again.seen, vec![Seen { id: ids[0], entry: "a".into(), state: JobState::Queued }]);
+    assert_eq!(
+        again.seen,
+        vec![Seen { id: ids[0], entry: "a".into(), state: JobState::Queued, newer: None }]
+    );
     store.mark_running(ids[0]).unwrap();
     drop(store);
     // After a "crash", both come back, the running one as queued.
@@ -158,13 +161,24 @@ fn a_redelivery_reruns_only_what_did_not_succeed() {
 
     let again = store.insert(Some("github:r1"), b"{}", &[job("a"), job("b"), job("c")]).unwrap();
     assert_eq!(again.new.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [0, 2], "a and c run again");
-    assert_eq!(again.seen, vec![Seen { id: first[1], entry: "b".into(), state: JobState::Succeeded }]);
+    assert_eq!(
+        again.seen,
+        vec![Seen { id: first[1], entry: "b".into(), state: JobState::Succeeded, newer: None }]
+    );
     // The rerun of a is its latest job now: while it waits, a third delivery runs nothing.
     let third = store.insert(Some("github:r1"), b"{}", &[job("a")]).unwrap();
     assert!(third.is_duplicate());
     assert_eq!(third.seen[0].id, again.new[0].0);
     // Another provider's delivery with the same id is another delivery.
     assert_eq!(new_ids(store.insert(Some("gitea:r1"), b"{}", &[job("a")]).unwrap()).len(), 1);
+    // A failed job with a newer one of its entry and ref since: not run again (an older
+    // commit never deploys after a newer one); the answer names the newer job.
+    let old = new_ids(store.insert(Some("github:r3"), b"{}", &[job("f")]).unwrap());
+    store.finish(old[0], JobState::Failed, Some(1), None).unwrap();
+    let newer = new_ids(store.insert(Some("github:r4"), b"{}", &[job("f")]).unwrap());
+    let again = store.insert(Some("github:r3"), b"{}", &[job("f")]).unwrap();
+    assert!(again.is_duplicate());
+    assert_eq!(again.seen[0].newer, Some(newer[0]));
     // A cancelled job runs again too.
     let c = new_ids(store.insert(Some("github:r2"), b"{}", &[job("d")]).unwrap());
     store.finish(c[0], JobState::Cancelled, None, Some("cancelled")).unwrap();
