@@ -124,12 +124,16 @@ fn pull_request(event: &mut Event, json: &Value) {
 }
 
 /// A CI run (GitHub, and Gitea/Forgejo since they send it): a finished run is a `ci` event on
-/// the branch it ran on, for the commit it tested; one still requested or running keeps the
-/// host's name.
+/// the branch it ran on (none for a fork's), for the commit it tested; one still requested or
+/// running keeps the host's name.
 fn workflow_run(event: &mut Event, json: &Value) {
     let run = json.get("workflow_run").unwrap_or(&Value::Null);
     let branch = string_at(run, "/head_branch");
-    if !branch.is_empty() {
+    // A run for a pull request from a fork names the fork's branch: not a branch of this
+    // repository (a fork's `main` must never pass for this one's).
+    let head_repo = string_at(run, "/head_repository/full_name");
+    let from_fork = !head_repo.is_empty() && head_repo != event.repo;
+    if !branch.is_empty() && !from_fork {
         event.set_branch(&branch);
     }
     event.after = string_at(run, "/head_sha");

@@ -123,7 +123,10 @@ fn merge_request(event: &mut Event, json: &Value) {
 fn pipeline(event: &mut Event, json: &Value) {
     let attrs = json.get("object_attributes").unwrap_or(&Value::Null);
     let name = string_at(attrs, "/ref");
-    if !name.is_empty() {
+    // A pipeline for a merge request from a fork runs the fork's branch: not one of this project.
+    let mr = json.get("merge_request").filter(|m| !m.is_null());
+    let from_fork = mr.is_some_and(|m| m.get("source_project_id") != m.get("target_project_id"));
+    if !name.is_empty() && !from_fork {
         if attrs.get("tag").and_then(Value::as_bool) == Some(true) {
             event.set_tag(&name);
         } else {

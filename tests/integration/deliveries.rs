@@ -371,3 +371,37 @@ fn control_characters_in_new_values_are_refused() {
         assert!(!daemon.log().contains("forged"), "{}", daemon.log());
     }
 }
+
+/// A CI run for a pull request from a fork names the fork's branch: it never passes for a
+/// branch of the repository (a fork's `main` must not deploy).
+#[test]
+fn a_ci_run_of_a_forks_branch_matches_no_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml =
+        settings("  deploy:\n    match: { event: ci, branch: ^master$, conclusion: success }\n    ACTIONS\n");
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let mut v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("github/workflow_run-completed.json")).unwrap(),
+    )
+    .unwrap();
+    v["workflow_run"]["head_repository"]["full_name"] = "mallory/octo-repo".into();
+    let headers = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-GitHub-Event".to_string(), "workflow_run".to_string()),
+        ("X-Hub-Signature-256".to_string(), "SIGNED-BY-RUN.PY".to_string()),
+    ];
+    let reply = send_body(&daemon, &headers, &serde_json::to_vec(&v).unwrap());
+    assert!(ignored(&reply).contains("has no branch"), "{}", reply.body);
+    let mut gl: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("transcribed/gitlab-pipeline-success.json")).unwrap(),
+    )
+    .unwrap();
+    gl["merge_request"]["source_project_id"] = 99.into();
+    let headers = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        ("X-Gitlab-Event".to_string(), "Pipeline Hook".to_string()),
+        ("X-Gitlab-Token".to_string(), "SIGNED-BY-RUN.PY".to_string()),
+    ];
+    let reply = send_body(&daemon, &headers, &serde_json::to_vec(&gl).unwrap());
+    assert!(ignored(&reply).contains("has no branch"), "{}", reply.body);
+}
