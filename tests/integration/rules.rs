@@ -392,6 +392,7 @@ fn workflow_run(workflow: &str, branch: &str, sha: &str, status: &str, conclusio
     .unwrap();
     v["action"] = if status == "completed" { "completed" } else { "in_progress" }.into();
     v["repository"]["full_name"] = "acme/site".into();
+    v["workflow_run"]["head_repository"]["full_name"] = "acme/site".into();
     v["workflow"]["name"] = workflow.into();
     v["workflow_run"]["name"] = workflow.into();
     v["workflow_run"]["head_branch"] = branch.into();
