@@ -69,6 +69,13 @@ UPDATE jobs
         what: "an index for finding the newest job of an entry and ref",
         sql: "CREATE INDEX IF NOT EXISTS jobs_entry_ref ON jobs(entry, git_ref, id);",
     },
+    Migration {
+        to: 4,
+        what: "an index for the jobs that share a payload",
+        // Without it, recording a job's end scanned the whole history (under the lock the next
+        // delivery's insert waits for): with 10,000 jobs kept, 63 accepted deliveries/s.
+        sql: "CREATE INDEX IF NOT EXISTS jobs_payload ON jobs(payload_id) WHERE payload_id IS NOT NULL;",
+    },
 ];
 
 /// The version this program writes.
