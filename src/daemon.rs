@@ -50,6 +50,7 @@ pub async fn run(
     let (stop_control, control_stop) = watch::channel(false);
     let control = tokio::spawn(control::serve(app.clone(), control_socket, control_stop));
     let _watcher = reload::watch(app.clone())?;
+    let tally = tokio::spawn(crate::tally::report());
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
@@ -71,6 +72,10 @@ pub async fn run(
     let _ = server.await;
     let _ = stop_control.send(true);
     let _ = control.await;
+    tally.abort();
+    if let Some(line) = crate::tally::take() {
+        info!("requests not run since the last count: {line}");
+    }
     info!("stopped; waiting and interrupted jobs stay recorded for the next start");
     Ok(())
 }

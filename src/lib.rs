@@ -45,5 +45,6 @@ pub mod signals;
 pub mod steps;
 pub mod store;
 pub mod systemd;
+pub mod tally;
 pub mod trigger;
 pub mod worker;

@@ -27,7 +27,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tracing::{field, info, info_span, warn, Instrument};
+use tracing::{debug, debug_span, field, info, warn, Instrument};
+
+use crate::tally::{self, Outcome};
 
 use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::connections::{Admission, Conn, Connections, Place};
@@ -134,7 +136,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
         return if req.method() == Method::GET || req.method() == Method::HEAD {
             health(&app)
         } else {
-            HookError::Method.answer()
+            HookError::Method.refuse()
         };
     }
     let prefix = settings.server.path.as_str();
@@ -147,16 +149,18 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
                 return HookError::NoRoute(format!(
                     "no route {path}: webhooks go to POST {prefix} or {prefix}/<entry>"
                 ))
-                .answer()
+                .refuse()
             }
         }
     };
     if req.method() != Method::POST {
-        return HookError::Method.answer();
+        return HookError::Method.refuse();
     }
     let client = forwarded::client(peer.ip(), req.headers(), &settings.server.trusted_proxies);
     drop(settings);
-    let span = info_span!(
+    // At DEBUG only: at the default level a refused or ignored request costs no log work (they
+    // are counted, see `tally`); the lines that stay carry their own context.
+    let span = debug_span!(
         "delivery",
         %peer,
         %client,
@@ -167,9 +171,11 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
     match hook(app, req, target, client, conn).instrument(span.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
+            let status = e.status().as_u16();
+            tally::count(Outcome::Refused(status));
             span.in_scope(|| match &e {
-                HookError::Unauthentic { error, whom, key } => refused_signature(key, whom, error),
-                _ => info!(status = e.status().as_u16(), reason = %e, "refused"),
+                HookError::Unauthentic { error, whom, key } => refused_signature(key, whom, error, client),
+                _ => debug!(status, reason = %e, "refused"),
             });
             e.answer()
         }
@@ -182,7 +188,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Warns that a request was not authentic (the headers involved, never a secret), at most once
 /// per [`WARN_EVERY`] for the same `key` (entries); the ones held back are counted.
-fn refused_signature(key: &str, whom: &str, error: &AuthError) {
+fn refused_signature(key: &str, whom: &str, error: &AuthError, client: std::net::IpAddr) {
     static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     let seen = last.get_or_insert_with(HashMap::new);
@@ -195,6 +201,7 @@ fn refused_signature(key: &str, whom: &str, error: &AuthError) {
             let held_back = seen.insert(key.to_string(), (Instant::now(), 0)).map_or(0, |(_, n)| n);
             warn!(
                 status = 401,
+                %client,
                 held_back,
                 "request refused for {whom}: {error}; check that the secret set on the host's webhook is the entry's"
             );
@@ -250,6 +257,12 @@ impl HookError {
             HookError::NothingToRoute(_) => StatusCode::BAD_REQUEST,
             HookError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
+    }
+
+    /// The answer of a request refused before it reached [`hook`], counted.
+    fn refuse(&self) -> Answer {
+        tally::count(Outcome::Refused(self.status().as_u16()));
+        self.answer()
     }
 
     fn answer(&self) -> Answer {
@@ -321,7 +334,10 @@ async fn hook(
     if matched.jobs.is_empty() {
         return Ok(not_run(&authentic.events, &matched.reasons));
     }
+    let delivery = providers::delivery_id(provider, &request.headers);
+    let repo = matched.jobs[0].event.repo.clone();
     let enqueued = record(&app, provider, request, matched.jobs).await?;
+    info!(%client, %provider, delivery = delivery.as_deref().unwrap_or("-"), %repo, "{}", summary(&enqueued));
     Ok(answer(enqueued))
 }
 
@@ -585,14 +601,11 @@ fn answer(enqueued: Enqueued) -> Answer {
             seen
         })
         .collect();
-    let ids = |list: &[Value]| list.iter().map(|j| j["id"].to_string()).collect::<Vec<_>>().join(",");
     if enqueued.queued.is_empty() {
-        info!(status = "duplicate", jobs = %ids(&seen), "answered");
         return json_answer(StatusCode::OK, &json!({ "status": "duplicate", "jobs": seen }));
     }
     let jobs: Vec<Value> =
         enqueued.queued.iter().map(|(id, entry)| json!({ "id": id, "entry": entry })).collect();
-    info!(status = "queued", jobs = %ids(&jobs), "answered");
     let mut body = json!({ "status": "queued", "jobs": jobs });
     if !seen.is_empty() {
         body["duplicate"] = Value::Array(seen);
@@ -600,10 +613,24 @@ fn answer(enqueued: Enqueued) -> Answer {
     json_answer(StatusCode::ACCEPTED, &body)
 }
 
+/// The log line of an answered delivery: the jobs queued, and those seen before.
+fn summary(enqueued: &Enqueued) -> String {
+    let list = |jobs: &mut dyn Iterator<Item = String>| jobs.collect::<Vec<_>>().join(", ");
+    let queued = list(&mut enqueued.queued.iter().map(|(id, entry)| format!("job {id} ({entry})")));
+    let seen =
+        list(&mut enqueued.seen.iter().map(|s| format!("job {} ({}, {})", s.id, s.entry, s.state.as_str())));
+    match (queued.is_empty(), seen.is_empty()) {
+        (false, true) => format!("queued {queued}"),
+        (false, false) => format!("queued {queued}; seen before: {seen}"),
+        _ => format!("duplicate delivery: {seen}"),
+    }
+}
+
 /// Nothing to run: a ping's `pong`, or `ignored` with the reasons.
 fn not_run(events: &[Event], reasons: &[(String, String)]) -> Answer {
     if events.iter().any(|e| e.kind == EventKind::Ping) {
-        info!("ping answered");
+        tally::count(Outcome::Ping);
+        debug!("ping answered");
         return json_answer(StatusCode::OK, &json!({ "status": "pong" }));
     }
     ignored(events, reasons)
@@ -623,7 +650,8 @@ fn ignored(events: &[Event], reasons: &[(String, String)]) -> Answer {
         let each: Vec<String> = reasons.iter().map(|(n, r)| format!("entry \"{n}\": {r}")).collect();
         format!("{what}: no entry matches ({})", each.join("; "))
     };
-    info!(reason = %reason, "ignored");
+    tally::count(Outcome::Ignored);
+    debug!(reason = %reason, "ignored");
     let entries: serde_json::Map<String, Value> =
         reasons.iter().map(|(n, r)| (n.clone(), Value::String(r.clone()))).collect();
     json_answer(StatusCode::OK, &json!({ "status": "ignored", "reason": reason, "entries": entries }))

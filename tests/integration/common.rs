@@ -218,6 +218,15 @@ impl Daemon {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         self.child.wait().unwrap()
     }
+
+    /// Stops the daemon (SIGTERM) and returns its whole log, up to its last line.
+    pub fn stop_with_log(self) -> String {
+        let log = self.log.clone();
+        self.stop();
+        eventually("the last log line", || log.lock().unwrap().contains("stopped;"));
+        let text = log.lock().unwrap().clone();
+        text
+    }
 }
 
 /// A number no other daemon of this test process has.

@@ -541,3 +541,33 @@ fn routed_requests_are_checked_only_against_the_entries_for_their_repository() {
     let nobody = push_body("other/repo", "refs/heads/main", &"a".repeat(40), &"e".repeat(40));
     assert_eq!(daemon.post("/hooks", &github_push(&nobody, "s7", "r-5"), &nobody).status, 401);
 }
+
+/// At the default level, refused and ignored requests are counted, not logged one by one: a
+/// flood of them writes no line each, and the count is logged (here at the stop).
+#[test]
+fn refused_and_ignored_requests_are_counted_not_logged_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    secret: s\n    match: { branch: ^main$ }\n    actions: [\"true\"]\n",
+        &[],
+    );
+    let other = push_body("acme/app", "refs/heads/dev", &"a".repeat(40), &"b".repeat(40));
+    for i in 0..40 {
+        assert_eq!(daemon.post("/hooks", &github_push(&other, "s", &format!("ig-{i}")), &other).status, 200);
+    }
+    for i in 0..7 {
+        assert_eq!(
+            daemon.post("/nowhere", &github_push(&other, "s", &format!("nf-{i}")), &other).status,
+            404
+        );
+    }
+    let main = push_body("acme/app", "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+    let reply = daemon.post("/hooks", &github_push(&main, "s", "ok-1"), &main);
+    assert_eq!(reply.status, 202);
+    let log = daemon.stop_with_log();
+    assert!(!log.contains("refs/heads/dev"), "no line per ignored request:\n{log}");
+    assert!(log.contains("40 ignored, 7 refused (7 with 404)"), "the count is logged:\n{log}");
+    assert!(log.contains("queued job"), "an accepted delivery has its line:\n{log}");
+    assert!(log.contains("client=127.0.0.1"), "{log}");
+}
