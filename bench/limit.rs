@@ -23,7 +23,10 @@ use sha2::Sha256;
 
 const SECRET: &[u8] = b"bench-secret";
 
-async fn answer(req: Request<hyper::body::Incoming>, hash: bool) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    hash: bool,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let (status, text): (StatusCode, &'static [u8]) = if hash {
         let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).expect("any key length");
@@ -40,7 +43,8 @@ async fn answer(req: Request<hyper::body::Incoming>, hash: bool) -> Result<Respo
     };
     let mut res = Response::new(Full::new(Bytes::from_static(text)));
     *res.status_mut() = status;
-    res.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    res.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     Ok(res)
 }
 

@@ -122,8 +122,12 @@ async fn place_for(table: &Arc<Connections>, ip: IpAddr) -> Option<Place> {
 
 type Answer = Response<Full<Bytes>>;
 
-fn json_answer(status: StatusCode, body: &Value) -> Answer {
-    let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+/// An answer with a JSON body, serialised straight from `body` (no intermediate `Value` on the
+/// paths of refused and ignored requests).
+fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
+    let text =
+        serde_json::to_vec(body).unwrap_or_else(|_| br#"{"error":"cannot write the answer"}"#.to_vec());
+    let mut res = Response::new(Full::new(Bytes::from(text)));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     res
@@ -266,7 +270,11 @@ impl HookError {
     }
 
     fn answer(&self) -> Answer {
-        let mut res = json_answer(self.status(), &json!({ "error": self.to_string() }));
+        #[derive(serde::Serialize)]
+        struct Refused {
+            error: String,
+        }
+        let mut res = json_answer(self.status(), &Refused { error: self.to_string() });
         if let HookError::Enqueue(EnqueueError::Full) = self {
             res.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
         }
@@ -652,9 +660,31 @@ fn ignored(events: &[Event], reasons: &[(String, String)]) -> Answer {
     };
     tally::count(Outcome::Ignored);
     debug!(reason = %reason, "ignored");
-    let entries: serde_json::Map<String, Value> =
-        reasons.iter().map(|(n, r)| (n.clone(), Value::String(r.clone()))).collect();
-    json_answer(StatusCode::OK, &json!({ "status": "ignored", "reason": reason, "entries": entries }))
+    json_answer(StatusCode::OK, &Ignored { status: "ignored", reason: &reason, entries: Reasons(reasons) })
+}
+
+/// The `ignored` answer.
+#[derive(serde::Serialize)]
+struct Ignored<'a> {
+    status: &'static str,
+    reason: &'a str,
+    entries: Reasons<'a>,
+}
+
+/// Why each entry did not match, as a JSON object (entry: reason; an entry met by several
+/// events of one delivery keeps its last reason).
+struct Reasons<'a>(&'a [(String, String)]);
+
+impl serde::Serialize for Reasons<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.len() <= 1 {
+            return serializer.collect_map(self.0.iter().map(|(entry, reason)| (entry, reason)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut last: Vec<&(String, String)> = self.0.iter().rev().filter(|(e, _)| seen.insert(e)).collect();
+        last.reverse();
+        serializer.collect_map(last.into_iter().map(|(entry, reason)| (entry, reason)))
+    }
 }
 
 fn health(app: &App) -> Answer {
