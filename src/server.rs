@@ -476,7 +476,10 @@ fn authenticate_then_normalise(
         let whom = format!("entry \"{name}\"");
         HookError::Unauthentic { error, key: whom.clone(), whom }
     })?;
-    let events = providers::parse(provider, &request.headers, &request.body)?;
+    let events = match providers::quick::push(provider, &request.headers, &request.body) {
+        Some(quick) if entries.iter().all(|e| e.check(&quick).is_err()) => vec![quick],
+        _ => providers::parse(provider, &request.headers, &request.body)?,
+    };
     Ok(Authentic { entries, events })
 }
 
@@ -491,7 +494,13 @@ fn normalise_then_authenticate(
     provider: Provider,
     request: &Received,
 ) -> Result<Authentic, HookError> {
-    let events = providers::parse(provider, &request.headers, &request.body)?;
+    // A push is first read for its ref and repository alone: when no entry of its repository
+    // would take it, the answer needs nothing more.
+    let quick = providers::quick::push(provider, &request.headers, &request.body);
+    let events = match quick {
+        Some(q) if none_would_match(settings, provider, &q) => vec![q],
+        _ => providers::parse(provider, &request.headers, &request.body)?,
+    };
     let repo = events.first().map(|e| e.repo.as_str()).unwrap_or_default();
     if repo.is_empty() {
         if events.iter().any(|e| e.kind == EventKind::Ping) {
@@ -516,6 +525,16 @@ fn normalise_then_authenticate(
         HookError::Unauthentic { error, whom: format!("repository \"{repo}\" ({key})"), key }
     })?;
     Ok(Authentic { entries, events })
+}
+
+/// Whether no entry for the event's repository would run for it (before authentication: the
+/// entries are then authenticated and asked again, and give the reasons).
+fn none_would_match(settings: &Settings, provider: Provider, event: &Event) -> bool {
+    settings
+        .entries_for_repo(&event.repo)
+        .into_iter()
+        .filter(|e| e.matcher.fits_source(provider, &event.repo))
+        .all(|e| e.check(event).is_err())
 }
 
 /// Authenticates against each entry's secret, computing each distinct secret only once.

@@ -29,6 +29,7 @@ mod gitlab;
 mod gogs;
 mod json;
 mod pruned;
+pub mod quick;
 pub mod saved;
 mod signature;
 
@@ -298,6 +299,32 @@ mod tests {
             // Nearly all are understood (the rest must fail the same way both ways).
             assert!(parsed + 2 >= expected, "{}: only {parsed} parsed", root.display());
         }
+    }
+
+    /// The quick read of a push agrees with the full parse on everything the matcher asks
+    /// about, over every push of both corpora (and is refused where the full parse refuses).
+    #[test]
+    fn a_quick_push_is_the_full_events_match_fields() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut compared = 0;
+        for root in [fixtures.clone(), fixtures.join("corpus2")] {
+            for (name, h, body) in corpus(&root) {
+                let provider = detect(&h).unwrap();
+                let Some(q) = quick::push(provider, &h, &body) else { continue };
+                let full = parse(provider, &h, &body)
+                    .unwrap_or_else(|e| panic!("{name}: quick read, full refused: {e}"));
+                let f = &full[0];
+                assert_eq!(
+                    (q.provider, q.kind, q.name(), &q.repo, &q.git_ref, &q.branch, &q.tag, &q.before),
+                    (f.provider, f.kind, f.name(), &f.repo, &f.git_ref, &f.branch, &f.tag, &f.before),
+                    "{name}"
+                );
+                assert!(q.after == f.after || f.tag_object.as_deref() == Some(q.after.as_str()), "{name}");
+                assert_eq!((&q.action, &q.ci, q.beside_push), (&f.action, &f.ci, f.beside_push), "{name}");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 30, "only {compared} pushes compared");
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
