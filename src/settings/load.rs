@@ -122,13 +122,18 @@ fn entries(
     for source in sources {
         let file = &source.file;
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let lines = entry_lines(&source.text);
+        // Found once per file: with thousands of entries, a search per entry would be quadratic.
+        let mut lines: HashMap<String, usize> = HashMap::new();
+        for (name, line) in entry_lines(&source.text) {
+            lines.entry(name).or_insert(line);
+        }
+        let text_lines: Vec<&str> = source.text.lines().collect();
         for (key, value) in source.entries.into_iter().flatten() {
             let Some(name) = key.as_str().map(str::to_string) else {
                 problems.push(problem(file, None, None, format!("entry name must be a string, got {key:?}")));
                 continue;
             };
-            let line = lines.iter().find(|(n, _)| *n == name).map(|(_, l)| *l);
+            let line = lines.get(&name).copied();
             if let Some((other, other_line)) = seen.get(&name) {
                 if other != file {
                     let at = match other_line {
@@ -140,7 +145,7 @@ fn entries(
                 continue;
             }
             seen.insert(name.clone(), (file.clone(), line));
-            let action_lines = line.map(|l| action_lines(&source.text, l)).unwrap_or_default();
+            let action_lines = line.map(|l| action_lines(&text_lines, l)).unwrap_or_default();
             let place = Place { name: &name, file, line, dir: &dir, action_lines, networks, secrets };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));

@@ -105,9 +105,9 @@ pub(super) fn entry_lines(text: &str) -> Vec<(String, usize)> {
 
 /// The 1-based lines of the items of the `actions:` list of the entry whose name is on line
 /// `entry_line` (a block list, `- ...`, directly under `actions:`); empty for a flow list.
-pub(super) fn action_lines(text: &str, entry_line: usize) -> Vec<usize> {
+/// (`lines`: the file's lines, split once for all its entries.)
+pub(super) fn action_lines(lines: &[&str], entry_line: usize) -> Vec<usize> {
     let indent = |l: &str| l.len() - l.trim_start().len();
-    let lines: Vec<&str> = text.lines().collect();
     let Some(entry) = lines.get(entry_line.wrapping_sub(1)) else { return Vec::new() };
     let content = |i: &usize| !lines[*i].trim().is_empty() && !lines[*i].trim_start().starts_with('#');
     // The entry's own lines: until one is not deeper than the entry's name.
@@ -148,8 +148,8 @@ mod tests {
     #[test]
     fn action_lines_find_each_item() {
         let text = "entries:\n  a:\n    insecure: true\n    actions:\n      - one\n      - run: two\n        if_changed: [x]\n\n      - three\n  b:\n    actions:\n    - four\n";
-        assert_eq!(action_lines(text, 2), vec![5, 6, 9]);
-        assert_eq!(action_lines(text, 10), vec![12]);
+        assert_eq!(action_lines(&text.lines().collect::<Vec<_>>(), 2), vec![5, 6, 9]);
+        assert_eq!(action_lines(&text.lines().collect::<Vec<_>>(), 10), vec![12]);
     }
 
     #[test]
