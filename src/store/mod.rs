@@ -10,7 +10,7 @@ mod job;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -43,6 +43,17 @@ pub enum StoreError {
     /// (each change is one transaction).
     #[error("job store: the operation failed unexpectedly: {0}")]
     Failed(String),
+    /// The error of a group commit, as its leader met it (the message is the original's).
+    #[error("{0}")]
+    Shared(String),
+}
+
+/// A delivery waiting to be recorded, and where its result goes.
+struct Pending {
+    delivery: Option<String>,
+    body: Vec<u8>,
+    jobs: Vec<NewJob>,
+    result: Arc<Mutex<Option<Result<Inserted, String>>>>,
 }
 
 /// What [`Store::insert`] did.
@@ -80,9 +91,17 @@ pub struct Store {
     /// only those, and then the job runs again, as after a crash. The next durable commit
     /// writes them out too.
     conn: Mutex<Connection>,
+    /// Deliveries waiting for the connection: whoever gets it next records all of them in one
+    /// durable commit (a group commit), so that a burst is not one fsync per delivery.
+    pending: Mutex<Vec<Pending>>,
     logs: PathBuf,
     payloads: PathBuf,
     steps: PathBuf,
+}
+
+/// A lock, even if a holder panicked (what it guards stays consistent: plain lists and results).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The database's file name under `state_dir`.
@@ -121,7 +140,7 @@ impl Store {
             // Best effort: a file another user made is left as it is.
             let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { conn: Mutex::new(conn), logs, payloads, steps })
+        Ok(Store { conn: Mutex::new(conn), pending: Mutex::new(Vec::new()), logs, payloads, steps })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -157,26 +176,80 @@ impl Store {
     /// seen before for an entry (the host's "Redeliver") records nothing for it when its
     /// latest job of that delivery waits, runs, succeeded or was superseded; one that failed,
     /// timed out or was cancelled runs again.
+    ///
+    /// Deliveries that arrive while another one is being recorded are recorded together, in one
+    /// transaction and one durable commit, each in its own savepoint (one refused does not
+    /// refuse the others); each caller returns once its own is on disk.
     pub fn insert(
         &self,
         delivery: Option<&str>,
         body: &[u8],
         jobs: &[NewJob],
     ) -> Result<Inserted, StoreError> {
+        let result = Arc::new(Mutex::new(None));
+        let pending = Pending {
+            delivery: delivery.map(str::to_string),
+            body: body.to_vec(),
+            jobs: jobs.to_vec(),
+            result: result.clone(),
+        };
+        lock(&self.pending).push(pending);
         let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let result = Self::insert_in(&mut conn, delivery, body, jobs);
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        result
+        if let Some(done) = lock(&result).take() {
+            // Recorded by the caller that had the connection before.
+            return done.map_err(StoreError::Shared);
+        }
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        let outcomes = Self::insert_batch(&mut conn, &batch);
+        let mut own = None;
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            if Arc::ptr_eq(&pending.result, &result) {
+                own = Some(outcome);
+            } else {
+                *lock(&pending.result) = Some(outcome.map_err(|e| e.to_string()));
+            }
+        }
+        own.unwrap_or_else(|| Err(StoreError::Failed("the delivery was not in its own batch".into())))
     }
 
-    fn insert_in(
-        conn: &mut Connection,
+    /// Records a batch of deliveries in one transaction with a durable commit; one result each.
+    fn insert_batch(conn: &mut Connection, batch: &[Pending]) -> Vec<Result<Inserted, StoreError>> {
+        let all_fail =
+            |e: &StoreError| batch.iter().map(|_| Err(StoreError::Shared(e.to_string()))).collect();
+        if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+            return all_fail(&e.into());
+        }
+        let outcomes = (|| -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+            let mut tx = conn.transaction()?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for p in batch {
+                let sp = tx.savepoint()?;
+                match Self::insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs) {
+                    Ok(inserted) => {
+                        sp.commit()?;
+                        outcomes.push(Ok(inserted));
+                    }
+                    // Dropping the savepoint rolls this delivery back; the others go on.
+                    Err(e) => outcomes.push(Err(e)),
+                }
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        })();
+        let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+        match outcomes {
+            Ok(outcomes) => outcomes,
+            Err(e) => all_fail(&e),
+        }
+    }
+
+    /// One delivery's jobs, within the caller's transaction.
+    fn insert_one(
+        tx: &Connection,
         delivery: Option<&str>,
         body: &[u8],
         jobs: &[NewJob],
     ) -> Result<Inserted, StoreError> {
-        let tx = conn.transaction()?;
         let mut earlier: Vec<Seen> = Vec::new();
         if let Some(key) = delivery {
             let mut stmt =
@@ -200,7 +273,7 @@ impl Store {
                     inserted.seen.push(seen.clone());
                     continue;
                 }
-                let newer = newer_job(&tx, &job.entry, &job.event.git_ref, seen.id)?;
+                let newer = newer_job(tx, &job.entry, &job.event.git_ref, seen.id)?;
                 if newer.is_some() {
                     inserted.seen.push(Seen { newer, ..seen.clone() });
                     continue;
@@ -215,9 +288,8 @@ impl Store {
             };
             let row =
                 Row { delivery, state: JobState::Queued, payload_id: Some(payload), foreground_pid: None };
-            inserted.new.push((insert_job(&tx, job, &row)?, index));
+            inserted.new.push((insert_job(tx, job, &row)?, index));
         }
-        tx.commit()?;
         Ok(inserted)
     }
 
@@ -472,12 +544,7 @@ fn is_damage(e: &rusqlite::Error) -> bool {
 }
 
 /// The newest webhook job of `entry` and `git_ref` recorded after job `after`, if any.
-fn newer_job(
-    tx: &rusqlite::Transaction<'_>,
-    entry: &str,
-    git_ref: &str,
-    after: i64,
-) -> Result<Option<i64>, StoreError> {
+fn newer_job(tx: &Connection, entry: &str, git_ref: &str, after: i64) -> Result<Option<i64>, StoreError> {
     if git_ref.is_empty() {
         return Ok(None);
     }

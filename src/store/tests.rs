@@ -184,3 +184,41 @@ fn a_redelivery_reruns_only_what_did_not_succeed() {
     store.finish(c[0], JobState::Cancelled, None, Some("cancelled")).unwrap();
     assert_eq!(store.insert(Some("github:r2"), b"{}", &[job("d")]).unwrap().new.len(), 1);
 }
+
+/// Deliveries recorded at the same instant share commits (a group commit) and each caller gets
+/// its own jobs back; the same delivery sent twice at once is recorded once.
+#[test]
+fn simultaneous_deliveries_are_each_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for i in 0..20 {
+                    let entry = format!("e{t}-{i}");
+                    let inserted =
+                        store.insert(Some(&format!("github:g{t}-{i}")), b"{}", &[job(&entry)]).unwrap();
+                    got.push((entry, new_ids(inserted)[0]));
+                }
+                // The same delivery from every thread at once.
+                let same = store.insert(Some("github:same"), b"{}", &[job("same")]).unwrap();
+                (got, same)
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut new_same = 0;
+    for t in threads {
+        let (got, same) = t.join().unwrap();
+        for (entry, id) in got {
+            assert_eq!(store.job(id).unwrap().unwrap().entry, entry, "each caller gets its own job");
+            assert!(ids.insert(id));
+        }
+        new_same += same.new.len();
+        assert!(same.new.len() + same.seen.len() == 1);
+    }
+    assert_eq!(ids.len(), 16 * 20);
+    assert_eq!(new_same, 1, "one delivery, one job, however many times it arrived at once");
+}
