@@ -176,13 +176,13 @@ impl App {
     pub fn enqueue(
         &self,
         delivery: Option<&str>,
-        body: &[u8],
+        body: bytes::Bytes,
         jobs: Vec<NewJob>,
     ) -> Result<Enqueued, EnqueueError> {
         let capacity = self.settings().server.queue;
         let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.entry.as_str(), queue_key(j))).collect();
         let reservation = self.queue.reserve(&keys, capacity)?;
-        let inserted = self.store.insert(delivery, body, &jobs)?;
+        let inserted = self.store.insert_shared(delivery, body, &jobs)?;
         let new: Vec<Waiting> = inserted
             .new
             .iter()

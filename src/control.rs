@@ -146,7 +146,7 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
     }
     let job = NewJob { entry: entry.clone(), trigger: Trigger::Manual, event };
     let app2 = app.clone();
-    let id = match blocking(move || app2.enqueue(None, &body, vec![job])).await {
+    let id = match blocking(move || app2.enqueue(None, bytes::Bytes::from(body), vec![job])).await {
         Ok(Enqueued { queued, .. }) if !queued.is_empty() => queued[0].0,
         Ok(_) => {
             let message = "the daemon recorded no job".to_string();

@@ -601,7 +601,7 @@ async fn record(
 ) -> Result<Enqueued, HookError> {
     let key = providers::delivery_id(provider, &request.headers).map(|d| format!("{provider}:{d}"));
     let app2 = app.clone();
-    match blocking(move || app2.enqueue(key.as_deref(), &request.body, jobs)).await {
+    match blocking(move || app2.enqueue(key.as_deref(), request.body, jobs)).await {
         Ok(enqueued) => {
             app.store_works();
             Ok(enqueued)

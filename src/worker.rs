@@ -301,7 +301,7 @@ mod tests {
         for entry in ["boom", "fine", "boom", "fine"] {
             let job =
                 NewJob { entry: entry.into(), trigger: Trigger::Manual, event: Event::manual(None, None) };
-            ids.push(app.enqueue(None, b"", vec![job]).unwrap().queued[0].0);
+            ids.push(app.enqueue(None, bytes::Bytes::new(), vec![job]).unwrap().queued[0].0);
         }
         let store = app.store.clone();
         let ended = tokio::time::timeout(Duration::from_secs(20), async {

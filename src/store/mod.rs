@@ -51,7 +51,8 @@ pub enum StoreError {
 /// A delivery waiting to be recorded, and where its result goes.
 struct Pending {
     delivery: Option<String>,
-    body: Vec<u8>,
+    /// Shared with the request, not copied: a burst of large bodies is not held twice.
+    body: bytes::Bytes,
     jobs: Vec<NewJob>,
     result: Arc<Mutex<Option<Result<Inserted, String>>>>,
 }
@@ -186,10 +187,20 @@ impl Store {
         body: &[u8],
         jobs: &[NewJob],
     ) -> Result<Inserted, StoreError> {
+        self.insert_shared(delivery, bytes::Bytes::copy_from_slice(body), jobs)
+    }
+
+    /// [`Store::insert`] of a body the caller already holds as shared bytes (no copy).
+    pub fn insert_shared(
+        &self,
+        delivery: Option<&str>,
+        body: bytes::Bytes,
+        jobs: &[NewJob],
+    ) -> Result<Inserted, StoreError> {
         let result = Arc::new(Mutex::new(None));
         let pending = Pending {
             delivery: delivery.map(str::to_string),
-            body: body.to_vec(),
+            body,
             jobs: jobs.to_vec(),
             result: result.clone(),
         };
