@@ -64,5 +64,8 @@ const HOST: Host = Host {
 };
 
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
+    // Some Forgejo and Gitea versions name a pull request's new commits by their event type
+    // (`pull_request_sync`) rather than `pull_request` with `action: synchronized`.
+    let name = if name == "pull_request_sync" { "pull_request" } else { name };
     github_shape::parse(&HOST, name, json)
 }

@@ -95,6 +95,15 @@ fn pull_requests_are_routed_by_action_with_their_details() {
             "{name}"
         );
     }
+    // A Forgejo that names the event by its type (`pull_request_sync`) means the same.
+    let mut req = request_in(&fixtures().join("corpus2"), "gitea/forgejo-pr-synchronized.json");
+    for (k, v) in &mut req.headers {
+        if k.eq_ignore_ascii_case("X-Forgejo-Event") || k.eq_ignore_ascii_case("X-Gitea-Event") {
+            *v = "pull_request_sync".into();
+        }
+    }
+    let jobs = ran(&daemon, &send_body(&daemon, &req.headers, &req.body));
+    assert_eq!((jobs[0].0.as_str(), jobs[0].1["WH_PR_ACTION"].as_str()), ("tests", "updated"));
     let gitlab = &ran(&daemon, &send(&daemon, "gitlab/mr-open-subgroup.json"))[0].1;
     assert_eq!((gitlab["WH_PR_ACTION"].as_str(), gitlab["WH_PR_NUMBER"].as_str()), ("opened", "2"));
     assert_eq!(
