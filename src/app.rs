@@ -183,15 +183,7 @@ impl App {
         let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.entry.as_str(), queue_key(j))).collect();
         let reservation = self.queue.reserve(&keys, capacity)?;
         let inserted = self.store.insert_shared(delivery, body, &jobs)?;
-        let new: Vec<Waiting> = inserted
-            .new
-            .iter()
-            .map(|(id, i)| Waiting {
-                id: *id,
-                entry: jobs[*i].entry.clone(),
-                key: queue_key(&jobs[*i]).to_string(),
-            })
-            .collect();
+        let new = waiting(inserted.new.iter().map(|(id, i)| (*id, &jobs[*i])));
         let queued = new.iter().map(|w| (w.id, w.entry.clone())).collect();
         let superseded = self.queue.push(reservation, new);
         self.mark_superseded(superseded);
@@ -238,7 +230,7 @@ impl App {
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let new: Vec<NewJob> =
             jobs.into_iter().map(|j| NewJob { entry: j.entry, trigger: j.trigger, event: j.event }).collect();
-        let superseded = self.queue.push_unreserved(waiting(&ids, &new));
+        let superseded = self.queue.push_unreserved(waiting(ids.iter().copied().zip(&new)));
         self.mark_superseded(superseded);
         Ok(ids.len())
     }
@@ -280,10 +272,10 @@ impl App {
     }
 }
 
-fn waiting(ids: &[i64], jobs: &[NewJob]) -> Vec<Waiting> {
-    ids.iter()
-        .zip(jobs)
-        .map(|(id, j)| Waiting { id: *id, entry: j.entry.clone(), key: queue_key(j).to_string() })
+/// The queue's view of recorded jobs: (id, job) each.
+fn waiting<'a>(jobs: impl IntoIterator<Item = (i64, &'a NewJob)>) -> Vec<Waiting> {
+    jobs.into_iter()
+        .map(|(id, j)| Waiting { id, entry: j.entry.clone(), key: queue_key(j).to_string() })
         .collect()
 }
 

@@ -476,10 +476,8 @@ fn authenticate_then_normalise(
         let whom = format!("entry \"{name}\"");
         HookError::Unauthentic { error, key: whom.clone(), whom }
     })?;
-    let events = match providers::quick::push(provider, &request.headers, &request.body) {
-        Some(quick) if entries.iter().all(|e| e.check(&quick).is_err()) => vec![quick],
-        _ => providers::parse(provider, &request.headers, &request.body)?,
-    };
+    let quick = providers::quick::push(provider, &request.headers, &request.body);
+    let events = events_of(entries.iter(), quick, provider, request)?;
     Ok(Authentic { entries, events })
 }
 
@@ -494,13 +492,12 @@ fn normalise_then_authenticate(
     provider: Provider,
     request: &Received,
 ) -> Result<Authentic, HookError> {
-    // A push is first read for its ref and repository alone: when no entry of its repository
-    // would take it, the answer needs nothing more.
+    // A push is first read for its ref and repository alone, and its repository's entries
+    // found once: they decide whether the whole payload is needed, then are authenticated.
     let quick = providers::quick::push(provider, &request.headers, &request.body);
-    let events = match quick {
-        Some(q) if none_would_match(settings, provider, &q) => vec![q],
-        _ => providers::parse(provider, &request.headers, &request.body)?,
-    };
+    let quick_source = quick.as_ref().map(|q| (q.repo.clone(), for_repo(settings, provider, &q.repo)));
+    let asked = quick_source.iter().flat_map(|(_, entries)| entries.iter().copied());
+    let events = events_of(asked, quick, provider, request)?;
     let repo = events.first().map(|e| e.repo.as_str()).unwrap_or_default();
     if repo.is_empty() {
         if events.iter().any(|e| e.kind == EventKind::Ping) {
@@ -508,11 +505,10 @@ fn normalise_then_authenticate(
         }
         return Err(HookError::NothingToRoute(settings.server.path.clone()));
     }
-    let candidates: Vec<&Arc<Entry>> = settings
-        .entries_for_repo(repo)
-        .into_iter()
-        .filter(|e| e.matcher.fits_source(provider, repo))
-        .collect();
+    let candidates = match quick_source {
+        Some((quick_repo, entries)) if quick_repo == repo => entries,
+        _ => for_repo(settings, provider, repo),
+    };
     if candidates.is_empty() {
         let whom = format!("repository \"{repo}\" (no entry is for it)");
         let key = "a repository no entry is for".to_string();
@@ -527,14 +523,24 @@ fn normalise_then_authenticate(
     Ok(Authentic { entries, events })
 }
 
-/// Whether no entry for the event's repository would run for it (before authentication: the
-/// entries are then authenticated and asked again, and give the reasons).
-fn none_would_match(settings: &Settings, provider: Provider, event: &Event) -> bool {
-    settings
-        .entries_for_repo(&event.repo)
-        .into_iter()
-        .filter(|e| e.matcher.fits_source(provider, &event.repo))
-        .all(|e| e.check(event).is_err())
+/// The entries that may be for a request from `provider` about `repo`.
+fn for_repo<'a>(settings: &'a Settings, provider: Provider, repo: &str) -> Vec<&'a Arc<Entry>> {
+    settings.entries_for_repo(repo).into_iter().filter(|e| e.matcher.fits_source(provider, repo)).collect()
+}
+
+/// The events of a request: the push read quickly when none of `entries` would run for it
+/// (the answer needs nothing more: they are asked again and give the reasons), else the
+/// whole payload.
+fn events_of<'a>(
+    entries: impl IntoIterator<Item = &'a Arc<Entry>>,
+    quick: Option<Event>,
+    provider: Provider,
+    request: &Received,
+) -> Result<Vec<Event>, HookError> {
+    match quick {
+        Some(q) if entries.into_iter().all(|e| e.check(&q).is_err()) => Ok(vec![q]),
+        _ => Ok(providers::parse(provider, &request.headers, &request.body)?),
+    }
 }
 
 /// Authenticates against each entry's secret, computing each distinct secret only once.

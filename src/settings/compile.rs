@@ -33,6 +33,22 @@ pub(super) struct Place<'a> {
 /// The named lists of addresses of `networks:`, from every settings file.
 pub(super) type Networks = std::collections::BTreeMap<String, Vec<String>>;
 
+/// `allow_from` (in `server:` or an entry): `None` for anyone, else its networks. An empty list
+/// is refused: `never` says what it would mean.
+fn allow_from(
+    list: Option<&[String]>,
+    networks: &Networks,
+    never: &str,
+) -> Result<Option<Nets>, Vec<String>> {
+    match list {
+        None => Ok(None),
+        Some([]) => Err(vec![format!("allow_from is an empty list: {never}")]),
+        Some(list) => address_list(list, networks)
+            .map(Some)
+            .map_err(|problems| problems.into_iter().map(|p| format!("allow_from: {p}")).collect()),
+    }
+}
+
 /// An address list (`allow_from`, `trusted_proxies`): addresses, networks, and names of
 /// `networks:` lists, which stand for their items.
 fn address_list(items: &[String], networks: &Networks) -> Result<Nets, Vec<String>> {
@@ -149,14 +165,9 @@ pub(super) fn server(
             Err(problems) => problems.into_iter().for_each(|p| bad(format!("trusted_proxies: {p}"))),
         }
     }
-    if let Some(list) = &raw.allow_from {
-        match address_list(list, networks) {
-            Ok(_) if list.is_empty() => {
-                bad("allow_from is an empty list: no webhook could ever arrive".into())
-            }
-            Ok(nets) => server.allow_from = Some(nets),
-            Err(problems) => problems.into_iter().for_each(|p| bad(format!("allow_from: {p}"))),
-        }
+    match allow_from(raw.allow_from.as_deref(), networks, "no webhook could ever arrive") {
+        Ok(nets) => server.allow_from = nets,
+        Err(problems) => problems.into_iter().for_each(&mut bad),
     }
     if let Some(dir) = &raw.state_dir {
         server.state_dir = base.join(dir);
@@ -178,18 +189,11 @@ pub(super) fn entry(
     let env_vars = environment(&raw, env, &mut report);
     let timeout = timeout(raw.timeout.as_ref().map(Quantity::text).as_deref(), &mut report);
     let actions = actions(raw.actions, &mut report);
-    let allow_from = match raw.allow_from.as_deref().map(|list| address_list(list, place.networks)) {
-        None => None,
-        Some(Ok(_)) if raw.allow_from.as_ref().is_some_and(Vec::is_empty) => {
-            report.bad("allow_from is an empty list: the entry could never run".into());
+    let allow_from = allow_from(raw.allow_from.as_deref(), place.networks, "the entry could never run")
+        .unwrap_or_else(|problems| {
+            problems.into_iter().for_each(|p| report.bad(p));
             None
-        }
-        Some(Ok(nets)) => Some(nets),
-        Some(Err(list)) => {
-            list.into_iter().for_each(|p| report.bad(format!("allow_from: {p}")));
-            None
-        }
-    };
+        });
     if problems.len() > before {
         return None;
     }

@@ -28,6 +28,20 @@ fn send_body(daemon: &Daemon, headers: &[(String, String)], body: &[u8]) -> Repl
     daemon.post("/hooks", &headers, body)
 }
 
+/// The headers of a JSON delivery: `pairs` after the Content-Type (a signature given as
+/// `SIGNED-BY-RUN.PY` is signed when sent).
+fn json_headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    std::iter::once(("Content-Type", "application/json"))
+        .chain(pairs.iter().copied())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A fixture file's JSON.
+fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join(name)).unwrap()).unwrap()
+}
+
 /// Settings whose entries each write their `WH_*` variables to `env-<entry>-<job>`.
 fn settings(entries: &str) -> String {
     format!(
@@ -135,12 +149,11 @@ fn a_finished_gitlab_pipeline_is_a_ci_event_for_its_commit() {
     let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
     let body = std::fs::read(fixtures().join("transcribed/gitlab-pipeline-success.json")).unwrap();
     let headers = |id: &str| {
-        vec![
-            ("Content-Type".to_string(), "application/json".to_string()),
-            ("X-Gitlab-Event".to_string(), "Pipeline Hook".to_string()),
-            ("X-Gitlab-Token".to_string(), "SIGNED-BY-RUN.PY".to_string()),
-            ("Idempotency-Key".to_string(), id.to_string()),
-        ]
+        json_headers(&[
+            ("X-Gitlab-Event", "Pipeline Hook"),
+            ("X-Gitlab-Token", "SIGNED-BY-RUN.PY"),
+            ("Idempotency-Key", id),
+        ])
     };
     let with_status = |status: &str| {
         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -332,13 +345,12 @@ fn a_gitea_workflow_run_is_a_ci_event_too() {
     let yaml = settings("  after-ci:\n    match: { provider: gitea, event: ci, conclusion: success, workflow: ^test$ }\n    ACTIONS\n");
     let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
     let body = std::fs::read(fixtures().join("github/workflow_run-completed.json")).unwrap();
-    let headers = vec![
-        ("Content-Type".to_string(), "application/json".to_string()),
-        ("X-Gitea-Event".to_string(), "workflow_run".to_string()),
-        ("X-Forgejo-Event".to_string(), "workflow_run".to_string()),
-        ("X-Gitea-Delivery".to_string(), "g-1".to_string()),
-        ("X-Gitea-Signature".to_string(), "SIGNED-BY-RUN.PY".to_string()),
-    ];
+    let headers = json_headers(&[
+        ("X-Gitea-Event", "workflow_run"),
+        ("X-Forgejo-Event", "workflow_run"),
+        ("X-Gitea-Delivery", "g-1"),
+        ("X-Gitea-Signature", "SIGNED-BY-RUN.PY"),
+    ]);
     let jobs = ran(&daemon, &send_body(&daemon, &headers, &body));
     let env = &jobs[0].1;
     assert_eq!(env["WH_PROVIDER"], "gitea");
@@ -362,13 +374,8 @@ fn control_characters_in_new_values_are_refused() {
         *v.pointer_mut(pointer).unwrap() = value.into();
         serde_json::to_vec(&v).unwrap()
     };
-    let headers = |event: &str| {
-        vec![
-            ("Content-Type".to_string(), "application/json".to_string()),
-            ("X-GitHub-Event".to_string(), event.to_string()),
-            ("X-Hub-Signature-256".to_string(), "SIGNED-BY-RUN.PY".to_string()),
-        ]
-    };
+    let headers =
+        |event: &str| json_headers(&[("X-GitHub-Event", event), ("X-Hub-Signature-256", "SIGNED-BY-RUN.PY")]);
     for (pointer, value, field) in [
         ("/workflow_run/name", "CI\n2026-12-02T00:00:00Z ERROR forged", "workflow name"),
         ("/workflow_run/conclusion", "success\r\nforged", "CI conclusion"),
@@ -389,28 +396,16 @@ fn a_ci_run_of_a_forks_branch_matches_no_branch() {
     let yaml =
         settings("  deploy:\n    match: { event: ci, branch: ^master$, conclusion: success }\n    ACTIONS\n");
     let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
-    let mut v: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixtures().join("github/workflow_run-completed.json")).unwrap(),
-    )
-    .unwrap();
+    let mut v = fixture_json("github/workflow_run-completed.json");
     v["workflow_run"]["head_repository"]["full_name"] = "mallory/octo-repo".into();
-    let headers = vec![
-        ("Content-Type".to_string(), "application/json".to_string()),
-        ("X-GitHub-Event".to_string(), "workflow_run".to_string()),
-        ("X-Hub-Signature-256".to_string(), "SIGNED-BY-RUN.PY".to_string()),
-    ];
+    let headers =
+        json_headers(&[("X-GitHub-Event", "workflow_run"), ("X-Hub-Signature-256", "SIGNED-BY-RUN.PY")]);
     let reply = send_body(&daemon, &headers, &serde_json::to_vec(&v).unwrap());
     assert!(ignored(&reply).contains("has no branch"), "{}", reply.body);
-    let mut gl: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixtures().join("transcribed/gitlab-pipeline-success.json")).unwrap(),
-    )
-    .unwrap();
+    let mut gl = fixture_json("transcribed/gitlab-pipeline-success.json");
     gl["merge_request"]["source_project_id"] = 99.into();
-    let headers = vec![
-        ("Content-Type".to_string(), "application/json".to_string()),
-        ("X-Gitlab-Event".to_string(), "Pipeline Hook".to_string()),
-        ("X-Gitlab-Token".to_string(), "SIGNED-BY-RUN.PY".to_string()),
-    ];
+    let headers =
+        json_headers(&[("X-Gitlab-Event", "Pipeline Hook"), ("X-Gitlab-Token", "SIGNED-BY-RUN.PY")]);
     let reply = send_body(&daemon, &headers, &serde_json::to_vec(&gl).unwrap());
     assert!(ignored(&reply).contains("has no branch"), "{}", reply.body);
 }

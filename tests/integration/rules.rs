@@ -63,16 +63,22 @@ impl Upstream {
 /// Installs rule file `name` under `root` with `/srv/` moved to `root/srv/`, and settings that
 /// include it; starts the daemon with stand-ins first on PATH.
 fn start(root: &Path, name: &str, env: &[(&str, &str)]) -> Daemon {
+    install(root, name);
+    let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let mut all: Vec<(&str, &str)> = env.to_vec();
+    all.push(("PATH", &path));
+    Daemon::start(root, &all)
+}
+
+/// Installs rule file `name` under `root` (`/srv/` moved to `root/srv/`) and settings that
+/// include it.
+fn install(root: &Path, name: &str) {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").join(name)).unwrap();
     let text = text.replace("/srv/", &format!("{}/srv/", root.display()));
     std::fs::create_dir_all(root.join("rules")).unwrap();
     write(&root.join("rules"), name, &text);
     write(root, "settings.yaml", &format!("server: {{ listen: 127.0.0.1:0 }}\ninclude: [rules/{name}]\n"));
-    let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
-    let mut all: Vec<(&str, &str)> = env.to_vec();
-    all.push(("PATH", &path));
-    Daemon::start(root, &all)
 }
 
 /// A program on PATH that appends `name args...` (and `script`'s effects) to `root/calls`.
@@ -457,11 +463,8 @@ fn every_shipped_rule_deploys_without_a_push() {
     let up = Upstream::new(root, &[("index.php", "v1")]);
     let deploy_dir = root.join("srv/site");
     up.clone_to(&deploy_dir);
-    let settings = |name: &str| {
-        start(root, name, &[("SITE_SECRET", "s")]).stop();
-    };
     // Never deployed, no daemon, no secret in the environment: the branch of `^main$`.
-    settings("git-checkout.yaml");
+    install(root, "git-checkout.yaml");
     let head = up.commit(&[("index.php", "v2")]);
     let out = trigger(root, &["settings.yaml", "site"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -483,7 +486,7 @@ fn every_shipped_rule_deploys_without_a_push() {
     std::fs::create_dir_all(www.parent().unwrap()).unwrap();
     git(&root.join("www"), &["clone", "-q", "origin.git", www.to_str().unwrap()]);
     stand_in(root, "npm", "if [ \"$1\" = run ]; then mkdir -p \"$5\"; fi");
-    start(root, "static-site.yaml", &[("WWW_SECRET", "s")]).stop();
+    install(root, "static-site.yaml");
     let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
     let out = trigger(root, &["settings.yaml", "www"], &[("PATH", &path)]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -494,7 +497,7 @@ fn every_shipped_rule_deploys_without_a_push() {
     std::fs::create_dir(root.join("tool")).unwrap();
     let tool = tool_upstream(&root.join("tool"));
     std::fs::rename(root.join("tool/srv/tool"), root.join("srv/tool")).unwrap();
-    start(root, "release.yaml", &[("RELEASE_SECRET", "s")]).stop();
+    install(root, "release.yaml");
     let out = trigger(root, &["settings.yaml", "release"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
