@@ -2,18 +2,21 @@
 //! they are valid.
 //!
 //! The watches are on the files' directories, not the files: editors save by writing a new
-//! file and renaming it over the old one, which a watch on the old file would not see. Events
-//! are debounced on the trailing edge, so a burst of writes makes one reload. SIGHUP reloads
-//! too. A broken edit is refused by [`App::reload`] and the running settings keep serving; the
-//! watcher only decides when to try.
+//! file and renaming it over the old one, which a watch on the old file would not see. They are
+//! Linux inotify watches that ask only for what a save does (a file written and closed, renamed,
+//! created, deleted, its attributes changed), never for each write: a log file appended in the
+//! same directory does not wake the watcher at all. Events are debounced on the trailing edge, so
+//! a burst of saves makes one reload. SIGHUP reloads too. A broken edit is refused by
+//! [`App::reload`] and the running settings keep serving; the watcher only decides when to try.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -89,34 +92,109 @@ fn link_chain(path: &Path) -> Vec<PathBuf> {
     chain
 }
 
+/// The name of the watcher's thread, as `/proc/PID/task/*/comm` shows it (at most 15 bytes).
+pub const THREAD_NAME: &str = "settings-watch";
+
+/// What a save does to a directory entry, and what happens to the directory itself. Not
+/// `IN_MODIFY`: it fires on every write to any file of the directory (a log beside the
+/// settings), and a save is complete only when its writer closes or renames the file.
+fn mask() -> WatchMask {
+    WatchMask::CLOSE_WRITE
+        | WatchMask::MOVED_TO
+        | WatchMask::MOVED_FROM
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+}
+
+/// What the watcher thread reads and [`update_watches`] writes.
+#[derive(Default)]
+struct Watched {
+    relevant: Relevant,
+    /// The watch of each directory (two paths to one directory share one).
+    dirs: BTreeMap<PathBuf, WatchDescriptor>,
+}
+
+impl Watched {
+    /// Whether an event can change the settings read.
+    fn is_change(&self, wd: &WatchDescriptor, mask: EventMask, name: Option<&std::ffi::OsStr>) -> bool {
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            return true; // events were lost: look again
+        }
+        match name {
+            Some(name) => self.dirs.iter().any(|(dir, w)| w == wd && self.relevant.matters(&dir.join(name))),
+            // The directory itself moved or deleted. `IN_IGNORED` follows a watch's removal,
+            // which `update_watches` does after a reload: not a change.
+            None => !mask.contains(EventMask::IGNORED) && self.dirs.values().any(|w| w == wd),
+        }
+    }
+}
+
+/// The inotify watches and what they are for.
+#[derive(Clone)]
+struct Watching {
+    watches: Watches,
+    watched: Arc<Mutex<Watched>>,
+}
+
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct WatchHandle {
-    _watcher: Arc<Mutex<RecommendedWatcher>>,
+    watching: Watching,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Removing the watches queues `IN_IGNORED` events, which wake the thread to see `stop`.
+        let mut watches = self.watching.watches.clone();
+        let watched = self.watching.watched.lock().unwrap_or_else(|e| e.into_inner());
+        for wd in watched.dirs.values() {
+            let _ = watches.remove(wd.clone());
+        }
+    }
 }
 
 /// Starts watching the settings of `app`, and listening for SIGHUP.
 pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
-    let relevant = Arc::new(Mutex::new(Relevant::default()));
+    let mut inotify = Inotify::init().map_err(|e| anyhow::anyhow!("cannot watch the settings files: {e}"))?;
+    let watches = inotify.watches();
+    let watched = Arc::new(Mutex::new(Watched::default()));
+    let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let seen = relevant.clone();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(event) => {
-            if !is_change(&event.kind) {
-                return;
+    {
+        let (watched, stop) = (watched.clone(), stop.clone());
+        std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                let events = match inotify.read_events_blocking(&mut buffer) {
+                    Ok(events) => events,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        warn!(error = %e, "file watch error; settings edits need SIGHUP to be seen");
+                        return;
+                    }
+                };
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let w = watched.lock().unwrap_or_else(|e| e.into_inner());
+                let changed = events.fold(false, |changed, e| changed | w.is_change(&e.wd, e.mask, e.name));
+                drop(w);
+                if changed && tx.send(()).is_err() {
+                    return;
+                }
             }
-            let r = seen.lock().unwrap_or_else(|e| e.into_inner());
-            if event.paths.iter().any(|p| r.matters(p)) {
-                let _ = tx.send(());
-            }
-        }
-        Err(e) => warn!(error = %e, "file watch error"),
-    })
-    .map_err(|e| anyhow::anyhow!("cannot watch the settings files: {}", explain(&e)))?;
-    let watcher = Arc::new(Mutex::new(watcher));
-    update_watches(&watcher, &relevant, &app.settings());
+        })?;
+    }
+    let watching = Watching { watches, watched };
+    update_watches(&watching, &app.settings());
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let w = watcher.clone();
+    let updater = watching.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -138,7 +216,7 @@ pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
             }
             let app2 = app.clone();
             match off_thread(move || app2.reload()).await {
-                Ok(Ok(new)) => update_watches(&w, &relevant, &new),
+                Ok(Ok(new)) => update_watches(&updater, &new),
                 // Refused: logged, and reported by /health.
                 Ok(Err(_)) => {}
                 Err(panic) => {
@@ -147,39 +225,41 @@ pub fn watch(app: Arc<App>) -> anyhow::Result<WatchHandle> {
             }
         }
     });
-    Ok(WatchHandle { _watcher: watcher })
+    Ok(WatchHandle { watching, stop })
 }
 
-/// Whether an event can change what a file holds. Opening and reading are not changes: the
-/// reload itself reads the files, and reacting to that would reload forever.
-fn is_change(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
-    match kind {
-        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        notify::EventKind::Access(_) => false,
-        _ => true,
-    }
-}
-
-fn update_watches(watcher: &Mutex<RecommendedWatcher>, relevant: &Mutex<Relevant>, settings: &Settings) {
+fn update_watches(watching: &Watching, settings: &Settings) {
     let new = Relevant::of(settings);
-    let mut watcher = watcher.lock().unwrap_or_else(|e| e.into_inner());
-    let mut current = relevant.lock().unwrap_or_else(|e| e.into_inner());
-    for gone in current.dirs.difference(&new.dirs) {
-        let _ = watcher.unwatch(gone);
-    }
-    for dir in new.dirs.difference(&current.dirs) {
-        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-            warn!(dir = %dir.display(), "cannot watch: {}; edits there need SIGHUP to be seen", explain(&e));
+    let mut watches = watching.watches.clone();
+    let mut current = watching.watched.lock().unwrap_or_else(|e| e.into_inner());
+    let gone: Vec<PathBuf> = current.dirs.keys().filter(|d| !new.dirs.contains(*d)).cloned().collect();
+    for dir in gone {
+        if let Some(wd) = current.dirs.remove(&dir) {
+            if !current.dirs.values().any(|w| *w == wd) {
+                let _ = watches.remove(wd);
+            }
         }
     }
-    *current = new;
+    for dir in &new.dirs {
+        if current.dirs.contains_key(dir) {
+            continue;
+        }
+        match watches.add(dir, mask()) {
+            Ok(wd) => {
+                current.dirs.insert(dir.clone(), wd);
+            }
+            Err(e) => {
+                warn!(dir = %dir.display(), "cannot watch: {}; edits there need SIGHUP to be seen", explain(&e))
+            }
+        }
+    }
+    current.relevant = new;
 }
 
 /// A readable message, with the fix for the one error users hit.
-fn explain(e: &notify::Error) -> String {
-    match &e.kind {
-        notify::ErrorKind::MaxFilesWatch => {
+fn explain(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) => {
             "the system's limit of watched files is reached (raise fs.inotify.max_user_watches)".into()
         }
         _ => e.to_string(),
@@ -189,19 +269,16 @@ fn explain(e: &notify::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 
     /// The watcher's own reads (and every other read) never start a reload: once they did,
-    /// and the reload's read of the file started the next one, every 100 ms.
+    /// and the reload's read of the file started the next one, every 100 ms. Nor does a write
+    /// that is not yet closed.
     #[test]
     fn reads_are_not_changes_and_other_files_do_not_matter() {
-        use notify::EventKind as K;
-        assert!(!is_change(&K::Access(AccessKind::Open(AccessMode::Any))));
-        assert!(!is_change(&K::Access(AccessKind::Close(AccessMode::Read))));
-        assert!(!is_change(&K::Access(AccessKind::Read)));
-        assert!(is_change(&K::Access(AccessKind::Close(AccessMode::Write))));
-        assert!(is_change(&K::Modify(ModifyKind::Any)));
-        assert!(is_change(&K::Create(CreateKind::File)));
+        let m = mask();
+        for not_asked in [WatchMask::ACCESS, WatchMask::OPEN, WatchMask::CLOSE_NOWRITE, WatchMask::MODIFY] {
+            assert!(!m.intersects(not_asked), "{not_asked:?}");
+        }
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();

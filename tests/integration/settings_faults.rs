@@ -172,3 +172,46 @@ fn settings_behind_links_are_reloaded() {
     write(&root.join("..v2"), "settings.yaml", &settings("four"));
     eventually("an edit of the new target is applied", || daemon.send("/hooks/four", &req).status == 202);
 }
+
+/// The context switches of the daemon's settings watcher thread so far.
+fn watcher_wakeups(daemon: &Daemon) -> u64 {
+    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", daemon.child.id()));
+    for task in std::fs::read_dir(&tasks).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == wh_automata::reload::THREAD_NAME {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+            return status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+                .sum();
+        }
+    }
+    panic!("no thread named {} in {}", wh_automata::reload::THREAD_NAME, tasks.display());
+}
+
+/// A log file appended beside the settings (`2>> app.log` in the same directory) does not
+/// wake the settings watcher: it watches saves, not writes. A save still does.
+#[test]
+fn writes_beside_the_settings_do_not_wake_the_watcher() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let settings =
+        |name: &str| format!("server: {{ listen: 127.0.0.1:0 }}\nentries:\n{}", entry(name, "true"));
+    let daemon = Daemon::with_settings(dir.path(), &settings("one"), &[]);
+    let mut log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("app.log")).unwrap();
+    let before = watcher_wakeups(&daemon);
+    for i in 0..300 {
+        writeln!(log, "line {i}").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let after = watcher_wakeups(&daemon);
+    assert!(after - before <= 3, "300 appends woke the watcher {} times", after - before);
+
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    write(dir.path(), "settings.yaml", &settings("two"));
+    eventually("the save is applied", || daemon.send("/hooks/two", &req).status == 202);
+    assert!(watcher_wakeups(&daemon) > after, "a save wakes the watcher");
+}
