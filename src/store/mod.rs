@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
-/// How many finished jobs (and their logs) are kept; older ones are pruned.
+/// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -447,22 +447,26 @@ impl Store {
         self.payloads.join(format!("{id}.body"))
     }
 
-    /// Removes the oldest finished jobs beyond [`HISTORY`], with their logs.
+    /// Removes the finished jobs older than the newest [`HISTORY`], with their logs.
     pub fn prune(&self) -> Result<usize, StoreError> {
         self.prune_to(HISTORY)
     }
 
-    /// Removes the oldest finished jobs beyond the newest `keep`, with their logs.
+    /// Removes the finished jobs older than the newest `keep` jobs (by id), with their logs;
+    /// an unfinished job is never removed. The work grows with the jobs removed, not with the
+    /// history kept: it runs under the lock that answers wait on.
     pub fn prune_to(&self, keep: i64) -> Result<usize, StoreError> {
         let old: Vec<i64> = {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
+            let newest: Option<i64> =
+                tx.prepare_cached("SELECT max(id) FROM jobs")?.query_row([], |r| r.get(0))?;
+            let Some(newest) = newest else { return Ok(0) };
             let old: Vec<i64> = tx
-                .prepare(
-                    "SELECT id FROM jobs WHERE state NOT IN ('queued', 'running')
-                     ORDER BY id DESC LIMIT -1 OFFSET ?1",
+                .prepare_cached(
+                    "SELECT id FROM jobs WHERE id <= ?1 AND state NOT IN ('queued', 'running') ORDER BY id",
                 )?
-                .query_map([keep], |r| r.get(0))?
+                .query_map([newest - keep], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             {
                 let mut delete = tx.prepare("DELETE FROM jobs WHERE id = ?1")?;

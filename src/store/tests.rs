@@ -222,3 +222,27 @@ fn simultaneous_deliveries_are_each_recorded_once() {
     assert_eq!(ids.len(), 16 * 20);
     assert_eq!(new_same, 1, "one delivery, one job, however many times it arrived at once");
 }
+
+/// Pruning keeps the newest jobs by id and every unfinished one, however old, and reads only
+/// the rows it removes (it holds the lock that answers wait on).
+#[test]
+fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ids: Vec<i64> = (0..30)
+        .map(|i| {
+            new_ids(store.insert(Some(&format!("github:p{i}")), b"{}", &[job(&format!("e{i}"))]).unwrap())[0]
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        if i != 4 {
+            store.finish(*id, JobState::Succeeded, Some(0), None).unwrap();
+        }
+    }
+    assert_eq!(store.prune_to(10).unwrap(), 19);
+    let left: Vec<i64> = store.recent(100).unwrap().iter().rev().map(|j| j.id).collect();
+    let mut want = vec![ids[4]];
+    want.extend(&ids[20..]);
+    assert_eq!(left, want);
+    assert_eq!(store.prune_to(10).unwrap(), 0, "nothing more to remove");
+}
