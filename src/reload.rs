@@ -240,15 +240,20 @@ fn update_watches(watching: &Watching, settings: &Settings) {
             }
         }
     }
+    // Every directory is watched again: a path that now names another directory (the old one
+    // moved away or deleted, a new one put in its place) gets a watch of its own. Watching a
+    // directory watched already gives back the same watch.
     for dir in &new.dirs {
-        if current.dirs.contains_key(dir) {
-            continue;
-        }
         match watches.add(dir, mask()) {
             Ok(wd) => {
-                current.dirs.insert(dir.clone(), wd);
+                if let Some(old) = current.dirs.insert(dir.clone(), wd) {
+                    if !current.dirs.values().any(|w| *w == old) {
+                        let _ = watches.remove(old);
+                    }
+                }
             }
             Err(e) => {
+                current.dirs.remove(dir);
                 warn!(dir = %dir.display(), "cannot watch: {}; edits there need SIGHUP to be seen", explain(&e))
             }
         }

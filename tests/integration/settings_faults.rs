@@ -173,21 +173,31 @@ fn settings_behind_links_are_reloaded() {
     eventually("an edit of the new target is applied", || daemon.send("/hooks/four", &req).status == 202);
 }
 
-/// The context switches of the daemon's settings watcher thread so far.
+/// The context switches of the daemon's settings watcher thread so far. A new thread takes its
+/// name once it first runs: under load that may be a moment after the daemon is ready.
 fn watcher_wakeups(daemon: &Daemon) -> u64 {
     let tasks = std::path::PathBuf::from(format!("/proc/{}/task", daemon.child.id()));
-    for task in std::fs::read_dir(&tasks).unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == wh_automata::reload::THREAD_NAME {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
-            return status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
-                .sum();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        for task in std::fs::read_dir(&tasks).unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == wh_automata::reload::THREAD_NAME {
+                let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+                return status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+                    .sum();
+            }
         }
+        assert!(
+            std::time::Instant::now() < until,
+            "no thread named {} in {}",
+            wh_automata::reload::THREAD_NAME,
+            tasks.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("no thread named {} in {}", wh_automata::reload::THREAD_NAME, tasks.display());
 }
 
 /// A log file appended beside the settings (`2>> app.log` in the same directory) does not
@@ -214,4 +224,35 @@ fn writes_beside_the_settings_do_not_wake_the_watcher() {
     write(dir.path(), "settings.yaml", &settings("two"));
     eventually("the save is applied", || daemon.send("/hooks/two", &req).status == 202);
     assert!(watcher_wakeups(&daemon) > after, "a save wakes the watcher");
+}
+
+/// The directory holding the settings replaced by another (moved aside, a new one put in its
+/// place): the new settings are taken, and later edits in the new directory are seen too.
+#[test]
+fn a_settings_directory_put_in_place_of_another_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let settings = |name: &str| {
+        format!(
+            "server: {{ listen: 127.0.0.1:0, state_dir: {} }}\nentries:\n{}",
+            root.join("state").display(),
+            entry(name, "true")
+        )
+    };
+    std::fs::create_dir(root.join("conf")).unwrap();
+    write(&root.join("conf"), "settings.yaml", &settings("one"));
+    std::os::unix::fs::symlink("conf/settings.yaml", root.join("settings.yaml")).unwrap();
+    let daemon = Daemon::start(root, &[]);
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    assert_eq!(daemon.send("/hooks/one", &req).status, 202);
+
+    std::fs::create_dir(root.join("conf.new")).unwrap();
+    write(&root.join("conf.new"), "settings.yaml", &settings("two"));
+    std::fs::rename(root.join("conf"), root.join("conf.old")).unwrap();
+    std::fs::rename(root.join("conf.new"), root.join("conf")).unwrap();
+    eventually("the new directory's settings are taken", || daemon.send("/hooks/two", &req).status == 202);
+
+    write(&root.join("conf"), "settings.yaml", &settings("three"));
+    eventually("an edit in the new directory is seen", || daemon.send("/hooks/three", &req).status == 202);
 }
