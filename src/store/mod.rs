@@ -469,7 +469,7 @@ impl Store {
                 .query_map([newest - keep], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             {
-                let mut delete = tx.prepare("DELETE FROM jobs WHERE id = ?1")?;
+                let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
                 for id in &old {
                     delete.execute([id])?;
                 }

@@ -223,8 +223,7 @@ fn simultaneous_deliveries_are_each_recorded_once() {
     assert_eq!(new_same, 1, "one delivery, one job, however many times it arrived at once");
 }
 
-/// Pruning keeps the newest jobs by id and every unfinished one, however old, and reads only
-/// the rows it removes (it holds the lock that answers wait on).
+/// Pruning keeps the newest jobs by id and every unfinished one, however old.
 #[test]
 fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
     let dir = tempfile::tempdir().unwrap();

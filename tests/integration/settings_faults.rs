@@ -9,6 +9,23 @@ fn entry(name: &str, action: &str) -> String {
     format!("  {name}:\n    insecure: true\n    actions: [\"{action}\"]\n")
 }
 
+/// Settings with one entry `name` and the state directory at `root/state`, so that the
+/// settings file can live in another directory (behind a link) than the job store.
+fn kept_apart(root: &std::path::Path, name: &str) -> String {
+    format!(
+        "server: {{ listen: 127.0.0.1:0, state_dir: {} }}\nentries:\n{}",
+        root.join("state").display(),
+        entry(name, "true")
+    )
+}
+
+/// A GitHub push without a delivery id: each one sent is a new delivery.
+fn undelivered_push() -> crate::common::Request {
+    let mut req = request("github/push.json");
+    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    req
+}
+
 /// A file truncated and written again a second later (an editor, a generator): the empty file
 /// is refused, the running settings keep serving all along, and the full file is taken.
 #[test]
@@ -17,8 +34,7 @@ fn a_momentarily_empty_settings_file_changes_nothing() {
     let full =
         format!("server: {{ listen: 127.0.0.1:0, path: /deploy }}\nentries:\n{}", entry("site", "true"));
     let daemon = Daemon::with_settings(dir.path(), &full, &[]);
-    let mut req = request("github/push.json");
-    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    let req = undelivered_push();
     assert_eq!(daemon.send("/deploy/site", &req).status, 202);
 
     write(dir.path(), "settings.yaml", "");
@@ -128,8 +144,7 @@ fn overflowing_durations_are_refused_and_plain_seconds_accepted() {
     eventually("the edit is refused", || daemon.get("/health").json()["settings"]["state"] == "error");
     write(dir.path(), "settings.yaml", &good.replace("  a:", "  b:"));
     eventually("a later edit is applied", || daemon.get("/health").json()["settings"]["state"] == "loaded");
-    let mut req = request("github/push.json");
-    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    let req = undelivered_push();
     assert_eq!(daemon.send("/hooks/b", &req).status, 202);
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
@@ -140,20 +155,13 @@ fn overflowing_durations_are_refused_and_plain_seconds_accepted() {
 fn settings_behind_links_are_reloaded() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let settings = |name: &str| {
-        format!(
-            "server: {{ listen: 127.0.0.1:0, state_dir: {} }}\nentries:\n{}",
-            root.join("state").display(),
-            entry(name, "true")
-        )
-    };
+    let settings = |name: &str| kept_apart(root, name);
     std::fs::create_dir(root.join("..v1")).unwrap();
     write(&root.join("..v1"), "settings.yaml", &settings("one"));
     std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/settings.yaml", root.join("settings.yaml")).unwrap();
     let daemon = Daemon::start(root, &[]);
-    let mut req = request("github/push.json");
-    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    let req = undelivered_push();
     assert_eq!(daemon.send("/hooks/one", &req).status, 202);
 
     // The target edited in place.
@@ -219,8 +227,7 @@ fn writes_beside_the_settings_do_not_wake_the_watcher() {
     let after = watcher_wakeups(&daemon);
     assert!(after - before <= 3, "300 appends woke the watcher {} times", after - before);
 
-    let mut req = request("github/push.json");
-    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    let req = undelivered_push();
     write(dir.path(), "settings.yaml", &settings("two"));
     eventually("the save is applied", || daemon.send("/hooks/two", &req).status == 202);
     assert!(watcher_wakeups(&daemon) > after, "a save wakes the watcher");
@@ -232,19 +239,12 @@ fn writes_beside_the_settings_do_not_wake_the_watcher() {
 fn a_settings_directory_put_in_place_of_another_is_watched() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let settings = |name: &str| {
-        format!(
-            "server: {{ listen: 127.0.0.1:0, state_dir: {} }}\nentries:\n{}",
-            root.join("state").display(),
-            entry(name, "true")
-        )
-    };
+    let settings = |name: &str| kept_apart(root, name);
     std::fs::create_dir(root.join("conf")).unwrap();
     write(&root.join("conf"), "settings.yaml", &settings("one"));
     std::os::unix::fs::symlink("conf/settings.yaml", root.join("settings.yaml")).unwrap();
     let daemon = Daemon::start(root, &[]);
-    let mut req = request("github/push.json");
-    req.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
+    let req = undelivered_push();
     assert_eq!(daemon.send("/hooks/one", &req).status, 202);
 
     std::fs::create_dir(root.join("conf.new")).unwrap();
