@@ -13,6 +13,8 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::event::Trigger;
+use crate::metrics::{JobLabels, Metrics, ResultLabel};
+use crate::report::Reports;
 use crate::queue::{Full, Queue, Waiting};
 use crate::runner::{Outcome, KILL_GRACE};
 use crate::settings::{self, Problems, Settings};
@@ -34,12 +36,16 @@ pub struct LoadStatus {
 
 /// The state shared by the server, the control socket, the workers and the watcher.
 pub struct App {
-    settings: RwLock<Arc<Settings>>,
+    /// Shared with the reporter of the store, which reads the current settings too.
+    settings: Arc<RwLock<Arc<Settings>>>,
     status: Mutex<LoadStatus>,
     /// The last store error, until the store works again: `/health` is degraded meanwhile.
     trouble: Mutex<Option<String>>,
     pub store: Arc<Store>,
     pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+    /// Told when statuses or messages are written to the outbox ([`crate::outbox`]).
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     source: PathBuf,
 }
 
@@ -87,13 +93,19 @@ impl App {
             reloads: 0,
             problems: Vec::new(),
         };
+        let source = settings.source.clone();
+        let settings = Arc::new(RwLock::new(Arc::new(settings)));
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        store.set_reporter(Arc::new(Reports::new(settings.clone(), outbox_wake.clone())));
         Ok(App {
-            source: settings.source.clone(),
-            settings: RwLock::new(Arc::new(settings)),
+            source,
+            settings,
             status: Mutex::new(status),
             trouble: Mutex::new(None),
             store: Arc::new(store),
             queue: Queue::new(),
+            metrics: Arc::new(Metrics::new()),
+            outbox_wake,
         })
     }
 
@@ -149,6 +161,8 @@ impl App {
                 status.problems.clear();
                 drop(status);
                 info!(entries = new.entries.len(), files = new.files.len(), "settings reloaded");
+                self.metrics.reloads.get_or_create(&ResultLabel { result: "loaded" }).inc();
+                self.metrics.settings_degraded.set(0);
                 for w in &new.warnings {
                     warn!(warning = %w, "settings: likely not what was meant");
                 }
@@ -162,6 +176,8 @@ impl App {
                 for p in &problems.0 {
                     error!(problem = %p, "settings edit refused; the previous settings keep serving");
                 }
+                self.metrics.reloads.get_or_create(&ResultLabel { result: "refused" }).inc();
+                self.metrics.settings_degraded.set(1);
                 let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 status.state = "error";
                 status.problems = problems.0.iter().map(ToString::to_string).collect();
@@ -198,10 +214,15 @@ impl App {
             return;
         }
         let store = self.store.clone();
+        let metrics = self.metrics.clone();
         let mark = move || {
             for (old, by) in pairs {
-                let reason = format!("superseded by job {by}, a newer event for the same entry and ref");
-                if let Err(e) = store.finish(old, JobState::Superseded, None, Some(&reason)) {
+                if let Ok(Some(job)) = store.job(old) {
+                    let labels =
+                        JobLabels { entry: job.entry, trigger: job.trigger.as_str(), state: "superseded" };
+                    metrics.jobs.get_or_create(&labels).inc();
+                }
+                if let Err(e) = store.supersede(old, by) {
                     error!(job = old, error = %e, "cannot record a superseded job");
                 }
             }

@@ -39,6 +39,8 @@ pub async fn run(
         App::new(settings)
             .with_context(|| format!("cannot open the job store in {}", state_dir.display()))?,
     );
+    let client = crate::outbound::Outbound::new(app.settings().server.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("cannot set up outbound HTTPS: {e}"))?;
     let control_socket = control::bind(&state_dir)?;
     let recovered = app.recover()?;
     if recovered > 0 {
@@ -51,6 +53,8 @@ pub async fn run(
     let control = tokio::spawn(control::serve(app.clone(), control_socket, control_stop));
     let _watcher = reload::watch(app.clone())?;
     let tally = tokio::spawn(crate::tally::report());
+    let (stop_outbox, outbox_stop) = watch::channel(false);
+    let outbox = tokio::spawn(crate::outbox::deliver(app.clone(), client, outbox_stop));
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
@@ -72,6 +76,10 @@ pub async fn run(
     let _ = server.await;
     let _ = stop_control.send(true);
     let _ = control.await;
+    // The statuses of the jobs that just ended get a moment to go out; the rest wait in the
+    // outbox for the next start.
+    let _ = stop_outbox.send(true);
+    let _ = outbox.await;
     tally.abort();
     if let Some(line) = crate::tally::take() {
         info!("requests not run since the last count: {line}");

@@ -26,7 +26,7 @@ use crate::settings::{Action, Entry};
 use crate::steps::{Steps, WRAPPER};
 
 /// Variables passed through from the daemon's environment when set.
-const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
 
 /// How long a process group gets between TERM and KILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);

@@ -136,9 +136,13 @@ fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
 async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr, conn: &Conn) -> Answer {
     let settings = app.settings();
     let path = req.uri().path();
-    if path == "/health" {
+    if path == "/health" || path == "/metrics" {
         return if req.method() == Method::GET || req.method() == Method::HEAD {
-            health(&app)
+            if path == "/health" {
+                health(app).await
+            } else {
+                metrics(app).await
+            }
         } else {
             HookError::Method.refuse()
         };
@@ -172,9 +176,15 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
         provider = field::Empty,
         repo = field::Empty
     );
-    match hook(app, req, target, client, conn).instrument(span.clone()).await {
-        Ok(answer) => answer,
+    let mut counted = Counted::default();
+    let metrics = app.metrics.clone();
+    match hook(app, req, target, client, conn, &mut counted).instrument(span.clone()).await {
+        Ok(answer) => {
+            metrics.delivery(counted.provider(), counted.result);
+            answer
+        }
         Err(e) => {
+            metrics.delivery(counted.provider(), e.result());
             let status = e.status().as_u16();
             tally::count(Outcome::Refused(status));
             span.in_scope(|| match &e {
@@ -183,6 +193,19 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
             });
             e.answer()
         }
+    }
+}
+
+/// What `/metrics` counts of a delivery: its provider once detected, and its result.
+#[derive(Default)]
+struct Counted {
+    provider: Option<Provider>,
+    result: &'static str,
+}
+
+impl Counted {
+    fn provider(&self) -> &'static str {
+        self.provider.map_or("unknown", Provider::as_str)
     }
 }
 
@@ -220,7 +243,7 @@ enum HookError {
     NoRoute(String),
     #[error("no entry \"{0}\" in the settings")]
     NoEntry(String),
-    #[error("method not allowed: webhooks are POST, /health is GET")]
+    #[error("method not allowed: webhooks are POST, /health and /metrics are GET")]
     Method,
     #[error("body larger than max_body ({0} bytes)")]
     TooLarge(u64),
@@ -260,6 +283,21 @@ impl HookError {
             }
             HookError::NothingToRoute(_) => StatusCode::BAD_REQUEST,
             HookError::Forbidden(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The `result` label of `/metrics` for this refusal.
+    fn result(&self) -> &'static str {
+        match self {
+            HookError::NoRoute(_) | HookError::NoEntry(_) => "not_found",
+            HookError::Method => "method_not_allowed",
+            HookError::TooLarge(_) => "too_large",
+            HookError::SlowBody => "too_slow",
+            HookError::Body(_) | HookError::Payload(_) | HookError::NothingToRoute(_) => "bad_request",
+            HookError::Unauthentic { .. } => "unauthentic",
+            HookError::Enqueue(EnqueueError::Full) => "queue_full",
+            HookError::Enqueue(EnqueueError::Store(_)) | HookError::Internal(_) => "error",
+            HookError::Forbidden(_) => "forbidden",
         }
     }
 
@@ -312,12 +350,14 @@ async fn hook(
     target: Option<String>,
     client: std::net::IpAddr,
     conn: &Conn,
+    counted: &mut Counted,
 ) -> Result<Answer, HookError> {
     let settings = app.settings();
     allowed(&settings, target.as_deref(), client)?;
     let request = receive(req, settings.server.max_body, settings.server.body_timeout).await?;
     conn.handling();
     let provider = detect(&request)?;
+    counted.provider = Some(provider);
     let authentic = if request.body.len() > OFF_REACTOR {
         // Hashing and parsing a large body takes milliseconds: not on the threads that serve
         // every other connection.
@@ -340,11 +380,14 @@ async fn hook(
     matched.reasons.extend(forbidden);
     skip_deployed(&app, &settings, &mut matched).await?;
     if matched.jobs.is_empty() {
+        let ping = authentic.events.iter().any(|e| e.kind == EventKind::Ping);
+        counted.result = if ping { "pong" } else { "ignored" };
         return Ok(not_run(&authentic.events, &matched.reasons));
     }
     let delivery = providers::delivery_id(provider, &request.headers);
     let repo = matched.jobs[0].event.repo.clone();
     let enqueued = record(&app, provider, request, matched.jobs).await?;
+    counted.result = if enqueued.queued.is_empty() { "duplicate" } else { "queued" };
     info!(%client, %provider, delivery = delivery.as_deref().unwrap_or("-"), %repo, "{}", summary(&enqueued));
     Ok(answer(enqueued))
 }
@@ -712,12 +755,34 @@ impl serde::Serialize for Reasons<'_> {
     }
 }
 
-fn health(app: &App) -> Answer {
+/// An outbox whose oldest item is older than this makes `/health` degraded.
+const OUTBOX_LATE_MS: i64 = 15 * 60 * 1000;
+
+async fn health(app: Arc<App>) -> Answer {
     let status = app.status();
     let depth = app.queue.depth();
     let capacity = app.settings().server.queue;
+    let store = app.store.clone();
+    let backlog = blocking(move || store.outbox_backlog()).await;
     let store = app.store_trouble();
     let mut reasons = Vec::new();
+    let outbox = match &backlog {
+        Ok(b) => {
+            let age = b.oldest_at.map(|at| (crate::store::now_ms() - at).max(0));
+            if age.is_some_and(|a| a > OUTBOX_LATE_MS) {
+                reasons.push(format!(
+                    "the outbox has {} undelivered status(es) or message(s), the oldest for {}",
+                    b.pending,
+                    humantime::format_duration(Duration::from_secs(age.unwrap_or(0) as u64 / 1000))
+                ));
+            }
+            let oldest = b.oldest_at.map(|ms| {
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
+            });
+            json!({ "pending": b.pending, "oldest": oldest, "oldest_error": b.oldest_error })
+        }
+        Err(e) => json!({ "error": e.to_string() }),
+    };
     if status.state != "loaded" {
         reasons.push("the last settings edit was refused; the previous settings keep serving".to_string());
     }
@@ -733,6 +798,26 @@ fn health(app: &App) -> Answer {
             "version": env!("CARGO_PKG_VERSION"),
             "settings": status,
             "queue": { "waiting": depth.waiting, "running": depth.running, "parked": depth.parked, "capacity": capacity },
+            "outbox": outbox,
         }),
     )
+}
+
+/// `GET /metrics`: the gauges read now, then every metric in the Prometheus text format.
+async fn metrics(app: Arc<App>) -> Answer {
+    let depth = app.queue.depth();
+    let m = &app.metrics;
+    m.jobs_running.set(depth.running as i64);
+    m.queue_depth.set((depth.waiting + depth.parked) as i64);
+    m.queue_capacity.set(app.settings().server.queue as i64);
+    let store = app.store.clone();
+    if let Ok(backlog) = blocking(move || store.outbox_backlog()).await {
+        m.outbox_pending.set(backlog.pending);
+    }
+    let mut res = Response::new(Full::new(Bytes::from(m.render())));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    res
 }

@@ -34,6 +34,8 @@ pub struct Prepared {
     pub log: Log,
     pub cancel: watch::Receiver<bool>,
     pub steps: Option<Steps>,
+    /// When the job was recorded (ms since the epoch).
+    pub created_at: i64,
 }
 
 /// What a worker does with a prepared job.
@@ -166,6 +168,11 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
     app.store_works();
     info!(event = prepared.event.name(), commit = %prepared.event.after, "job started");
     let timeout = prepared.entry.timeout;
+    let (entry, trigger) = (prepared.entry.name.clone(), prepared.trigger);
+    let entry_label = crate::metrics::EntryLabel { entry: entry.clone() };
+    let waited = (crate::store::now_ms() - prepared.created_at).max(0) as f64 / 1000.0;
+    app.metrics.queue_wait.get_or_create(&entry_label).observe(waited);
+    let started = std::time::Instant::now();
     // Its own task: a panic in the work ends that task, not this worker.
     let finished = match tokio::spawn(work(prepared)).await {
         // Cancelled here means stopped by the daemon's stop: it runs again at the next start.
@@ -177,6 +184,16 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
             Finished::failed(format!("internal error: the run panicked: {why}"))
         }
     };
+    if finished.state.is_final() {
+        let m = &app.metrics;
+        m.job_duration.get_or_create(&entry_label).observe(started.elapsed().as_secs_f64());
+        let labels = crate::metrics::JobLabels { entry, trigger: trigger.as_str(), state: finished.state.as_str() };
+        m.jobs.get_or_create(&labels).inc();
+        if finished.state == JobState::Succeeded {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            m.last_success.get_or_create(&entry_label).set(now.as_secs_f64());
+        }
+    }
     match &finished.reason {
         None => info!(state = finished.state.as_str(), "job finished"),
         Some(r) => warn!(state = finished.state.as_str(), reason = %r, "job finished"),
@@ -248,8 +265,17 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
     })
     .await?;
     let steps = Some(steps);
-    let prepared =
-        Prepared { id, entry, trigger: job.trigger, event: job.event, payload, log, cancel, steps };
+    let prepared = Prepared {
+        id,
+        entry,
+        trigger: job.trigger,
+        event: job.event,
+        payload,
+        log,
+        cancel,
+        steps,
+        created_at: job.created_at,
+    };
     Ok(Start::Run(Box::new(prepared)))
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Place<'a> {
     /// The named lists of `networks:` of every settings file.
     pub networks: &'a Networks,
     pub secrets: Secrets,
+    /// The notification targets, for the entry's `notify:` to name.
+    pub targets: &'a std::collections::BTreeMap<String, std::sync::Arc<super::Target>>,
 }
 
 /// The named lists of addresses of `networks:`, from every settings file.
@@ -104,6 +106,10 @@ pub(super) fn server(
         body_timeout: Duration::from_secs(30),
         log_limit: 1024 * 1024,
         shutdown_grace: Duration::from_secs(30),
+        public_url: None,
+        ca_file: None,
+        notify_retry_for: Duration::from_secs(24 * 3600),
+        sendmail: "/usr/sbin/sendmail".into(),
     };
     let Some(raw) = raw else { return server };
     let mut bad = |message: String| problems.push(problem(file, None, None, format!("server: {message}")));
@@ -152,6 +158,7 @@ pub(super) fn server(
         ("header_timeout", &raw.header_timeout, &mut server.header_timeout),
         ("body_timeout", &raw.body_timeout, &mut server.body_timeout),
         ("shutdown_grace", &raw.shutdown_grace, &mut server.shutdown_grace),
+        ("notify_retry_for", &raw.notify_retry_for, &mut server.notify_retry_for),
     ] {
         match value.as_ref().map(|v| parse_duration(&v.text())) {
             Some(Ok(d)) => *slot = d,
@@ -171,6 +178,23 @@ pub(super) fn server(
     }
     if let Some(dir) = &raw.state_dir {
         server.state_dir = base.join(dir);
+    }
+    if let Some(url) = &raw.public_url {
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) || url.contains(char::is_whitespace) {
+            bad(format!("public_url \"{url}\" is not an http:// or https:// URL"));
+        }
+        server.public_url = Some(url.trim_end_matches('/').to_string());
+    }
+    if let Some(file) = &raw.ca_file {
+        let file = base.join(file);
+        if let Err(e) = super::reporting::read_ca_file(&file) {
+            bad(format!("ca_file {}: {e}", file.display()));
+        }
+        server.ca_file = Some(file);
+    }
+    if let Some(sendmail) = &raw.sendmail {
+        server.sendmail = base.join(sendmail);
     }
     server
 }
@@ -194,6 +218,12 @@ pub(super) fn entry(
             problems.into_iter().for_each(|p| report.bad(p));
             None
         });
+    let mut told = Vec::new();
+    let provider = matcher.as_ref().and_then(|m| m.provider);
+    let status =
+        raw.status.as_ref().and_then(|s| super::reporting::status(s, place.name, place.dir, provider, env, &mut told));
+    let notify = raw.notify.as_ref().map(|n| super::reporting::notify_use(n, place.targets, &mut told));
+    told.into_iter().for_each(|p| report.bad(p));
     if problems.len() > before {
         return None;
     }
@@ -212,6 +242,8 @@ pub(super) fn entry(
         allow_from,
         skip_deployed: raw.skip_deployed,
         env_file: raw.env_file,
+        status,
+        notify,
     })
 }
 

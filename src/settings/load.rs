@@ -41,14 +41,15 @@ pub(super) fn load(
     }
     let networks = networks(&mut sources, &mut problems);
     let server = compile::server(&source, &base, main.server.as_ref(), &networks, &mut problems);
+    let targets = super::reporting::targets(&source, &main.notify, env, &mut problems);
     let files = sources.iter().map(|s| s.file.clone()).collect();
-    let entries = entries(sources, &networks, secrets, env, &mut problems);
+    let entries = entries(sources, &networks, &targets, secrets, env, &mut problems);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
     let index = Index::of(&entries);
     let warnings = entries.iter().flat_map(|e| warnings(e)).collect();
-    Ok(Settings { source, files, include_globs, server, entries, warnings, index })
+    Ok(Settings { source, files, include_globs, server, entries, targets, warnings, index })
 }
 
 /// Reads the files that the include `pattern` (`full`: made absolute) names, once each.
@@ -77,6 +78,10 @@ fn included(main: &Path, pattern: &str, full: &Path, sources: &mut Vec<Source>, 
         let Some(raw) = parse_file(&file, &text, problems) else { continue };
         if raw.server.is_some() {
             let message = "`server:` belongs in the main settings file, not in an included file";
+            problems.push(problem(&file, None, None, message.into()));
+        }
+        if !raw.notify.is_empty() {
+            let message = "the top-level `notify:` targets belong in the main settings file";
             problems.push(problem(&file, None, None, message.into()));
         }
         if !raw.include.is_empty() {
@@ -113,6 +118,7 @@ fn networks(sources: &mut [Source], problems: &mut Vec<Problem>) -> Networks {
 fn entries(
     sources: Vec<Source>,
     networks: &Networks,
+    targets: &std::collections::BTreeMap<String, Arc<super::Target>>,
     secrets: Secrets,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
@@ -146,7 +152,7 @@ fn entries(
             }
             seen.insert(name.clone(), (file.clone(), line));
             let action_lines = line.map(|l| action_lines(&text_lines, l)).unwrap_or_default();
-            let place = Place { name: &name, file, line, dir: &dir, action_lines, networks, secrets };
+            let place = Place { name: &name, file, line, dir: &dir, action_lines, networks, secrets, targets };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));
             }

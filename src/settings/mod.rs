@@ -15,6 +15,7 @@ pub mod include;
 mod load;
 mod problems;
 mod raw;
+mod reporting;
 mod units;
 
 use crate::allow::Nets;
@@ -29,6 +30,7 @@ use globset::GlobSet;
 pub use compile::expand;
 pub use problems::{Problem, Problems};
 pub use raw::json_schema;
+pub use reporting::{read_ca_file, Notify, NotifyOn, StatusSink, Target, TargetKind, LOG_TAIL};
 pub use units::{parse_duration, parse_size};
 
 use crate::matcher::Matcher;
@@ -74,6 +76,8 @@ pub struct Settings {
     pub include_globs: Vec<PathBuf>,
     pub server: Server,
     pub entries: Vec<Arc<Entry>>,
+    /// The notification targets, by name.
+    pub targets: std::collections::BTreeMap<String, Arc<Target>>,
     /// What is valid but likely not meant (an unanchored branch regex): said by `--check` and
     /// logged at load, never refused.
     pub warnings: Vec<Problem>,
@@ -104,6 +108,14 @@ pub struct Server {
     pub log_limit: u64,
     /// How long running jobs may go on after SIGTERM before their process groups are killed.
     pub shutdown_grace: Duration,
+    /// Where people reach the daemon, without a trailing slash: links to jobs.
+    pub public_url: Option<String>,
+    /// Certificates trusted besides the system's for outbound HTTPS.
+    pub ca_file: Option<PathBuf>,
+    /// How long an undelivered status or message is tried again.
+    pub notify_retry_for: Duration,
+    /// The sendmail(8) of email targets.
+    pub sendmail: PathBuf,
 }
 
 /// A webhook secret. Its `Debug` never shows the value.
@@ -122,6 +134,9 @@ impl Secret {
     }
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+    pub fn expose_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -151,6 +166,10 @@ pub struct Entry {
     pub skip_deployed: bool,
     /// Read when each job starts: relative to `workdir`, or absolute.
     pub env_file: Option<PathBuf>,
+    /// Report each job to the commit.
+    pub status: Option<StatusSink>,
+    /// Tell people about its jobs.
+    pub notify: Option<Notify>,
 }
 
 /// One step of an entry.

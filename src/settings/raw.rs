@@ -26,6 +26,9 @@ pub(super) struct RawFile {
     /// (`allow_from: [github-hooks]`); in any settings file, names unique across all of them.
     #[serde(default)]
     pub(super) networks: BTreeMap<String, Vec<String>>,
+    /// Named notification targets, for entries' `notify:` to name (in the main settings file only).
+    #[serde(default)]
+    pub(super) notify: BTreeMap<String, RawTarget>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -69,6 +72,17 @@ pub(super) struct RawServer {
     pub(super) log_limit: Option<Quantity>,
     /// How long running jobs may go on after SIGTERM before their process groups are killed (default 30s).
     pub(super) shutdown_grace: Option<Quantity>,
+    /// The address at which people reach this daemon (https://deploy.example.com): statuses and
+    /// messages link to the job at <public_url>/jobs/<id>.
+    pub(super) public_url: Option<String>,
+    /// A PEM file of certificates trusted besides the system's, for hosts and chat servers
+    /// with a private CA (relative to this file).
+    pub(super) ca_file: Option<PathBuf>,
+    /// How long a status or message that cannot be delivered is tried again (default 24h).
+    #[schemars(example = &"24h")]
+    pub(super) notify_retry_for: Option<Quantity>,
+    /// The sendmail(8) program that email targets use (default /usr/sbin/sendmail).
+    pub(super) sendmail: Option<PathBuf>,
 }
 
 /// One entry: which events it accepts, how they are authenticated, and the actions they run.
@@ -107,6 +121,11 @@ pub(super) struct RawEntry {
     /// Time limit for the whole job (default 10m); then its process groups are killed.
     #[schemars(example = &"10m")]
     pub(super) timeout: Option<Quantity>,
+    /// Report each job to the commit on the host the event came from (not Gogs: it has no status API).
+    pub(super) status: Option<RawStatus>,
+    /// The notification targets (names under the top-level `notify:`) told about this entry's
+    /// jobs: a list, or `{ to: [...], on: [...], log_tail: 20 }`.
+    pub(super) notify: Option<RawNotifyUse>,
     /// Shell commands run in order with `sh -c`; the first failure stops the job.
     #[serde(default)]
     // Read by hand (see `super::actions`) to say which action is wrong and how.
@@ -134,6 +153,80 @@ pub(super) struct RawMatch {
     pub(super) conclusion: Option<OneOrMany>,
     /// CI events: the workflow (GitLab: pipeline) name, a regular expression.
     pub(super) workflow: Option<String>,
+}
+
+/// Where and how an entry's jobs are reported to the commit.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatus {
+    /// The host's API token; `${VAR}` reads the environment. A quoted string.
+    #[schemars(with = "Option<String>")]
+    pub(super) token: Option<SecretText>,
+    /// A file holding the token (relative to this file).
+    pub(super) token_file: Option<PathBuf>,
+    /// The status's name on the commit (default wh-automata/<entry>).
+    pub(super) context: Option<String>,
+    /// The host's API (default: derived from the event: https://api.github.com, <host>/api/v1, <host>/api/v4, ...).
+    pub(super) api_url: Option<String>,
+    /// GitHub only: report through the Deployments API, to this environment.
+    pub(super) deployment: Option<String>,
+}
+
+/// An entry's `notify:`: target names, or a rule.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum RawNotifyUse {
+    Names(Vec<String>),
+    Rule(RawNotifyRule),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotifyRule {
+    /// Names of targets under the top-level `notify:`.
+    pub(super) to: Vec<String>,
+    /// When to tell them (default failed, timed_out, recovered): failed, timed_out, recovered, succeeded, started, cancelled.
+    pub(super) on: Option<Vec<String>>,
+    /// Lines of the failing action's log in a message (default 20; 0 sends none).
+    pub(super) log_tail: Option<usize>,
+}
+
+/// One notification target: exactly one of its kinds.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    /// A Slack incoming webhook URL (Mattermost and Rocket.Chat take the same).
+    pub(super) slack: Option<String>,
+    /// A Discord webhook URL.
+    pub(super) discord: Option<String>,
+    /// An ntfy topic URL (https://ntfy.sh/my-topic).
+    pub(super) ntfy: Option<String>,
+    /// Addresses mailed through the local sendmail(8); one or a list.
+    pub(super) email: Option<OneOrMany>,
+    /// A Matrix room.
+    pub(super) matrix: Option<RawMatrix>,
+    /// A URL that gets each message as JSON, signed like GitHub's deliveries when `secret` is set.
+    pub(super) webhook: Option<String>,
+    /// A command run with `sh -c`; the job's outcome is in its environment (WH_STATE, ...).
+    pub(super) command: Option<String>,
+    /// webhook: the key of the X-Hub-Signature-256 header. A quoted string.
+    #[schemars(with = "Option<String>")]
+    pub(super) secret: Option<SecretText>,
+    /// ntfy: an access token. A quoted string.
+    #[schemars(with = "Option<String>")]
+    pub(super) token: Option<SecretText>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatrix {
+    /// The homeserver's URL (https://matrix.example.com).
+    pub(super) homeserver: String,
+    /// The room's id ("!abc:example.com").
+    pub(super) room: String,
+    /// The access token of the account that posts. A quoted string.
+    #[schemars(with = "String")]
+    pub(super) token: SecretText,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -230,7 +323,7 @@ impl<'de> Deserialize<'de> for SecretText {
         // Whatever else it is, the message says what to do, never what was written.
         d.deserialize_str(Text).map_err(|_| {
             serde::de::Error::custom(
-                "`secret` must be a string: put the secret in quotes (its value is not repeated here)",
+                "a secret or token must be a string: put it in quotes (its value is not repeated here)",
             )
         })
     }

@@ -111,6 +111,10 @@ impl RawJob {
         })
     }
 
+    pub(super) fn entry(&self) -> &str {
+        &self.entry
+    }
+
     pub(super) fn decode(self) -> Result<Job, StoreError> {
         let id = self.id;
         let corrupt = |what: String| StoreError::Corrupt { id, what };

@@ -7,6 +7,7 @@
 //! order or concurrency; the queue does.
 
 mod job;
+mod outbox;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub use job::{Job, JobState, NewJob};
+pub use outbox::{Backlog, Change, Item, Outgoing, Reporter};
 use job::{RawJob, COLUMNS};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
@@ -98,6 +100,8 @@ pub struct Store {
     logs: PathBuf,
     payloads: PathBuf,
     steps: PathBuf,
+    /// What decides the outbox items of each change of state ([`Store::set_reporter`]).
+    reporter: std::sync::RwLock<Option<Arc<dyn Reporter>>>,
 }
 
 /// A lock, even if a holder panicked (what it guards stays consistent: plain lists and results).
@@ -141,7 +145,14 @@ impl Store {
             // Best effort: a file another user made is left as it is.
             let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(Store { conn: Mutex::new(conn), pending: Mutex::new(Vec::new()), logs, payloads, steps })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            pending: Mutex::new(Vec::new()),
+            logs,
+            payloads,
+            steps,
+            reporter: std::sync::RwLock::new(None),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -211,7 +222,9 @@ impl Store {
             return done.map_err(StoreError::Shared);
         }
         let batch = std::mem::take(&mut *lock(&self.pending));
-        let outcomes = Self::insert_batch(&mut conn, &batch);
+        let reporter = self.reporter();
+        let outcomes = Self::insert_batch(&mut conn, &batch, reporter.as_deref(), &self.logs);
+        let wrote = outcomes.iter().any(|o| o.as_ref().is_ok_and(|i| !i.new.is_empty()));
         let mut own = None;
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
             if Arc::ptr_eq(&pending.result, &result) {
@@ -220,11 +233,20 @@ impl Store {
                 *lock(&pending.result) = Some(outcome.map_err(|e| e.to_string()));
             }
         }
+        drop(conn);
+        if let Some(reporter) = reporter.filter(|_| wrote) {
+            reporter.written();
+        }
         own.unwrap_or_else(|| Err(StoreError::Failed("the delivery was not in its own batch".into())))
     }
 
     /// Records a batch of deliveries in one transaction with a durable commit; one result each.
-    fn insert_batch(conn: &mut Connection, batch: &[Pending]) -> Vec<Result<Inserted, StoreError>> {
+    fn insert_batch(
+        conn: &mut Connection,
+        batch: &[Pending],
+        reporter: Option<&dyn Reporter>,
+        logs: &Path,
+    ) -> Vec<Result<Inserted, StoreError>> {
         let all_fail =
             |e: &StoreError| batch.iter().map(|_| Err(StoreError::Shared(e.to_string()))).collect();
         if let Err(e) = set_synchronous(conn, true) {
@@ -235,7 +257,7 @@ impl Store {
             let mut outcomes = Vec::with_capacity(batch.len());
             for p in batch {
                 let sp = tx.savepoint()?;
-                match Self::insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs) {
+                match Self::insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs, reporter, logs) {
                     Ok(inserted) => {
                         sp.commit()?;
                         outcomes.push(Ok(inserted));
@@ -260,6 +282,8 @@ impl Store {
         delivery: Option<&str>,
         body: &[u8],
         jobs: &[NewJob],
+        reporter: Option<&dyn Reporter>,
+        logs: &Path,
     ) -> Result<Inserted, StoreError> {
         let mut earlier: Vec<Seen> = Vec::new();
         if let Some(key) = delivery {
@@ -299,7 +323,27 @@ impl Store {
             };
             let row =
                 Row { delivery, state: JobState::Queued, payload_id: Some(payload), foreground_pid: None };
-            inserted.new.push((insert_job(tx, job, &row)?, index));
+            let id = insert_job(tx, job, &row)?;
+            if let Some(reporter) = reporter.filter(|r| r.wants(&job.entry)) {
+                let log = logs.join(format!("{id}.log"));
+                let change = Change {
+                    job: id,
+                    entry: &job.entry,
+                    trigger: job.trigger,
+                    event: &job.event,
+                    state: JobState::Queued,
+                    exit_code: None,
+                    reason: None,
+                    created_at: now_ms(),
+                    started_at: None,
+                    finished_at: None,
+                    was_failing: None,
+                    superseded_by: None,
+                    log: &log,
+                };
+                outbox::write(tx, id, &job.entry, &reporter.report(&change))?;
+            }
+            inserted.new.push((id, index));
         }
         Ok(inserted)
     }
@@ -353,8 +397,7 @@ impl Store {
             rows
         };
         for (old, by) in &stale {
-            let reason = format!("superseded by job {by}, a newer event for the same entry and ref");
-            self.finish(*old, JobState::Superseded, None, Some(&reason))?;
+            self.supersede(*old, *by)?;
         }
         Ok(stale.len())
     }
@@ -382,17 +425,41 @@ impl Store {
     /// Puts a job that was running back to `queued` (interrupted by the daemon's stop): the
     /// next start runs it again. Its payload stays.
     pub fn requeue(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached("UPDATE jobs SET state = 'queued', started_at = NULL, reason = ?2 WHERE id = ?1")?
-            .execute(params![id, reason])?;
-        Ok(())
+        self.change(id, |tx| {
+            tx.prepare_cached("UPDATE jobs SET state = 'queued', started_at = NULL, reason = ?2 WHERE id = ?1")?
+                .execute(params![id, reason])?;
+            Ok(())
+        })
     }
 
     pub fn mark_running(&self, id: i64) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached("UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1")?
-            .execute(params![id, now_ms()])?;
+        self.change(id, |tx| {
+            tx.prepare_cached("UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1")?
+                .execute(params![id, now_ms()])?;
+            Ok(())
+        })
+    }
+
+    /// A change of job `id`'s state by `update`, with the outbox items it sends, in one
+    /// transaction.
+    fn change(&self, id: i64, update: impl FnOnce(&Connection) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let Some(reporter) = self.reporter() else { return update(&conn) };
+        let tx = conn.transaction()?;
+        update(&tx)?;
+        let wrote = self.report_change(&tx, id, |_| {})?;
+        tx.commit()?;
+        drop(conn);
+        if wrote {
+            reporter.written();
+        }
         Ok(())
+    }
+
+    /// Records that job `old` was superseded by the newer job `by`.
+    pub fn supersede(&self, old: i64, by: i64) -> Result<(), StoreError> {
+        let reason = format!("superseded by job {by}, a newer event for the same entry and ref");
+        self.finish_with(old, JobState::Superseded, None, Some(&reason), Some(by))
     }
 
     /// Puts a job in a final state, and drops its payload when no unfinished job needs it.
@@ -403,17 +470,32 @@ impl Store {
         exit_code: Option<i32>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.finish_with(id, state, exit_code, reason, None)
+    }
+
+    /// [`Store::finish`], for a job superseded by job `by` when given.
+    fn finish_with(
+        &self,
+        id: i64,
+        state: JobState,
+        exit_code: Option<i32>,
+        reason: Option<&str>,
+        by: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.prepare_cached(
             "UPDATE jobs SET state = ?2, finished_at = ?3, exit_code = ?4, reason = ?5 WHERE id = ?1",
         )?
         .execute(params![id, state.as_str(), now_ms(), exit_code, reason])?;
-        let payload: Option<i64> = tx
-            .prepare_cached("SELECT payload_id FROM jobs WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
+        let (entry, payload): (String, Option<i64>) = match tx
+            .prepare_cached("SELECT entry, payload_id FROM jobs WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
-            .flatten();
+        {
+            Some(row) => row,
+            None => return Ok(()),
+        };
         if let Some(payload) = payload {
             let needed: bool = tx
                 .prepare_cached(
@@ -426,7 +508,27 @@ impl Store {
                 tx.prepare_cached("DELETE FROM payloads WHERE id = ?1")?.execute([payload])?;
             }
         }
+        let reporter = self.reporter().filter(|r| r.wants(&entry));
+        let mut wrote = false;
+        if reporter.is_some() {
+            let was_failing = outbox::streak(&tx, &entry, state)?;
+            let superseded_by = match by {
+                Some(by) => tx
+                    .prepare_cached("SELECT commit_sha FROM jobs WHERE id = ?1")?
+                    .query_row([by], |r| r.get::<_, String>(0))
+                    .optional()?,
+                None => None,
+            };
+            wrote = self.report_change(&tx, id, |facts| {
+                facts.was_failing = was_failing;
+                facts.superseded_by = superseded_by;
+            })?;
+        }
         tx.commit()?;
+        drop(conn);
+        if let Some(reporter) = reporter.filter(|_| wrote) {
+            reporter.written();
+        }
         Ok(())
     }
 

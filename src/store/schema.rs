@@ -76,6 +76,38 @@ UPDATE jobs
         // delivery's insert waits for): with 10,000 jobs kept, 63 accepted deliveries/s.
         sql: "CREATE INDEX IF NOT EXISTS jobs_payload ON jobs(payload_id) WHERE payload_id IS NOT NULL;",
     },
+    Migration {
+        to: 5,
+        what: "the outbox of statuses and messages, failing streaks, and the hosts' ids of deployments",
+        sql: "
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY,
+    job_id     INTEGER NOT NULL,
+    entry      TEXT NOT NULL,
+    -- `status`, or `notify:<target>`.
+    sink       TEXT NOT NULL,
+    -- The items of one lane go out one at a time, in id order.
+    lane       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    report     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_lane ON outbox(lane, id);
+CREATE TABLE IF NOT EXISTS streaks (
+    entry   TEXT PRIMARY KEY,
+    failing INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS remote_ids (
+    job_id INTEGER NOT NULL,
+    sink   TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    PRIMARY KEY (job_id, sink)
+);
+",
+    },
 ];
 
 /// The version this program writes.

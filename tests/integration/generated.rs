@@ -76,7 +76,7 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         k.sort();
         k
     };
-    assert_eq!(keys(&schema), ["entries", "include", "networks", "server"]);
+    assert_eq!(keys(&schema), ["entries", "include", "networks", "notify", "server"]);
     assert_eq!(schema["additionalProperties"], false);
     let entry = &defs["RawEntry"];
     assert_eq!(entry["additionalProperties"], false);
@@ -94,6 +94,8 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "allow_from",
         "skip_deployed",
         "env_file",
+        "status",
+        "notify",
     ] {
         assert!(entry["properties"][key]["description"].is_string(), "entry key {key} is described");
     }
@@ -110,6 +112,10 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "shutdown_grace",
         "allow_from",
         "trusted_proxies",
+        "public_url",
+        "ca_file",
+        "notify_retry_for",
+        "sendmail",
     ] {
         assert!(defs["RawServer"]["properties"][key].is_object(), "server key {key}");
     }

@@ -1,0 +1,219 @@
+//! What a job's change of state sends, and to whom: the [`Reporter`] the daemon installs in
+//! the store. It reads the current settings: an entry with `status:` reports every change to
+//! the commit; one with `notify:` tells its targets about the changes they asked for, once per
+//! failing streak. What is sent is a [`Report`]: the facts of that moment, written to the
+//! outbox with the change; the sinks ([`crate::status`], [`crate::notify`]) word it.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Provider, ZERO_SHA};
+use crate::settings::{Entry, NotifyOn, Settings};
+use crate::store::{Change, JobState, Outgoing, Reporter};
+
+/// The sink name of commit statuses in the outbox.
+pub const STATUS: &str = "status";
+
+/// The sink name of a notification target in the outbox.
+pub fn target_sink(target: &str) -> String {
+    format!("notify:{target}")
+}
+
+/// The facts of one change, as the sinks read them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Report {
+    pub job: i64,
+    pub entry: String,
+    pub trigger: String,
+    /// The job's state after the change.
+    pub state: String,
+    /// What a message is about: failed, timed_out, recovered, succeeded, started, cancelled,
+    /// test; for a status, the job's state.
+    pub kind: String,
+    pub provider: String,
+    pub provider_event: String,
+    pub repo: String,
+    pub repo_url: String,
+    pub git_ref: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub commit: String,
+    pub commit_message: String,
+    pub pusher: String,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// For a superseded job: the newer job's commit.
+    pub superseded_by: Option<String>,
+    /// The last lines of the job's log (failures only).
+    pub log_tail: Vec<String>,
+    /// When the change happened (ms since the epoch).
+    pub at: i64,
+}
+
+impl Report {
+    /// The facts of `change`, about `kind`.
+    pub fn of(change: &Change<'_>, kind: &str) -> Report {
+        let e = change.event;
+        Report {
+            job: change.job,
+            entry: change.entry.to_string(),
+            trigger: change.trigger.as_str().to_string(),
+            state: change.state.as_str().to_string(),
+            kind: kind.to_string(),
+            provider: e.provider_name().to_string(),
+            provider_event: e.provider_event.clone(),
+            repo: e.repo.clone(),
+            repo_url: e.repo_url.clone(),
+            git_ref: e.git_ref.clone(),
+            branch: e.branch.clone(),
+            tag: e.tag.clone(),
+            commit: e.after.clone(),
+            commit_message: e.head.as_ref().map(|h| h.message.clone()).unwrap_or_default(),
+            pusher: e.pusher.clone(),
+            duration_ms: match (change.started_at, change.finished_at) {
+                (Some(s), Some(f)) => Some((f - s).max(0)),
+                _ => None,
+            },
+            exit_code: change.exit_code,
+            reason: change.reason.map(str::to_string),
+            superseded_by: change.superseded_by.map(str::to_string),
+            log_tail: Vec::new(),
+            at: change.finished_at.or(change.started_at).unwrap_or(change.created_at),
+        }
+    }
+
+    /// The commit, shortened as people read it.
+    pub fn short_commit(&self) -> &str {
+        short(&self.commit)
+    }
+
+    /// The duration, as people read it (`1m 12s`).
+    pub fn duration(&self) -> Option<String> {
+        self.duration_ms.map(|ms| match ms {
+            ..=999 => format!("{}ms", ms.max(0)),
+            _ => humantime::format_duration(std::time::Duration::from_secs(ms as u64 / 1000)).to_string(),
+        })
+    }
+}
+
+/// A commit id, shortened to 7 characters.
+pub fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+/// The [`Reporter`] of the daemon (and of a foreground manual run).
+pub struct Reports {
+    settings: Arc<RwLock<Arc<Settings>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Reports {
+    /// Reads the settings from `settings` (swapped whole on reload); `wake` is told when items
+    /// are written.
+    pub fn new(settings: Arc<RwLock<Arc<Settings>>>, wake: Arc<tokio::sync::Notify>) -> Reports {
+        Reports { settings, wake }
+    }
+
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).entry(name).cloned()
+    }
+}
+
+impl Reporter for Reports {
+    fn wants(&self, entry: &str) -> bool {
+        self.entry(entry).is_some_and(|e| e.status.is_some() || e.notify.is_some())
+    }
+
+    fn report(&self, change: &Change<'_>) -> Vec<Outgoing> {
+        let Some(entry) = self.entry(change.entry) else { return Vec::new() };
+        let mut items = Vec::new();
+        if entry.status.is_some() && reportable(change) {
+            let report = Report::of(change, change.state.as_str());
+            items.push(Outgoing {
+                sink: STATUS.to_string(),
+                lane: format!("status:{}:{}", change.entry, change.event.after),
+                kind: report.kind.clone(),
+                report: serde_json::to_string(&report).unwrap_or_default(),
+            });
+        }
+        if let Some(notify) = &entry.notify {
+            if let Some(on) = message_kind(change, &notify.on) {
+                let mut report = Report::of(change, on.as_str());
+                if matches!(on, NotifyOn::Failed | NotifyOn::TimedOut) && notify.log_tail > 0 {
+                    report.log_tail = log_tail(change.log, notify.log_tail);
+                }
+                let text = serde_json::to_string(&report).unwrap_or_default();
+                for target in &notify.to {
+                    items.push(Outgoing {
+                        sink: target_sink(target),
+                        lane: format!("notify:{target}:{}", change.entry),
+                        kind: on.as_str().to_string(),
+                        report: text.clone(),
+                    });
+                }
+            }
+        }
+        items
+    }
+
+    fn written(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Whether a change can be reported on the commit: the event came from a host with a status
+/// API and names a commit.
+fn reportable(change: &Change<'_>) -> bool {
+    let e = change.event;
+    matches!(e.provider, Some(p) if p != Provider::Gogs) && !e.after.is_empty() && e.after != ZERO_SHA
+}
+
+/// What the entry's targets are told of `change`, if anything: one message per failing streak
+/// (the first failure or time-out), one when it ends (`recovered`).
+fn message_kind(change: &Change<'_>, on: &[NotifyOn]) -> Option<NotifyOn> {
+    let wants = |k: NotifyOn| on.contains(&k).then_some(k);
+    match change.state {
+        JobState::Running => wants(NotifyOn::Started),
+        JobState::Succeeded if change.was_failing == Some(true) => {
+            wants(NotifyOn::Recovered).or_else(|| wants(NotifyOn::Succeeded))
+        }
+        JobState::Succeeded => wants(NotifyOn::Succeeded),
+        JobState::Failed if change.was_failing != Some(true) => wants(NotifyOn::Failed),
+        JobState::TimedOut if change.was_failing != Some(true) => wants(NotifyOn::TimedOut),
+        JobState::Cancelled => wants(NotifyOn::Cancelled),
+        _ => None,
+    }
+}
+
+/// The last `lines` lines of the log at `path` (its last 64 KiB at most), without control
+/// characters.
+pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    const MOST: u64 = 64 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(MOST);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file.take(MOST).read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut all: Vec<&str> = text.lines().collect();
+    if start > 0 && !all.is_empty() {
+        all.remove(0); // cut in the middle
+    }
+    let from = all.len().saturating_sub(lines);
+    all[from..]
+        .iter()
+        .map(|l| {
+            let clean: String = l.chars().filter(|c| !c.is_control() || *c == '\t').take(500).collect();
+            clean
+        })
+        .collect()
+}

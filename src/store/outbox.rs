@@ -1,0 +1,243 @@
+//! The outbox: what a job's changes of state send (commit statuses, messages), written in the
+//! same transaction as the change, and taken out once delivered.
+//!
+//! Which items a change makes is not decided here: the [`Reporter`] the daemon installs says
+//! (it knows the settings). Items of one lane (one entry and commit for a status, one target
+//! and entry for messages) go out one at a time, in order: a late "pending" never overwrites a
+//! "success".
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{now_ms, Store, StoreError};
+use crate::event::{Event, Trigger};
+use crate::store::JobState;
+
+/// A job's change of state, as the reporter sees it.
+#[derive(Debug)]
+pub struct Change<'a> {
+    pub job: i64,
+    pub entry: &'a str,
+    pub trigger: Trigger,
+    pub event: &'a Event,
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub reason: Option<&'a str>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// For a success, failure or time-out: whether the entry's previous one failed.
+    pub was_failing: Option<bool>,
+    /// For a superseded job: the commit of the job that replaced it.
+    pub superseded_by: Option<&'a str>,
+    /// The job's log file.
+    pub log: &'a Path,
+}
+
+/// One item to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// `status`, or `notify:<target>`.
+    pub sink: String,
+    pub lane: String,
+    pub kind: String,
+    /// What to send, as the sinks read it (JSON).
+    pub report: String,
+}
+
+/// Decides what a change sends. Installed by the daemon ([`Store::set_reporter`]).
+pub trait Reporter: Send + Sync {
+    /// Whether the changes of `entry`'s jobs send anything (checked first: cheap).
+    fn wants(&self, entry: &str) -> bool;
+    /// The items `change` sends.
+    fn report(&self, change: &Change<'_>) -> Vec<Outgoing>;
+    /// Items were committed: the sender may look.
+    fn written(&self);
+}
+
+/// An item waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: i64,
+    pub job: i64,
+    pub entry: String,
+    pub sink: String,
+    pub lane: String,
+    pub kind: String,
+    pub report: String,
+    pub created_at: i64,
+    pub attempts: i64,
+}
+
+/// What the outbox holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    pub pending: i64,
+    /// When the oldest undelivered item was written (ms since the epoch).
+    pub oldest_at: Option<i64>,
+    /// The oldest item's last error, if it has been tried.
+    pub oldest_error: Option<String>,
+}
+
+/// Writes `items` within the caller's transaction.
+pub(super) fn write(tx: &Connection, job: i64, entry: &str, items: &[Outgoing]) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO outbox (job_id, entry, sink, lane, kind, report, created_at, next_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?;
+    for item in items {
+        stmt.execute(params![job, entry, item.sink, item.lane, item.kind, item.report, now])?;
+    }
+    Ok(())
+}
+
+/// Whether `entry` was failing, and records whether it is now (`state`: a success, failure or
+/// time-out), within the caller's transaction.
+pub(super) fn streak(tx: &Connection, entry: &str, state: JobState) -> Result<Option<bool>, StoreError> {
+    let failing = match state {
+        JobState::Succeeded => false,
+        JobState::Failed | JobState::TimedOut => true,
+        _ => return Ok(None),
+    };
+    let was: Option<bool> = tx
+        .prepare_cached("SELECT failing FROM streaks WHERE entry = ?1")?
+        .query_row([entry], |r| r.get(0))
+        .optional()?;
+    if was != Some(failing) {
+        tx.prepare_cached("INSERT OR REPLACE INTO streaks (entry, failing) VALUES (?1, ?2)")?
+            .execute(params![entry, failing])?;
+    }
+    Ok(Some(was.unwrap_or(false)))
+}
+
+const ITEM_COLUMNS: &str = "id, job_id, entry, sink, lane, kind, report, created_at, attempts";
+
+fn read_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
+    Ok(Item {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        entry: r.get(2)?,
+        sink: r.get(3)?,
+        lane: r.get(4)?,
+        kind: r.get(5)?,
+        report: r.get(6)?,
+        created_at: r.get(7)?,
+        attempts: r.get(8)?,
+    })
+}
+
+impl Store {
+    /// Installs what decides the items of each change. Until then, changes send nothing.
+    pub fn set_reporter(&self, reporter: std::sync::Arc<dyn Reporter>) {
+        *self.reporter.write().unwrap_or_else(|e| e.into_inner()) = Some(reporter);
+    }
+
+    pub(super) fn reporter(&self) -> Option<std::sync::Arc<dyn Reporter>> {
+        self.reporter.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The first item of each lane (the one that goes next), soonest due first; at most `limit`.
+    pub fn outbox_heads(&self, limit: usize) -> Result<Vec<(Item, i64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ITEM_COLUMNS}, next_at FROM outbox
+              WHERE id IN (SELECT min(id) FROM outbox GROUP BY lane)
+              ORDER BY next_at, id LIMIT ?1"
+        ))?;
+        let items = stmt
+            .query_map([limit as i64], |r| Ok((read_item(r)?, r.get(9)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(items)
+    }
+
+    /// Item `id` was delivered (or given up): it goes.
+    pub fn outbox_done(&self, id: i64) -> Result<(), StoreError> {
+        self.conn().prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    /// Item `id` failed with `error`; it is tried again at `next_at` (ms).
+    pub fn outbox_retry(&self, id: i64, error: &str, next_at: i64) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1")?
+            .execute(params![id, error, next_at])?;
+        Ok(())
+    }
+
+    /// How many items wait, and since when.
+    pub fn outbox_backlog(&self) -> Result<Backlog, StoreError> {
+        let conn = self.conn();
+        let pending: i64 = conn.prepare_cached("SELECT count(*) FROM outbox")?.query_row([], |r| r.get(0))?;
+        let oldest: Option<(i64, Option<String>)> = conn
+            .prepare_cached("SELECT created_at, last_error FROM outbox ORDER BY id LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(Backlog { pending, oldest_at: oldest.as_ref().map(|o| o.0), oldest_error: oldest.and_then(|o| o.1) })
+    }
+
+    /// The host's id of what `sink` made for job `job` (a GitHub deployment), if any.
+    pub fn remote_id(&self, job: i64, sink: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        let id = conn
+            .prepare_cached("SELECT remote FROM remote_ids WHERE job_id = ?1 AND sink = ?2")?
+            .query_row(params![job, sink], |r| r.get(0))
+            .optional()?;
+        Ok(id)
+    }
+
+    pub fn set_remote_id(&self, job: i64, sink: &str, remote: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("INSERT OR REPLACE INTO remote_ids (job_id, sink, remote) VALUES (?1, ?2, ?3)")?
+            .execute(params![job, sink, remote])?;
+        Ok(())
+    }
+
+    /// The items of a change of job `job` (read whole from the store when the reporter wants
+    /// its entry), written within `tx`; whether any was.
+    pub(super) fn report_change(
+        &self,
+        tx: &Connection,
+        job: i64,
+        fill: impl FnOnce(&mut Facts),
+    ) -> Result<bool, StoreError> {
+        let Some(reporter) = self.reporter() else { return Ok(false) };
+        let row = tx
+            .prepare_cached(&format!("SELECT {} FROM jobs WHERE id = ?1", super::job::COLUMNS))?
+            .query_row([job], super::job::RawJob::read)
+            .optional()?;
+        let Some(row) = row else { return Ok(false) };
+        if !reporter.wants(row.entry()) {
+            return Ok(false);
+        }
+        let record = row.decode()?;
+        let mut facts = Facts { superseded_by: None, was_failing: None };
+        fill(&mut facts);
+        let log = self.log_path(job);
+        let change = Change {
+            job,
+            entry: &record.entry,
+            trigger: record.trigger,
+            event: &record.event,
+            state: record.state,
+            exit_code: record.exit_code,
+            reason: record.reason.as_deref(),
+            created_at: record.created_at,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            was_failing: facts.was_failing,
+            superseded_by: facts.superseded_by.as_deref(),
+            log: &log,
+        };
+        let items = reporter.report(&change);
+        write(tx, job, &record.entry, &items)?;
+        Ok(!items.is_empty())
+    }
+}
+
+/// What a change knows besides the job's row.
+pub(super) struct Facts {
+    pub superseded_by: Option<String>,
+    pub was_failing: Option<bool>,
+}
