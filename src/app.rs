@@ -14,8 +14,8 @@ use tracing::{error, info, warn};
 
 use crate::event::Trigger;
 use crate::metrics::{JobLabels, Metrics, ResultLabel};
-use crate::report::Reports;
 use crate::queue::{Full, Queue, Waiting};
+use crate::report::Reports;
 use crate::runner::{Outcome, KILL_GRACE};
 use crate::settings::{self, Problems, Settings};
 use crate::steps::{self, Ended};

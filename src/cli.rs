@@ -44,7 +44,7 @@ pub enum LogFormat {
 pub const TRIGGER_EXIT_CODES: &str = "Exit status:
   0      the job succeeded (or --dry-run, --jobs, --log, --explain with a match)
   1-123  the job failed: the exit status of the failed action (1 when it had none)
-  1      --explain: no entry matches
+  1      --explain: no entry matches; --notify-test: a target or the status failed
   2      bad usage, invalid settings, unknown entry, or the daemon refused the job
   124    the job timed out
   125    the job was cancelled, or the daemon stopped before it ended";
@@ -66,7 +66,7 @@ pub struct TriggerArgs {
     /// The settings file (YAML).
     pub settings: PathBuf,
     /// The entry to run.
-    #[arg(required_unless_present_any = ["jobs", "log", "explain"])]
+    #[arg(required_unless_present_any = ["jobs", "log", "explain", "notify_test"])]
     pub entry: Option<String>,
     /// Run for this branch (WH_BRANCH, WH_REF); default: the ref of the entry's last job, or the
     /// branch its match.branch names (^main$).
@@ -107,6 +107,10 @@ pub struct TriggerArgs {
     /// For a saved delivery: which entries match it, and why the others do not.
     #[arg(long, value_name = "FILE", conflicts_with = "entry")]
     pub explain: Option<PathBuf>,
+    /// Send a test message to each notification target of ENTRY, and its latest job's status
+    /// to the commit again; print each result (exit 1 if one failed).
+    #[arg(long, value_name = "ENTRY", conflicts_with_all = ["entry", "jobs", "log", "explain", "dry_run"])]
+    pub notify_test: Option<String>,
 }
 
 fn parse_provider(name: &str) -> Result<Provider, String> {

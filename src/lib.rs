@@ -35,6 +35,7 @@ pub mod forwarded;
 pub mod matcher;
 pub mod metrics;
 pub mod notify;
+pub mod notify_test;
 pub mod outbound;
 pub mod outbox;
 pub mod owner;

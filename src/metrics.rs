@@ -97,9 +97,17 @@ impl Metrics {
             notifications: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("deliveries", "Webhook requests answered, by provider and result", m.deliveries.clone());
+        registry.register(
+            "deliveries",
+            "Webhook requests answered, by provider and result",
+            m.deliveries.clone(),
+        );
         registry.register("jobs", "Jobs ended (or superseded), by entry, trigger and state", m.jobs.clone());
-        registry.register("job_duration_seconds", "Time from a job's start to its end", m.job_duration.clone());
+        registry.register(
+            "job_duration_seconds",
+            "Time from a job's start to its end",
+            m.job_duration.clone(),
+        );
         registry.register(
             "job_queue_wait_seconds",
             "Time a job waited between being recorded and starting",
@@ -113,13 +121,21 @@ impl Metrics {
             "When the entry's last successful job ended (Unix time)",
             m.last_success.clone(),
         );
-        registry.register("settings_reloads", "Settings reloads, by result (loaded, refused)", m.reloads.clone());
+        registry.register(
+            "settings_reloads",
+            "Settings reloads, by result (loaded, refused)",
+            m.reloads.clone(),
+        );
         registry.register(
             "settings_degraded",
             "1 while the last settings edit is refused (the previous settings serve)",
             m.settings_degraded.clone(),
         );
-        registry.register("outbox_pending", "Statuses and messages not yet delivered", m.outbox_pending.clone());
+        registry.register(
+            "outbox_pending",
+            "Statuses and messages not yet delivered",
+            m.outbox_pending.clone(),
+        );
         registry.register(
             "notifications",
             "Statuses and messages sent, by target (status: the commit status) and result",

@@ -122,7 +122,12 @@ fn request(method: Method, url: &str, kind: &str, body: Vec<u8>) -> Result<Reque
 }
 
 /// Sends `report` to `target`.
-pub async fn send(client: &Outbound, report: &Report, target: &Target, cx: &Context<'_>) -> Result<(), SendError> {
+pub async fn send(
+    client: &Outbound,
+    report: &Report,
+    target: &Target,
+    cx: &Context<'_>,
+) -> Result<(), SendError> {
     let message = text(report, cx.link);
     match &target.kind {
         TargetKind::Slack { url } => {
@@ -134,7 +139,8 @@ pub async fn send(client: &Outbound, report: &Report, target: &Target, cx: &Cont
             client.send(json_post(url.expose_str(), &body)?).await?;
         }
         TargetKind::Ntfy { url, token } => {
-            let mut req = request(Method::POST, url.expose_str(), "text/plain; charset=utf-8", message.into_bytes())?;
+            let mut req =
+                request(Method::POST, url.expose_str(), "text/plain; charset=utf-8", message.into_bytes())?;
             let headers = req.headers_mut();
             let title = header::HeaderValue::from_str(&headline(report))
                 .unwrap_or_else(|_| header::HeaderValue::from_static("wh-automata"));
@@ -180,7 +186,11 @@ pub async fn send(client: &Outbound, report: &Report, target: &Target, cx: &Cont
             });
             let mut req = request(Method::POST, url.expose_str(), "application/json", bytes)?;
             let headers = req.headers_mut();
-            headers.insert("x-wh-automata-event", header::HeaderValue::from_str(&report.kind).map_err(|_| SendError::Invalid("bad event name".into()))?);
+            headers.insert(
+                "x-wh-automata-event",
+                header::HeaderValue::from_str(&report.kind)
+                    .map_err(|_| SendError::Invalid("bad event name".into()))?,
+            );
             headers.insert("x-wh-automata-delivery", header::HeaderValue::from(cx.item));
             if let Some(sig) = signature.and_then(|s| header::HeaderValue::from_str(&s).ok()) {
                 headers.insert("x-hub-signature-256", sig);
@@ -195,7 +205,12 @@ pub async fn send(client: &Outbound, report: &Report, target: &Target, cx: &Cont
 
 /// Mails `message` through sendmail(8): the recipients in the headers (`-t`), a lone dot is
 /// not the end (`-oi`). Only the entry's name and the kind are in the headers.
-async fn mail(sendmail: &std::path::Path, to: &[String], report: &Report, message: &str) -> Result<(), SendError> {
+async fn mail(
+    sendmail: &std::path::Path,
+    to: &[String],
+    report: &Report,
+    message: &str,
+) -> Result<(), SendError> {
     let mail = format!(
         "To: {}\nSubject: [wh-automata] {}\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\
          Content-Transfer-Encoding: 8bit\nAuto-Submitted: auto-generated\n\n{message}",
@@ -245,7 +260,11 @@ async fn command(run: &str, report: &Report, link: Option<&str>, message: &str) 
 
 /// Runs `cmd` (in its own process group, killed at the time limit) with `input` on stdin; an
 /// exit status other than 0 is an error with the start of what it wrote on stderr.
-async fn run_process(mut cmd: tokio::process::Command, input: Option<Vec<u8>>, what: &str) -> Result<(), SendError> {
+async fn run_process(
+    mut cmd: tokio::process::Command,
+    input: Option<Vec<u8>>,
+    what: &str,
+) -> Result<(), SendError> {
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -265,7 +284,8 @@ async fn run_process(mut cmd: tokio::process::Command, input: Option<Vec<u8>>, w
         if status.success() {
             Ok(())
         } else {
-            let said: String = String::from_utf8_lossy(&err).chars().filter(|c| !c.is_control()).take(200).collect();
+            let said: String =
+                String::from_utf8_lossy(&err).chars().filter(|c| !c.is_control()).take(200).collect();
             Err(SendError::Transport(format!("{what} ended with {status}: {said}")))
         }
     };
@@ -273,7 +293,10 @@ async fn run_process(mut cmd: tokio::process::Command, input: Option<Vec<u8>>, w
         Ok(result) => result,
         Err(_) => {
             if let Some(pid) = pid {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             Err(SendError::Timeout(PROCESS_TIMEOUT))
         }

@@ -70,7 +70,8 @@ impl Outbound {
         let native = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(native.certs);
         if let Some(path) = ca_file {
-            let certs = crate::settings::read_ca_file(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            let certs = crate::settings::read_ca_file(path)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
             for cert in certs {
                 roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
             }

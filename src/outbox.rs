@@ -191,7 +191,8 @@ async fn settle(app: &App, item: &Item, sent: Sent) {
                     "{what} not delivered within notify_retry_for: given up");
                 blocking(move || store.outbox_done(id)).await
             } else {
-                let pause = FIRST_PAUSE_MS.saturating_mul(1i64 << item.attempts.clamp(0, 20)).min(MOST_PAUSE_MS);
+                let pause =
+                    FIRST_PAUSE_MS.saturating_mul(1i64 << item.attempts.clamp(0, 20)).min(MOST_PAUSE_MS);
                 warn!(job, target = %target, kind, error = %e, attempts = item.attempts + 1,
                     retry_in_ms = pause, "{what} not delivered; trying again");
                 let error = e.to_string();

@@ -777,7 +777,8 @@ async fn health(app: Arc<App>) -> Answer {
                 ));
             }
             let oldest = b.oldest_at.map(|ms| {
-                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
+                    .to_string()
             });
             json!({ "pending": b.pending, "oldest": oldest, "oldest_error": b.oldest_error })
         }

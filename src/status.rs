@@ -37,10 +37,13 @@ pub fn phase(report: &Report) -> (Phase, String) {
             (Phase::Success, report.duration().map_or("deployed".into(), |d| format!("deployed in {d}")))
         }
         "failed" => (Phase::Failure, format!("failed: {reason}")),
-        "timed_out" => (Phase::Failure, format!("{reason}")),
+        "timed_out" => (Phase::Failure, reason.clone()),
         "superseded" => (
             Phase::Error,
-            report.superseded_by.as_deref().map_or("superseded".into(), |c| format!("superseded by {}", short(c))),
+            report
+                .superseded_by
+                .as_deref()
+                .map_or("superseded".into(), |c| format!("superseded by {}", short(c))),
         ),
         _ => (Phase::Error, format!("cancelled: {reason}")),
     };
@@ -65,9 +68,10 @@ impl Host {
             "gitea" => Some(Host::Gitea),
             "gitlab" => Some(Host::Gitlab),
             // Bitbucket Server / Data Center names its events `repo:refs_changed`, `pr:...`.
-            "bitbucket" if report.provider_event.starts_with("repo:refs_changed")
-                || report.provider_event.starts_with("pr:")
-                || report.provider_event.starts_with("mirror:") =>
+            "bitbucket"
+                if report.provider_event.starts_with("repo:refs_changed")
+                    || report.provider_event.starts_with("pr:")
+                    || report.provider_event.starts_with("mirror:") =>
             {
                 Some(Host::BitbucketServer)
             }
@@ -211,7 +215,11 @@ pub async fn send(
             if let Some(link) = link {
                 body["target_url"] = link.into();
             }
-            post(&format!("{api}/repos/{repo}/statuses/{sha}"), ("authorization", format!("token {token}")), &body)?
+            post(
+                &format!("{api}/repos/{repo}/statuses/{sha}"),
+                ("authorization", format!("token {token}")),
+                &body,
+            )?
         }
         Host::Gitlab => {
             let state = match phase {
@@ -240,7 +248,8 @@ pub async fn send(
             };
             // The key is at most 40 characters on Bitbucket Cloud; the URL is required.
             let key: String = context.chars().take(40).collect();
-            let url = link.map(str::to_string).unwrap_or_else(|| report.repo_url.trim_end_matches(".git").into());
+            let url =
+                link.map(str::to_string).unwrap_or_else(|| report.repo_url.trim_end_matches(".git").into());
             let body = json!({ "key": key, "state": state, "name": context, "url": url, "description": description });
             let endpoint = match host {
                 Host::BitbucketCloud => format!("{api}/repositories/{repo}/commit/{sha}/statuses/build"),
@@ -285,7 +294,9 @@ async fn github_deployment(
                 "description": format!("{} job {}", report.entry, report.job),
                 "payload": { "job": report.job, "entry": report.entry },
             });
-            let reply = client.send(github_request(&format!("{api}/repos/{repo}/deployments"), token, &body)?).await?;
+            let reply = client
+                .send(github_request(&format!("{api}/repos/{repo}/deployments"), token, &body)?)
+                .await?;
             let made: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
             match made.get("id").and_then(Value::as_i64) {
                 Some(id) => id.to_string(),
@@ -349,11 +360,41 @@ mod tests {
     fn api_bases_are_derived_from_the_repository_url() {
         let cases = [
             ("github", "push", "acme/blog", "https://github.com/acme/blog.git", "https://api.github.com"),
-            ("github", "push", "acme/blog", "https://ghe.example.com/acme/blog.git", "https://ghe.example.com/api/v3"),
-            ("gitea", "push", "acme/blog", "https://git.example.com/sub/acme/blog.git", "https://git.example.com/sub/api/v1"),
-            ("gitlab", "push", "g/sub/proj", "http://gitlab.example.com:8080/g/sub/proj.git", "http://gitlab.example.com:8080/api/v4"),
-            ("bitbucket", "repo:push", "ws/repo", "https://bitbucket.org/ws/repo.git", "https://api.bitbucket.org/2.0"),
-            ("bitbucket", "repo:refs_changed", "PRJ/repo", "https://bb.example.com/scm/prj/repo.git", "https://bb.example.com"),
+            (
+                "github",
+                "push",
+                "acme/blog",
+                "https://ghe.example.com/acme/blog.git",
+                "https://ghe.example.com/api/v3",
+            ),
+            (
+                "gitea",
+                "push",
+                "acme/blog",
+                "https://git.example.com/sub/acme/blog.git",
+                "https://git.example.com/sub/api/v1",
+            ),
+            (
+                "gitlab",
+                "push",
+                "g/sub/proj",
+                "http://gitlab.example.com:8080/g/sub/proj.git",
+                "http://gitlab.example.com:8080/api/v4",
+            ),
+            (
+                "bitbucket",
+                "repo:push",
+                "ws/repo",
+                "https://bitbucket.org/ws/repo.git",
+                "https://api.bitbucket.org/2.0",
+            ),
+            (
+                "bitbucket",
+                "repo:refs_changed",
+                "PRJ/repo",
+                "https://bb.example.com/scm/prj/repo.git",
+                "https://bb.example.com",
+            ),
         ];
         for (provider, event, repo, url, want) in cases {
             let r = report(provider, event, repo, url);

@@ -83,6 +83,9 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
     if let Some(file) = &args.explain {
         return explain(&loaded, file, &args);
     }
+    if let Some(name) = &args.notify_test {
+        return notify_test(&loaded, name, &args.settings);
+    }
     let name = args.entry.as_deref().unwrap_or_default();
     let entry = loaded.settings.entry(name).cloned().ok_or_else(|| {
         let names: Vec<&str> = loaded.settings.entries.iter().map(|e| e.name.as_str()).collect();
@@ -404,6 +407,57 @@ fn shown(text: &str, max: usize) -> String {
         }
     }
     out
+}
+
+/// `--notify-test ENTRY`: the tokens and URLs must be the real ones, so the variables they
+/// name must be set here.
+fn notify_test(loaded: &Loaded, name: &str, path: &Path) -> Result<u8, Fail> {
+    let settings = &loaded.settings;
+    let entry = settings.entry(name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = settings.entries.iter().map(|e| e.name.as_str()).collect();
+        Fail(
+            EXIT_USAGE,
+            format!("no entry named {name:?} in {} (entries: {})", path.display(), names.join(", ")),
+        )
+    })?;
+    let mut secrets: Vec<&str> = Vec::new();
+    if let Some(status) = &entry.status {
+        secrets.push(status.token.expose_str());
+    }
+    for target in entry.notify.iter().flat_map(|n| &n.to).filter_map(|t| settings.targets.get(t)) {
+        use crate::settings::TargetKind::*;
+        match &target.kind {
+            Slack { url } | Discord { url } => secrets.push(url.expose_str()),
+            Ntfy { url, token } => secrets.extend(std::iter::once(url).chain(token).map(|s| s.expose_str())),
+            Webhook { url, secret } => {
+                secrets.extend(std::iter::once(url).chain(secret).map(|s| s.expose_str()))
+            }
+            Matrix { token, .. } => secrets.push(token.expose_str()),
+            Email { .. } | Command { .. } => {}
+        }
+    }
+    let unset: Vec<&str> = loaded
+        .unset
+        .iter()
+        .filter(|n| secrets.iter().any(|s| s.contains(&format!("unset-{n}"))))
+        .map(String::as_str)
+        .collect();
+    if !unset.is_empty() {
+        return Err(Fail(
+            EXIT_USAGE,
+            format!(
+                "--notify-test needs the variables the entry's targets and status name: {} (set them)",
+                unset.join(", ")
+            ),
+        ));
+    }
+    let store = open_store(settings)?;
+    let mut out = std::io::stdout();
+    match crate::notify_test::run(settings, &entry, store.as_ref(), &mut out) {
+        Ok(true) => Ok(0),
+        Ok(false) => Ok(1),
+        Err(e) => Err(Fail(EXIT_USAGE, e)),
+    }
 }
 
 fn list_jobs(settings: &Settings, limit: usize) -> Result<u8, Fail> {

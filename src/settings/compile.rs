@@ -220,8 +220,10 @@ pub(super) fn entry(
         });
     let mut told = Vec::new();
     let provider = matcher.as_ref().and_then(|m| m.provider);
-    let status =
-        raw.status.as_ref().and_then(|s| super::reporting::status(s, place.name, place.dir, provider, env, &mut told));
+    let status = raw
+        .status
+        .as_ref()
+        .and_then(|s| super::reporting::status(s, place.name, place.dir, provider, env, &mut told));
     let notify = raw.notify.as_ref().map(|n| super::reporting::notify_use(n, place.targets, &mut told));
     told.into_iter().for_each(|p| report.bad(p));
     if problems.len() > before {

@@ -152,7 +152,8 @@ fn entries(
             }
             seen.insert(name.clone(), (file.clone(), line));
             let action_lines = line.map(|l| action_lines(&text_lines, l)).unwrap_or_default();
-            let place = Place { name: &name, file, line, dir: &dir, action_lines, networks, secrets, targets };
+            let place =
+                Place { name: &name, file, line, dir: &dir, action_lines, networks, secrets, targets };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));
             }

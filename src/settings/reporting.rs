@@ -125,7 +125,11 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer
 }
 
 /// Resolves `text` (`${VAR}` expanded) into a secret; `what` names it in problems.
-fn secret_text(text: &SecretText, env: &dyn Fn(&str) -> Option<String>, what: &str) -> Result<Secret, String> {
+fn secret_text(
+    text: &SecretText,
+    env: &dyn Fn(&str) -> Option<String>,
+    what: &str,
+) -> Result<Secret, String> {
     match expand(&text.0, env) {
         Ok(v) if v.is_empty() => Err(format!("{what} is empty")),
         Ok(v) => Ok(Secret(v)),
@@ -139,7 +143,9 @@ fn url(value: &str, what: &str, secret: bool) -> Result<(), String> {
     let shown = if secret { String::new() } else { format!(" \"{value}\"") };
     let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !value.contains(char::is_whitespace) => Ok(()),
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !value.contains(char::is_whitespace) => {
+            Ok(())
+        }
         _ => Err(format!("{what}{shown} is not an http:// or https:// URL")),
     }
 }
@@ -251,7 +257,8 @@ pub(super) fn targets(
 ) -> BTreeMap<String, Arc<Target>> {
     let mut out = BTreeMap::new();
     for (name, raw) in raw {
-        let mut bad = |message: String| problems.push(problem(file, None, None, format!("notify.{name}: {message}")));
+        let mut bad =
+            |message: String| problems.push(problem(file, None, None, format!("notify.{name}: {message}")));
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             bad("a target's name may only hold letters, digits, '_' and '-'".into());
             continue;
@@ -336,9 +343,13 @@ fn target(raw: &RawTarget, env: &dyn Fn(&str) -> Option<String>) -> Result<Targe
         for address in &to {
             let plain = address.contains('@')
                 && !address.starts_with(['@', '-'])
-                && !address.contains(|c: char| c.is_whitespace() || c.is_control() || ",;<>\"'()\\".contains(c));
+                && !address
+                    .contains(|c: char| c.is_whitespace() || c.is_control() || ",;<>\"'()\\".contains(c));
             if !plain {
-                problems.push(format!("email: \"{}\" is not a plain address like ops@example.com", address.escape_debug()));
+                problems.push(format!(
+                    "email: \"{}\" is not a plain address like ops@example.com",
+                    address.escape_debug()
+                ));
             }
         }
         if to.is_empty() {

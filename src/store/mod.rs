@@ -19,8 +19,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub use job::{Job, JobState, NewJob};
-pub use outbox::{Backlog, Change, Item, Outgoing, Reporter};
 use job::{RawJob, COLUMNS};
+pub use outbox::{Backlog, Change, Item, Outgoing, Reporter};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
 
@@ -426,8 +426,10 @@ impl Store {
     /// next start runs it again. Its payload stays.
     pub fn requeue(&self, id: i64, reason: &str) -> Result<(), StoreError> {
         self.change(id, |tx| {
-            tx.prepare_cached("UPDATE jobs SET state = 'queued', started_at = NULL, reason = ?2 WHERE id = ?1")?
-                .execute(params![id, reason])?;
+            tx.prepare_cached(
+                "UPDATE jobs SET state = 'queued', started_at = NULL, reason = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, reason])?;
             Ok(())
         })
     }
@@ -442,7 +444,11 @@ impl Store {
 
     /// A change of job `id`'s state by `update`, with the outbox items it sends, in one
     /// transaction.
-    fn change(&self, id: i64, update: impl FnOnce(&Connection) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn change(
+        &self,
+        id: i64,
+        update: impl FnOnce(&Connection) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let Some(reporter) = self.reporter() else { return update(&conn) };
         let tx = conn.transaction()?;
@@ -593,6 +599,27 @@ impl Store {
             .query_row([id], RawJob::read)
             .optional()?;
         row.map(RawJob::decode).transpose()
+    }
+
+    /// The entry's latest job of an event from a host that names a commit (the status a
+    /// `--notify-test` sends again).
+    pub fn latest_with_commit(&self, entry: &str) -> Result<Option<Job>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE entry = ?1 AND provider != '' AND commit_sha != ''
+                  AND commit_sha != '{}' ORDER BY id DESC LIMIT 1",
+                crate::event::ZERO_SHA
+            ))?
+            .query_row([entry], RawJob::read)
+            .optional()?;
+        row.map(RawJob::decode).transpose()
+    }
+
+    /// Every undelivered outbox item is due now (a restart tries them all again at once).
+    pub fn outbox_due_now(&self) -> Result<usize, StoreError> {
+        let n = self.conn().execute("UPDATE outbox SET next_at = ?1 WHERE next_at > ?1", [now_ms()])?;
+        Ok(n)
     }
 
     /// The most recent jobs, newest first.

@@ -146,9 +146,8 @@ impl Store {
               WHERE id IN (SELECT min(id) FROM outbox GROUP BY lane)
               ORDER BY next_at, id LIMIT ?1"
         ))?;
-        let items = stmt
-            .query_map([limit as i64], |r| Ok((read_item(r)?, r.get(9)?)))?
-            .collect::<Result<_, _>>()?;
+        let items =
+            stmt.query_map([limit as i64], |r| Ok((read_item(r)?, r.get(9)?)))?.collect::<Result<_, _>>()?;
         Ok(items)
     }
 
@@ -161,7 +160,9 @@ impl Store {
     /// Item `id` failed with `error`; it is tried again at `next_at` (ms).
     pub fn outbox_retry(&self, id: i64, error: &str, next_at: i64) -> Result<(), StoreError> {
         self.conn()
-            .prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1")?
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
+            )?
             .execute(params![id, error, next_at])?;
         Ok(())
     }
@@ -174,7 +175,11 @@ impl Store {
             .prepare_cached("SELECT created_at, last_error FROM outbox ORDER BY id LIMIT 1")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        Ok(Backlog { pending, oldest_at: oldest.as_ref().map(|o| o.0), oldest_error: oldest.and_then(|o| o.1) })
+        Ok(Backlog {
+            pending,
+            oldest_at: oldest.as_ref().map(|o| o.0),
+            oldest_error: oldest.and_then(|o| o.1),
+        })
     }
 
     /// The host's id of what `sink` made for job `job` (a GitHub deployment), if any.

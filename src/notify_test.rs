@@ -1,0 +1,148 @@
+//! `wh-automata-trigger SETTINGS --notify-test ENTRY`: a test message to each of the entry's
+//! notification targets, and its latest job's status sent again to the commit, each result
+//! printed. Nothing goes through the outbox: the point is to see the answer now.
+
+use std::io::Write;
+
+use crate::outbound::Outbound;
+use crate::report::Report;
+use crate::settings::{Entry, Settings};
+use crate::store::{Job, Store};
+
+/// One line of the result: what was tried, and how it went.
+pub struct Tried {
+    pub what: String,
+    pub result: Result<String, String>,
+}
+
+/// The report a test sends: the entry's latest job with a commit, or none.
+fn report_of(entry: &Entry, job: Option<&Job>) -> Report {
+    let (event, job_id, state, created, started, finished, exit_code, reason) = match job {
+        Some(j) => (
+            j.event.clone(),
+            j.id,
+            j.state.as_str(),
+            j.created_at,
+            j.started_at,
+            j.finished_at,
+            j.exit_code,
+            j.reason.clone(),
+        ),
+        None => (
+            crate::event::Event::manual(None, None),
+            0,
+            "succeeded",
+            crate::store::now_ms(),
+            None,
+            None,
+            None,
+            None,
+        ),
+    };
+    let log = std::path::PathBuf::new();
+    let change = crate::store::Change {
+        job: job_id,
+        entry: &entry.name,
+        trigger: job.map_or(crate::event::Trigger::Manual, |j| j.trigger),
+        event: &event,
+        state: crate::store::JobState::parse(state).unwrap_or(crate::store::JobState::Succeeded),
+        exit_code,
+        reason: reason.as_deref(),
+        created_at: created,
+        started_at: started,
+        finished_at: finished,
+        was_failing: None,
+        superseded_by: None,
+        log: &log,
+    };
+    Report::of(&change, "test")
+}
+
+/// Sends the tests; each result is printed as it comes. Returns whether all were delivered.
+pub fn run(
+    settings: &Settings,
+    entry: &Entry,
+    store: Option<&Store>,
+    out: &mut dyn Write,
+) -> Result<bool, String> {
+    if entry.notify.is_none() && entry.status.is_none() {
+        return Err(format!("entry {} has neither notify: nor status: to test", entry.name));
+    }
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let client = Outbound::new(settings.server.ca_file.as_deref())?;
+    let job = match store {
+        Some(store) => store.latest_with_commit(&entry.name).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let report = report_of(entry, job.as_ref());
+    let link = |id: i64| settings.server.public_url.as_ref().map(|u| format!("{u}/jobs/{id}"));
+    let mut all = true;
+    let mut print = |tried: Tried| {
+        let line = match &tried.result {
+            Ok(how) => format!("{}: {how}", tried.what),
+            Err(e) => {
+                all = false;
+                format!("{}: FAILED: {e}", tried.what)
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    };
+    if let Some(notify) = &entry.notify {
+        for name in &notify.to {
+            let Some(target) = settings.targets.get(name) else { continue };
+            let url = (report.job > 0).then(|| link(report.job)).flatten();
+            // A Matrix transaction id of its own (outbox items' ids are far smaller).
+            let cx = crate::notify::Context {
+                link: url.as_deref(),
+                sendmail: &settings.server.sendmail,
+                item: crate::store::now_ms(),
+            };
+            let result = runtime.block_on(crate::notify::send(&client, &report, target, &cx));
+            print(Tried {
+                what: format!("{name} ({})", target.kind.as_str()),
+                result: result.map(|()| "delivered".to_string()).map_err(|e| e.to_string()),
+            });
+        }
+    }
+    if let Some(sink) = &entry.status {
+        let what = format!("status ({})", sink.context);
+        match &job {
+            None => print(Tried {
+                what,
+                result: Err(
+                    "no job of this entry from a host has run yet: push once, then test again (a status \
+                             goes to a commit)"
+                        .into(),
+                ),
+            }),
+            Some(job) => {
+                let mut status = report.clone();
+                status.kind = status.state.clone();
+                let remote = store.and_then(|s| s.remote_id(job.id, crate::report::STATUS).ok().flatten());
+                let url = link(job.id);
+                let sent = runtime.block_on(crate::status::send(
+                    &client,
+                    &status,
+                    sink,
+                    url.as_deref(),
+                    remote.as_deref(),
+                ));
+                print(Tried {
+                    what,
+                    result: sent
+                        .map(|_| {
+                            format!(
+                                "job {}'s state ({}) sent to commit {}",
+                                job.id,
+                                job.state.as_str(),
+                                status.short_commit()
+                            )
+                        })
+                        .map_err(|e| e.to_string()),
+                });
+            }
+        }
+    }
+    Ok(all)
+}
