@@ -32,6 +32,7 @@ pub mod daemon;
 pub mod env_file;
 pub mod event;
 pub mod forwarded;
+pub mod job_page;
 pub mod matcher;
 pub mod metrics;
 pub mod notify;

@@ -1,7 +1,7 @@
 //! The HTTP front: hyper 1, HTTP/1 only (a reverse proxy in front does TLS).
 //!
 //! Routes: `POST {path}/{entry}` (one entry), `POST {path}` (every entry whose matcher fits and
-//! whose secret authenticates), `GET /health`. A webhook reads top to bottom in [`hook`]:
+//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`. A webhook reads top to bottom in [`hook`]:
 //! receive (size limit) → detect provider → authenticate (raw bytes) → normalise → match →
 //! record and queue → answer. A routed request is normalised first, to authenticate it only
 //! against the entries for its repository: its cost does not grow with the number of entries.
@@ -147,6 +147,11 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
             HookError::Method.refuse()
         };
     }
+    if let Some(id) = path.strip_prefix("/jobs/") {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            return job_page(app.clone(), id).await;
+        }
+    }
     let prefix = settings.server.path.as_str();
     let target = if path == prefix || path.strip_suffix('/') == Some(prefix) {
         None
@@ -243,7 +248,7 @@ enum HookError {
     NoRoute(String),
     #[error("no entry \"{0}\" in the settings")]
     NoEntry(String),
-    #[error("method not allowed: webhooks are POST, /health and /metrics are GET")]
+    #[error("method not allowed: webhooks are POST; /health, /metrics and /jobs/<id> are GET")]
     Method,
     #[error("body larger than max_body ({0} bytes)")]
     TooLarge(u64),
@@ -802,6 +807,32 @@ async fn health(app: Arc<App>) -> Answer {
             "outbox": outbox,
         }),
     )
+}
+
+/// `GET /jobs/<id>`: the job and its log, as text.
+async fn job_page(app: Arc<App>, id: &str) -> Answer {
+    let Ok(id) = id.parse::<i64>() else {
+        return HookError::NoRoute("no such job: /jobs/<id> takes a job's number".into()).answer();
+    };
+    let store = app.store.clone();
+    let found = blocking(move || -> Result<_, crate::store::StoreError> {
+        let Some(job) = store.job(id)? else { return Ok(None) };
+        let log = std::fs::read(store.log_path(id)).unwrap_or_default();
+        Ok(Some((job, log)))
+    })
+    .await;
+    match found {
+        Ok(Some((job, log))) => {
+            let text = crate::job_page::render(&job, &String::from_utf8_lossy(&log));
+            let mut res = Response::new(Full::new(Bytes::from(text)));
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+            res.headers_mut().insert("x-content-type-options", header::HeaderValue::from_static("nosniff"));
+            res
+        }
+        Ok(None) => HookError::NoRoute(format!("no job {id} (pruned, or never recorded)")).answer(),
+        Err(e) => HookError::Internal(e.to_string()).answer(),
+    }
 }
 
 /// `GET /metrics`: the gauges read now, then every metric in the Prometheus text format.

@@ -40,7 +40,7 @@ impl<E: std::fmt::Display> From<E> for Fail {
 /// environment (its secrets, usually): a manual run through it needs only the entry names and
 /// `state_dir`, so unset variables are not an error until the actions would run here.
 struct Loaded {
-    settings: Settings,
+    settings: Arc<Settings>,
     unset: Vec<String>,
 }
 
@@ -56,7 +56,7 @@ fn load(path: &Path) -> Result<Loaded, Fail> {
     let mut unset = unset.into_inner();
     unset.sort();
     unset.dedup();
-    Ok(Loaded { settings, unset })
+    Ok(Loaded { settings: Arc::new(settings), unset })
 }
 
 /// Runs the command; returns the exit status.
@@ -309,11 +309,17 @@ pub fn exit_status(state: JobState, exit_code: Option<i32>) -> u8 {
 }
 
 /// Runs the job here, with the same runner as the daemon.
-fn foreground(settings: &Settings, entry: &Arc<Entry>, event: Event, body: &[u8]) -> Result<u8, Fail> {
+fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: &[u8]) -> Result<u8, Fail> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let job = NewJob { entry: entry.name.clone(), trigger: Trigger::Manual, event };
-    // Recorded in the store when it can be written; the run goes on either way.
+    // Recorded in the store when it can be written; the run goes on either way. Its statuses
+    // and messages wait in the outbox for the daemon to deliver them.
     let recorded = Store::open(&settings.server.state_dir)
+        .map(|store| {
+            let shared = Arc::new(std::sync::RwLock::new(settings.clone()));
+            store.set_reporter(Arc::new(crate::report::Reports::new(shared, Arc::default())));
+            store
+        })
         .and_then(|store| store.insert_foreground(&job).map(|id| (store, id)))
         .map_err(|e| eprintln!("note: this run is not recorded ({e})"))
         .ok();

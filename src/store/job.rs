@@ -111,10 +111,6 @@ impl RawJob {
         })
     }
 
-    pub(super) fn entry(&self) -> &str {
-        &self.entry
-    }
-
     pub(super) fn decode(self) -> Result<Job, StoreError> {
         let id = self.id;
         let corrupt = |what: String| StoreError::Corrupt { id, what };

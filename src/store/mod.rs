@@ -547,7 +547,12 @@ impl Store {
             payload_id: None,
             foreground_pid: Some(std::process::id()),
         };
-        insert_job(&self.conn(), job, &row)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = insert_job(&tx, job, &row)?;
+        self.report_change(&tx, id, |_| {})?;
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Where the raw body of job `id` goes for its actions (`WH_PAYLOAD`).

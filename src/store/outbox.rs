@@ -208,14 +208,19 @@ impl Store {
         fill: impl FnOnce(&mut Facts),
     ) -> Result<bool, StoreError> {
         let Some(reporter) = self.reporter() else { return Ok(false) };
+        // The entry first: most changes report nothing, and need not read the whole job.
+        let entry: Option<String> = tx
+            .prepare_cached("SELECT entry FROM jobs WHERE id = ?1")?
+            .query_row([job], |r| r.get(0))
+            .optional()?;
+        if !entry.is_some_and(|e| reporter.wants(&e)) {
+            return Ok(false);
+        }
         let row = tx
             .prepare_cached(&format!("SELECT {} FROM jobs WHERE id = ?1", super::job::COLUMNS))?
             .query_row([job], super::job::RawJob::read)
             .optional()?;
         let Some(row) = row else { return Ok(false) };
-        if !reporter.wants(row.entry()) {
-            return Ok(false);
-        }
         let record = row.decode()?;
         let mut facts = Facts { superseded_by: None, was_failing: None };
         fill(&mut facts);

@@ -639,3 +639,41 @@ site:\n    secret: s\n    actions: [\"true\"]\n    notify: { to: [team, nobody],
     }
     assert!(!stderr.contains("SECRETPART"), "a secret URL is never repeated:\n{stderr}");
 }
+
+/// A manual run with no daemon records its messages too; the daemon delivers them when it
+/// starts. The job page they link to shows the job and its log.
+#[test]
+fn a_foreground_run_s_messages_go_out_when_the_daemon_starts_and_link_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(dir.path(), always_ok());
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem, public_url: \"http://127.0.0.1:1\" }}\n\
+         notify:\n  relay: {{ webhook: \"{}/relay\" }}\nentries:\n  site:\n    insecure: true\n    \
+         actions: [\"echo the-log-line; exit 4\"]\n    notify: [relay]\n",
+        standin.url()
+    );
+    write(dir.path(), "settings.yaml", &yaml);
+    let settings = dir.path().join("settings.yaml");
+    let out = crate::common::trigger(dir.path(), &[settings.to_str().unwrap(), "site"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(standin.seen().is_empty(), "no daemon: nothing is sent yet");
+    let daemon = Daemon::start(dir.path(), &[]);
+    let seen = standin.wait("the failure's message", |s| !s.is_empty());
+    let body = seen[0].json();
+    assert_eq!(body["event"], "failed");
+    let id = body["job"]["job"].as_i64().unwrap();
+    assert!(body["text"].as_str().unwrap().contains(&format!("http://127.0.0.1:1/jobs/{id}")), "{body}");
+    let tail: Vec<&str> =
+        body["job"]["log_tail"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(tail.iter().any(|l| l.ends_with(" the-log-line")), "{tail:?}");
+    assert!(tail.last().unwrap().contains("action 1 failed: exit status: 4"), "{tail:?}");
+
+    let page = daemon.get(&format!("/jobs/{id}"));
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert!(page.body.contains("state      failed"), "{}", page.body);
+    assert!(page.body.contains("the-log-line"), "{}", page.body);
+    assert_eq!(daemon.get("/jobs/99999").status, 404);
+    assert_eq!(daemon.get("/jobs/abc").status, 404);
+}
