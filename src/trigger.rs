@@ -315,10 +315,9 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
     // Recorded in the store when it can be written; the run goes on either way. Its statuses
     // and messages wait in the outbox for the daemon to deliver them.
     let recorded = Store::open(&settings.server.state_dir)
-        .map(|store| {
+        .inspect(|store| {
             let shared = Arc::new(std::sync::RwLock::new(settings.clone()));
             store.set_reporter(Arc::new(crate::report::Reports::new(shared, Arc::default())));
-            store
         })
         .and_then(|store| store.insert_foreground(&job).map(|id| (store, id)))
         .map_err(|e| eprintln!("note: this run is not recorded ({e})"))
