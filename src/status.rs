@@ -191,36 +191,17 @@ pub async fn send(
         Host::Github if sink.deployment.is_some() => {
             return github_deployment(client, report, sink, &api, link, remote).await.map(Some);
         }
-        Host::Github => {
-            let state = match phase {
-                Phase::Queued | Phase::Deploying => "pending",
-                Phase::Success => "success",
-                Phase::Failure => "failure",
-                Phase::Error => "error",
-            };
-            let mut body = json!({ "state": state, "description": description, "context": context });
-            if let Some(link) = link {
-                body["target_url"] = link.into();
-            }
-            github_request(&format!("{api}/repos/{repo}/statuses/{sha}"), token, &body)?
-        }
-        Host::Gitea => {
-            let state = match phase {
-                Phase::Queued | Phase::Deploying => "pending",
-                Phase::Success => "success",
-                Phase::Failure => "failure",
-                Phase::Error => "error",
-            };
-            let mut body = json!({ "state": state, "description": description, "context": context });
-            if let Some(link) = link {
-                body["target_url"] = link.into();
-            }
-            post(
-                &format!("{api}/repos/{repo}/statuses/{sha}"),
-                ("authorization", format!("token {token}")),
-                &body,
-            )?
-        }
+        Host::Github => github_request(
+            &format!("{api}/repos/{repo}/statuses/{sha}"),
+            token,
+            &commit_status(phase, &description, context, link),
+        )?,
+        // Gitea's commit status API has GitHub's shape, with its own auth header.
+        Host::Gitea => post(
+            &format!("{api}/repos/{repo}/statuses/{sha}"),
+            ("authorization", format!("token {token}")),
+            &commit_status(phase, &description, context, link),
+        )?,
         Host::Gitlab => {
             let state = match phase {
                 Phase::Queued => "pending",
@@ -260,6 +241,21 @@ pub async fn send(
     };
     client.send(request).await?;
     Ok(None)
+}
+
+/// The body of a GitHub (or Gitea) commit status.
+fn commit_status(phase: Phase, description: &str, context: &str, link: Option<&str>) -> Value {
+    let state = match phase {
+        Phase::Queued | Phase::Deploying => "pending",
+        Phase::Success => "success",
+        Phase::Failure => "failure",
+        Phase::Error => "error",
+    };
+    let mut body = json!({ "state": state, "description": description, "context": context });
+    if let Some(link) = link {
+        body["target_url"] = link.into();
+    }
+    body
 }
 
 fn github_request(url: &str, token: &str, body: &Value) -> Result<Request<Full<Bytes>>, SendError> {
