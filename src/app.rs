@@ -146,6 +146,7 @@ impl App {
                     ("listen", old.server.listen != new.server.listen),
                     ("workers", old.server.workers != new.server.workers),
                     ("state_dir", old.server.state_dir != new.server.state_dir),
+                    ("ca_file", old.server.ca_file != new.server.ca_file),
                 ] {
                     if changed {
                         warn!("server.{what} changed: it takes effect when the daemon restarts");

@@ -72,8 +72,8 @@ impl Report {
             branch: e.branch.clone(),
             tag: e.tag.clone(),
             commit: e.after.clone(),
-            commit_message: e.head.as_ref().map(|h| h.message.clone()).unwrap_or_default(),
-            pusher: e.pusher.clone(),
+            commit_message: e.head.as_ref().map(|h| capped(&h.message, 4096)).unwrap_or_default(),
+            pusher: capped(&e.pusher, 256),
             duration_ms: match (change.started_at, change.finished_at) {
                 (Some(s), Some(f)) => Some((f - s).max(0)),
                 _ => None,
@@ -97,6 +97,15 @@ impl Report {
             ..=999 => format!("{}ms", ms.max(0)),
             _ => humantime::format_duration(std::time::Duration::from_secs(ms as u64 / 1000)).to_string(),
         })
+    }
+}
+
+/// `text`, at most `chars` characters: a payload's values are a stranger's, and a message
+/// (and the outbox item that holds it, once per target) stays small.
+fn capped(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 

@@ -583,8 +583,10 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             {
                 let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+                let mut remote = tx.prepare_cached("DELETE FROM remote_ids WHERE job_id = ?1")?;
                 for id in &old {
                     delete.execute([id])?;
+                    remote.execute([id])?;
                 }
             }
             tx.commit()?;
@@ -682,7 +684,7 @@ fn open_checked(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(5))?;
     // Every statement of the request and job paths stays compiled (parsing them again cost
     // about a seventh of an accepted delivery's CPU).
-    conn.set_prepared_statement_cache_capacity(32);
+    conn.set_prepared_statement_cache_capacity(64);
     schema::migrate(&mut conn)?;
     Ok(conn)
 }

@@ -245,3 +245,73 @@ fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
     assert_eq!(left, want);
     assert_eq!(store.prune_to(10).unwrap(), 0, "nothing more to remove");
 }
+
+/// A reporter that records what it was shown and sends one item per change, in one lane per
+/// entry.
+struct Recorder(Mutex<Vec<(i64, JobState, Option<bool>, Option<String>)>>);
+
+impl Reporter for Recorder {
+    fn wants(&self, entry: &str) -> bool {
+        entry != "quiet"
+    }
+    fn report(&self, change: &Change<'_>) -> Vec<Outgoing> {
+        let superseded = change.superseded_by.map(str::to_string);
+        lock(&self.0).push((change.job, change.state, change.was_failing, superseded));
+        vec![Outgoing {
+            sink: "status".into(),
+            lane: format!("lane:{}", change.entry),
+            kind: change.state.as_str().into(),
+            report: "{}".into(),
+        }]
+    }
+    fn written(&self) {}
+}
+
+/// Each change of a reported entry writes its item in the same transaction; items of a lane go
+/// out one at a time, oldest first; failing streaks are told to the reporter.
+#[test]
+fn changes_write_outbox_items_in_order_per_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+    store.set_reporter(recorder.clone());
+    let a = new_ids(store.insert(Some("d1"), b"{}", &[job("a")]).unwrap())[0];
+    let quiet = new_ids(store.insert(Some("d2"), b"{}", &[job("quiet")]).unwrap())[0];
+    store.mark_running(a).unwrap();
+    store.finish(a, JobState::Failed, Some(1), Some("action 1 exited with 1")).unwrap();
+    store.mark_running(quiet).unwrap();
+    store.finish(quiet, JobState::Succeeded, Some(0), None).unwrap();
+    let b = new_ids(store.insert(Some("d3"), b"{}", &[job("b")]).unwrap())[0];
+    let heads = store.outbox_heads(10).unwrap();
+    assert_eq!(heads.len(), 2, "one head per lane: {heads:?}");
+    assert_eq!((heads[0].0.job, heads[0].0.kind.as_str()), (a, "queued"));
+    assert_eq!((heads[1].0.job, heads[1].0.kind.as_str()), (b, "queued"));
+    assert_eq!(store.outbox_backlog().unwrap().pending, 4, "nothing for the entry not reported");
+    // A failed try keeps the lane's order: the next item waits behind it.
+    let first = heads[0].0.id;
+    store.outbox_retry(first, "answered 500", now_ms() + 60_000).unwrap();
+    let heads = store.outbox_heads(10).unwrap();
+    let lane_a = heads.iter().find(|(i, _)| i.lane == "lane:a").unwrap();
+    assert_eq!((lane_a.0.id, lane_a.0.attempts), (first, 1));
+    assert!(lane_a.1 > now_ms());
+    assert_eq!(store.outbox_backlog().unwrap().oldest_error.as_deref(), Some("answered 500"));
+    assert_eq!(store.outbox_due_now().unwrap(), 1, "a restart makes it due");
+    store.outbox_done(first).unwrap();
+    let next = store.outbox_heads(10).unwrap().into_iter().find(|(i, _)| i.lane == "lane:a").unwrap();
+    assert_eq!(next.0.kind, "running");
+
+    // Streaks: a failure after a failure, a success after it, and a superseded job's newer commit.
+    let c = new_ids(store.insert(Some("d4"), b"{}", &[job("a")]).unwrap())[0];
+    store.finish(c, JobState::Failed, Some(1), None).unwrap();
+    let d = new_ids(store.insert(Some("d5"), b"{}", &[job("a")]).unwrap())[0];
+    store.finish(d, JobState::Succeeded, Some(0), None).unwrap();
+    let e = new_ids(store.insert(Some("d6"), b"{}", &[job("a")]).unwrap())[0];
+    let f = new_ids(store.insert(Some("d7"), b"{}", &[job("a")]).unwrap())[0];
+    store.supersede(e, f).unwrap();
+    let seen = lock(&recorder.0).clone();
+    let ended = |id: i64| seen.iter().find(|(j, s, _, _)| *j == id && s.is_final()).cloned().unwrap();
+    assert_eq!(ended(a).2, Some(false), "the first failure starts a streak");
+    assert_eq!(ended(c).2, Some(true), "the second is in the same streak");
+    assert_eq!(ended(d).2, Some(true), "the success ends it");
+    assert_eq!(ended(e), (e, JobState::Superseded, None, Some("abc".into())));
+}

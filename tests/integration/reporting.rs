@@ -677,3 +677,32 @@ fn a_foreground_run_s_messages_go_out_when_the_daemon_starts_and_link_its_page()
     assert_eq!(daemon.get("/jobs/99999").status, 404);
     assert_eq!(daemon.get("/jobs/abc").status, 404);
 }
+
+/// A 200 KB commit message and pusher make a message of a few KB, not one per target of 400.
+#[test]
+fn huge_payload_values_make_small_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(dir.path(), always_ok());
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem }}\nnotify:\n  relay: {{ webhook: \"{0}/relay\" }}\n  \
+         team: {{ slack: \"{0}/slack\" }}\nentries:\n  site:\n    match: {{ repo: acme/site }}\n    secret: s3cret\n    \
+         actions: [\"true\"]\n    notify: {{ to: [relay, team], on: [succeeded] }}\n",
+        standin.url()
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&push_body("acme/site", "refs/heads/main", &"0".repeat(40), &"e".repeat(40)))
+            .unwrap();
+    body["head_commit"]["message"] = "m".repeat(200 * 1024).into();
+    body["pusher"]["name"] = "p".repeat(200 * 1024).into();
+    let body = serde_json::to_vec(&body).unwrap();
+    let reply = daemon.post("/hooks", &github_push(&body, "s3cret", "huge"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let seen = standin.wait("both messages", |s| s.len() >= 2);
+    for s in &seen {
+        assert!(s.body.len() < 12 * 1024, "{} is {} bytes", s.path, s.body.len());
+    }
+    let relay = under(&seen, "/relay")[0].json();
+    assert_eq!(relay["job"]["commit_message"].as_str().unwrap().chars().count(), 4097);
+    assert_eq!(relay["event"], "succeeded");
+}
