@@ -248,7 +248,11 @@ fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
 
 /// A reporter that records what it was shown and sends one item per change, in one lane per
 /// entry.
-struct Recorder(Mutex<Vec<(i64, JobState, Option<bool>, Option<String>)>>);
+struct Recorder(Mutex<Vec<Shown>>);
+
+/// What a reporter was shown of a change: job, state, whether the entry was failing, and the
+/// commit that superseded the job.
+type Shown = (i64, JobState, Option<bool>, Option<String>);
 
 impl Reporter for Recorder {
     fn wants(&self, entry: &str) -> bool {
