@@ -706,3 +706,72 @@ fn huge_payload_values_make_small_messages() {
     assert_eq!(relay["job"]["commit_message"].as_str().unwrap().chars().count(), 4097);
     assert_eq!(relay["event"], "succeeded");
 }
+
+/// With `deployment:`, GitHub gets a deployment per job, then each state as a status of that
+/// deployment, in order.
+#[test]
+fn github_deployments_get_one_deployment_per_job_and_its_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(dir.path(), always_ok());
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem, public_url: https://deploy.example.com }}\nentries:\n  \
+         site:\n    match: {{ provider: github, repo: acme/site }}\n    secret: s3cret\n    actions: [\"true\"]\n    \
+         status: {{ token: ghp_DEPLOYTOKEN, api_url: \"{}\", deployment: production }}\n",
+        standin.url()
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let sha = "5".repeat(40);
+    let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), &sha);
+    let reply = daemon.post("/hooks", &github_push(&body, "s3cret", "dep1"), &body);
+    let job = reply.job_ids()[0];
+    let seen = standin.wait("a deployment and three statuses", |s| s.len() >= 4);
+    assert_eq!(seen[0].path, "/repos/acme/site/deployments");
+    let made = seen[0].json();
+    assert_eq!(
+        (made["ref"].as_str(), made["environment"].as_str()),
+        (Some(sha.as_str()), Some("production"))
+    );
+    assert_eq!(made["auto_merge"], false);
+    assert_eq!(made["required_contexts"], serde_json::json!([]));
+    assert_eq!(seen[0].header("authorization"), "Bearer ghp_DEPLOYTOKEN");
+    // The stand-in answered the first request with the deployment id 1000.
+    let states: Vec<String> = seen[1..]
+        .iter()
+        .map(|s| {
+            assert_eq!(s.path, "/repos/acme/site/deployments/1000/statuses");
+            assert_eq!(s.json()["log_url"], format!("https://deploy.example.com/jobs/{job}"));
+            state_of(s)
+        })
+        .collect();
+    assert_eq!(states, ["queued", "in_progress", "success"]);
+}
+
+/// A target that does not answer holds up only its own messages: the others go out at once.
+#[test]
+fn a_target_that_hangs_does_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = StandIn::start(
+        dir.path(),
+        std::sync::Arc::new(|_, _| {
+            std::thread::sleep(Duration::from_secs(4));
+            (200, "{}".into())
+        }),
+    );
+    let fast = StandIn::start(dir.path(), always_ok());
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem }}\nnotify:\n  slow: {{ webhook: \"{}/slow\" }}\n  \
+         fast: {{ webhook: \"{}/fast\" }}\nentries:\n  site:\n    insecure: true\n    actions: [\"false\"]\n    \
+         notify: [slow, fast]\n",
+        slow.url(),
+        fast.url()
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), &"7".repeat(40));
+    let started = std::time::Instant::now();
+    let reply = daemon.post("/hooks/site", &github_push(&body, "unused", "hang1"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    fast.wait("the fast target's message", |s| !s.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(3), "not held up: {:?}", started.elapsed());
+    slow.wait("the slow target's message too", |s| !s.is_empty());
+    assert_eq!(slow.seen().len(), 1, "a slow answer is not a failure: sent once");
+}

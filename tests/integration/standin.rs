@@ -49,7 +49,7 @@ pub struct StandIn {
     _runtime: tokio::runtime::Runtime,
 }
 
-/// A test CA and a certificate it signed for 127.0.0.1 and localhost; the CA's PEM is written
+/// A test CA and a certificate it signed for 127.0.0.1 and localhost; the CA's PEM is added
 /// to `dir/test-ca.pem` (the settings' `ca_file`).
 fn certificates(dir: &Path) -> rustls::ServerConfig {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
@@ -64,7 +64,11 @@ fn certificates(dir: &Path) -> rustls::ServerConfig {
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     leaf.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    std::fs::write(dir.join("test-ca.pem"), ca_cert.pem()).unwrap();
+    // Appended: the stand-ins of one test share the daemon's one ca_file.
+    use std::io::Write;
+    let mut bundle =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("test-ca.pem")).unwrap();
+    bundle.write_all(ca_cert.pem().as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
