@@ -201,28 +201,26 @@ impl App {
         let reservation = self.queue.reserve(&keys, capacity)?;
         let inserted = self.store.insert_shared(delivery, body, &jobs)?;
         let new = waiting(inserted.new.iter().map(|(id, i)| (*id, &jobs[*i])));
-        let queued = new.iter().map(|w| (w.id, w.entry.clone())).collect();
+        let queued: Vec<(i64, String)> = new.iter().map(|w| (w.id, w.entry.clone())).collect();
         let superseded = self.queue.push(reservation, new);
-        self.mark_superseded(superseded);
+        self.mark_superseded(with_entries(superseded, &queued));
         Ok(Enqueued { queued, seen: inserted.seen })
     }
 
     /// Records the jobs a newer one replaced in the queue. Off the path of the answer: until
     /// it is done they are only out of the queue, and if the daemon stops first, the next
     /// start finds the newer job and supersedes them again ([`Store::supersede_stale`]).
-    fn mark_superseded(&self, pairs: Vec<(i64, i64)>) {
+    fn mark_superseded(&self, pairs: Vec<(i64, i64, String)>) {
         if pairs.is_empty() {
             return;
         }
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let mark = move || {
-            for (old, by) in pairs {
-                if let Ok(Some(job)) = store.job(old) {
-                    let labels =
-                        JobLabels { entry: job.entry, trigger: job.trigger.as_str(), state: "superseded" };
-                    metrics.jobs.get_or_create(&labels).inc();
-                }
+            for (old, by, entry) in pairs {
+                // Only webhook jobs supersede each other (see `queue_key`).
+                let labels = JobLabels { entry, trigger: Trigger::Webhook.as_str(), state: "superseded" };
+                metrics.jobs.get_or_create(&labels).inc();
                 if let Err(e) = store.supersede(old, by) {
                     error!(job = old, error = %e, "cannot record a superseded job");
                 }
@@ -250,10 +248,11 @@ impl App {
             self.store.finish(job.id, JobState::Cancelled, None, Some(reason))?;
         }
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let entries: Vec<(i64, String)> = jobs.iter().map(|j| (j.id, j.entry.clone())).collect();
         let new: Vec<NewJob> =
             jobs.into_iter().map(|j| NewJob { entry: j.entry, trigger: j.trigger, event: j.event }).collect();
         let superseded = self.queue.push_unreserved(waiting(ids.iter().copied().zip(&new)));
-        self.mark_superseded(superseded);
+        self.mark_superseded(with_entries(superseded, &entries));
         Ok(ids.len())
     }
 
@@ -292,6 +291,17 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Superseded pairs (old, newer) with their entry, the newer job's (`jobs`: id and entry).
+fn with_entries(pairs: Vec<(i64, i64)>, jobs: &[(i64, String)]) -> Vec<(i64, i64, String)> {
+    pairs
+        .into_iter()
+        .map(|(old, by)| {
+            let entry = jobs.iter().find(|(id, _)| *id == by).map(|(_, e)| e.clone()).unwrap_or_default();
+            (old, by, entry)
+        })
+        .collect()
 }
 
 /// The queue's view of recorded jobs: (id, job) each.
