@@ -775,3 +775,35 @@ fn a_target_that_hangs_does_not_hold_up_the_others() {
     slow.wait("the slow target's message too", |s| !s.is_empty());
     assert_eq!(slow.seen().len(), 1, "a slow answer is not a failure: sent once");
 }
+
+/// An item undelivered for more than 15 minutes makes `/health` degraded, with the reason.
+#[test]
+fn an_old_undelivered_item_makes_health_degraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = crate::standin::free_addr();
+    drop(StandIn::start(dir.path(), always_ok()));
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem }}\nentries:\n  site:\n    insecure: true\n    \
+         actions: [\"true\"]\n    status: {{ token: t0ken, api_url: \"https://127.0.0.1:{}\" }}\n",
+        down.port()
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), &"9".repeat(40));
+    assert_eq!(daemon.post("/hooks/site", &github_push(&body, "unused", "old1"), &body).status, 202);
+    eventually("three statuses wait", || daemon.get("/health").json()["outbox"]["pending"] == 3);
+    assert_eq!(daemon.get("/health").json()["status"], "ok", "young items are no trouble");
+    daemon.stop();
+    // As if they had waited for twenty minutes.
+    let db = rusqlite::Connection::open(dir.path().join("state/jobs.sqlite3")).unwrap();
+    let twenty_minutes_ago = wh_automata::store::now_ms() - 20 * 60 * 1000;
+    db.execute("UPDATE outbox SET created_at = ?1", [twenty_minutes_ago]).unwrap();
+    drop(db);
+    let daemon = Daemon::start(dir.path(), &[]);
+    let health = daemon.get("/health").json();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let reasons = health["reasons"].to_string();
+    assert!(
+        reasons.contains("the outbox has 3 undelivered status(es) or message(s), the oldest for 20m"),
+        "{reasons}"
+    );
+}
