@@ -3,7 +3,8 @@
 //! for messages), several lanes at once. A failed item is tried again with growing pauses
 //! (from 250 ms, doubling, at most 5 minutes) for `server.notify_retry_for`; an item a server
 //! refuses as malformed is dropped at once. Undelivered items stay in the store across restarts
-//! and kill -9. Failures are logged at WARN with the target's name, never its URL or token.
+//! and kill -9. Failures are logged at WARN with the target's name, never its URL or token, at
+//! most once a minute per target (the others at DEBUG, counted in the next warning).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -105,6 +106,28 @@ pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<
     }
 }
 
+/// How often a failing target is warned about: a host down for a day must not fill the log
+/// with one line per try of every item.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether to warn about `target` failing now: `Some(how many warnings were held back since
+/// the last one)`, at most once per [`WARN_EVERY`] per target; `None` for a debug line.
+fn warn_now(target: &str) -> Option<u64> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = last.get_or_insert_with(HashMap::new);
+    match seen.get_mut(target) {
+        Some((at, held_back)) if at.elapsed() < WARN_EVERY => {
+            *held_back += 1;
+            None
+        }
+        _ => Some(seen.insert(target.to_string(), (Instant::now(), 0)).map_or(0, |(_, n)| n)),
+    }
+}
+
 /// The target's name as logs and metrics show it.
 fn target_name(item: &Item) -> &str {
     item.sink.strip_prefix("notify:").unwrap_or(&item.sink)
@@ -193,8 +216,14 @@ async fn settle(app: &App, item: &Item, sent: Sent) {
             } else {
                 let pause =
                     FIRST_PAUSE_MS.saturating_mul(1i64 << item.attempts.clamp(0, 20)).min(MOST_PAUSE_MS);
-                warn!(job, target = %target, kind, error = %e, attempts = item.attempts + 1,
-                    retry_in_ms = pause, "{what} not delivered; trying again");
+                match warn_now(&target) {
+                    Some(held_back) => {
+                        warn!(job, target = %target, kind, error = %e, attempts = item.attempts + 1,
+                        retry_in_ms = pause, held_back, "{what} not delivered; trying again")
+                    }
+                    None => debug!(job, target = %target, kind, error = %e, attempts = item.attempts + 1,
+                        retry_in_ms = pause, "{what} not delivered; trying again"),
+                }
                 let error = e.to_string();
                 blocking(move || store.outbox_retry(id, &error, now + pause)).await
             }
