@@ -555,6 +555,8 @@ fn metrics_are_prometheus_text_with_no_label_a_sender_chose() {
     }
     let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), &"1".repeat(40));
     assert_eq!(daemon.post("/hooks", &github_push(&body, "wrong", "forged"), &body).status, 401);
+    // A job's end is recorded just before its entry is released in the queue.
+    eventually("no job runs", || daemon.get("/metrics").body.contains("wh_automata_jobs_running 0"));
     let text = daemon.get("/metrics").body;
     for name in [
         "wh_automata_build_info",
