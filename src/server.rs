@@ -144,7 +144,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
                 metrics(app).await
             }
         } else {
-            HookError::Method.refuse()
+            HookError::Method.refuse(&app)
         };
     }
     if let Some(id) = path.strip_prefix("/jobs/") {
@@ -162,12 +162,12 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
                 return HookError::NoRoute(format!(
                     "no route {path}: webhooks go to POST {prefix} or {prefix}/<entry>"
                 ))
-                .refuse()
+                .refuse(&app)
             }
         }
     };
     if req.method() != Method::POST {
-        return HookError::Method.refuse();
+        return HookError::Method.refuse(&app);
     }
     let client = forwarded::client(peer.ip(), req.headers(), &settings.server.trusted_proxies);
     drop(settings);
@@ -306,9 +306,11 @@ impl HookError {
         }
     }
 
-    /// The answer of a request refused before it reached [`hook`], counted.
-    fn refuse(&self) -> Answer {
+    /// The answer of a request refused before it reached [`hook`], counted (its provider is
+    /// not known yet).
+    fn refuse(&self, app: &App) -> Answer {
         tally::count(Outcome::Refused(self.status().as_u16()));
+        app.metrics.delivery("unknown", self.result());
         self.answer()
     }
 

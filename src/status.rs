@@ -50,6 +50,30 @@ pub fn phase(report: &Report) -> (Phase, String) {
     (phase, text.chars().take(DESCRIPTION_MAX).collect())
 }
 
+/// Each host's word for a phase (`deployments`: GitHub's Deployments API, not its statuses).
+pub fn word(host: Host, deployments: bool, phase: Phase) -> &'static str {
+    use Phase::*;
+    match (host, phase) {
+        (Host::Github, Queued) if deployments => "queued",
+        (Host::Github, Deploying) if deployments => "in_progress",
+        (Host::Github | Host::Gitea, Queued | Deploying) => "pending",
+        (Host::Github | Host::Gitea, Success) => "success",
+        (Host::Github | Host::Gitea, Failure) => "failure",
+        (Host::Github | Host::Gitea, Error) => "error",
+        (Host::Gitlab, Queued) => "pending",
+        (Host::Gitlab, Deploying) => "running",
+        (Host::Gitlab, Success) => "success",
+        (Host::Gitlab, Failure) => "failed",
+        (Host::Gitlab, Error) => "canceled",
+        (Host::BitbucketCloud | Host::BitbucketServer, Queued | Deploying) => "INPROGRESS",
+        (Host::BitbucketCloud | Host::BitbucketServer, Success) => "SUCCESSFUL",
+        (Host::BitbucketCloud | Host::BitbucketServer, Failure) => "FAILED",
+        // Bitbucket Server's build status has no word for "stopped".
+        (Host::BitbucketCloud, Error) => "STOPPED",
+        (Host::BitbucketServer, Error) => "FAILED",
+    }
+}
+
 /// Which host API an event's provider means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
@@ -203,13 +227,7 @@ pub async fn send(
             &commit_status(phase, &description, context, link),
         )?,
         Host::Gitlab => {
-            let state = match phase {
-                Phase::Queued => "pending",
-                Phase::Deploying => "running",
-                Phase::Success => "success",
-                Phase::Failure => "failed",
-                Phase::Error => "canceled",
-            };
+            let state = word(host, false, phase);
             let git_ref = report.branch.as_deref().or(report.tag.as_deref()).unwrap_or(&report.git_ref);
             let mut body =
                 json!({ "state": state, "ref": git_ref, "name": context, "description": description });
@@ -220,13 +238,7 @@ pub async fn send(
             post(&url, ("private-token", token.to_string()), &body)?
         }
         Host::BitbucketCloud | Host::BitbucketServer => {
-            let state = match (phase, host) {
-                (Phase::Queued | Phase::Deploying, _) => "INPROGRESS",
-                (Phase::Success, _) => "SUCCESSFUL",
-                (Phase::Failure, _) => "FAILED",
-                (Phase::Error, Host::BitbucketCloud) => "STOPPED",
-                (Phase::Error, _) => "FAILED",
-            };
+            let state = word(host, false, phase);
             // The key is at most 40 characters on Bitbucket Cloud; the URL is required.
             let key: String = context.chars().take(40).collect();
             let url =
@@ -245,12 +257,7 @@ pub async fn send(
 
 /// The body of a GitHub (or Gitea) commit status.
 fn commit_status(phase: Phase, description: &str, context: &str, link: Option<&str>) -> Value {
-    let state = match phase {
-        Phase::Queued | Phase::Deploying => "pending",
-        Phase::Success => "success",
-        Phase::Failure => "failure",
-        Phase::Error => "error",
-    };
+    let state = word(Host::Github, false, phase);
     let mut body = json!({ "state": state, "description": description, "context": context });
     if let Some(link) = link {
         body["target_url"] = link.into();
@@ -306,13 +313,7 @@ async fn github_deployment(
         }
     };
     let (phase, description) = phase(report);
-    let state = match phase {
-        Phase::Queued => "queued",
-        Phase::Deploying => "in_progress",
-        Phase::Success => "success",
-        Phase::Failure => "failure",
-        Phase::Error => "error",
-    };
+    let state = word(Host::Github, true, phase);
     let mut body = json!({ "state": state, "description": description, "environment": environment });
     if let Some(link) = link {
         body["log_url"] = link.into();
@@ -407,6 +408,44 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"user:app-password"), "dXNlcjphcHAtcGFzc3dvcmQ=");
+    }
+
+    /// Every job state, in each host's words: a job never stays pending, and a superseded or
+    /// cancelled one is an error where the host has the word.
+    #[test]
+    fn each_state_in_each_host_s_words() {
+        let states = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "superseded"];
+        let hosts = [
+            (Host::Github, false, ["pending", "pending", "success", "failure", "failure", "error", "error"]),
+            (
+                Host::Github,
+                true,
+                ["queued", "in_progress", "success", "failure", "failure", "error", "error"],
+            ),
+            (Host::Gitea, false, ["pending", "pending", "success", "failure", "failure", "error", "error"]),
+            (
+                Host::Gitlab,
+                false,
+                ["pending", "running", "success", "failed", "failed", "canceled", "canceled"],
+            ),
+            (
+                Host::BitbucketCloud,
+                false,
+                ["INPROGRESS", "INPROGRESS", "SUCCESSFUL", "FAILED", "FAILED", "STOPPED", "STOPPED"],
+            ),
+            (
+                Host::BitbucketServer,
+                false,
+                ["INPROGRESS", "INPROGRESS", "SUCCESSFUL", "FAILED", "FAILED", "FAILED", "FAILED"],
+            ),
+        ];
+        for (host, deployments, words) in hosts {
+            for (state, want) in states.iter().zip(words) {
+                let mut r = report("github", "push", "a/b", "https://github.com/a/b");
+                r.state = state.to_string();
+                assert_eq!(word(host, deployments, phase(&r).0), want, "{host:?} {state}");
+            }
+        }
     }
 
     #[test]
