@@ -137,6 +137,15 @@ fn secret_text(
     }
 }
 
+/// An optional secret (`${VAR}` expanded).
+fn optional_secret(
+    text: &Option<SecretText>,
+    env: &dyn Fn(&str) -> Option<String>,
+    what: &str,
+) -> Result<Option<Secret>, String> {
+    text.as_ref().map(|t| secret_text(t, env, what)).transpose()
+}
+
 /// A URL typed in settings: http or https, with a host. Never repeated in a problem when it is
 /// a secret (`secret: true`).
 fn url(value: &str, what: &str, secret: bool) -> Result<(), String> {
@@ -319,24 +328,21 @@ fn target(raw: &RawTarget, env: &dyn Fn(&str) -> Option<String>) -> Result<Targe
         secret_url(u, "discord").map(|url| TargetKind::Discord { url })
     } else if let Some(u) = &raw.ntfy {
         let url = secret_url(u, "ntfy");
-        let token = raw.token.as_ref().map(|t| secret_text(t, env, "token"));
-        match token {
-            Some(Err(e)) => {
+        match optional_secret(&raw.token, env, "token") {
+            Ok(token) => url.map(|url| TargetKind::Ntfy { url, token }),
+            Err(e) => {
                 problems.push(e);
                 None
             }
-            Some(Ok(t)) => url.map(|url| TargetKind::Ntfy { url, token: Some(t) }),
-            None => url.map(|url| TargetKind::Ntfy { url, token: None }),
         }
     } else if let Some(u) = &raw.webhook {
         let url = secret_url(u, "webhook");
-        match raw.secret.as_ref().map(|t| secret_text(t, env, "secret")) {
-            Some(Err(e)) => {
+        match optional_secret(&raw.secret, env, "secret") {
+            Ok(secret) => url.map(|url| TargetKind::Webhook { url, secret }),
+            Err(e) => {
                 problems.push(e);
                 None
             }
-            Some(Ok(s)) => url.map(|url| TargetKind::Webhook { url, secret: Some(s) }),
-            None => url.map(|url| TargetKind::Webhook { url, secret: None }),
         }
     } else if let Some(list) = &raw.email {
         let to = list.to_vec();
