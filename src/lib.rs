@@ -10,10 +10,15 @@
 //!   normalise, match, record, answer;
 //! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
 //! - [`reload`]: the file watcher that swaps in new settings when they are valid;
+//! - [`outbox`]: the sender of what jobs' changes wrote to the outbox: [`status`] (the commit
+//!   on the host) and [`notify`] (chat, mail, a command), through [`outbound`] (the one HTTPS
+//!   client); [`notify_test`] sends the same by hand;
 //! - [`worker`]: the worker pool: one job per entry at a time, each job's end recorded once;
-//! - [`app`]: the shared state: settings snapshot, load status, store, queue, recording jobs;
+//! - [`app`]: the shared state: settings snapshot, load status, store, queue, recording jobs,
+//!   [`metrics`]; [`report`] decides what each change of a job sends;
 //! - [`queue`]: the bounded queue (newest event of an entry and ref wins);
-//! - [`store`]: the durable job record (SQLite, versioned schema) and job logs;
+//! - [`store`]: the durable job record (SQLite, versioned schema), job logs and the outbox;
+//!   [`job_page`] shows one job;
 //! - [`runner`]: an entry's actions run with `sh -c`: environment, timeout, log;
 //! - [`providers`]: one adapter per git host: detect it, check the signature over the raw
 //!   bytes, normalise the payload into an [`event::Event`];
