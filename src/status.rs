@@ -143,6 +143,20 @@ pub fn api_base(host: Host, report: &Report) -> Result<String, SendError> {
     })
 }
 
+/// Whether a repository name from an event can go into an API path as it is: segments of
+/// letters, digits, `-`, `_` and `.`, none of them `.` or `..` (a signed payload is still not
+/// allowed to steer the request elsewhere on the host).
+fn safe_repo(repo: &str) -> bool {
+    !repo.is_empty()
+        && repo.len() <= 512
+        && repo.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+}
+
 /// A JSON request with the usual headers.
 fn post(url: &str, auth: (&'static str, String), body: &Value) -> Result<Request<Full<Bytes>>, SendError> {
     let bytes = serde_json::to_vec(body).map_err(|e| SendError::Invalid(e.to_string()))?;
@@ -210,6 +224,12 @@ pub async fn send(
         return Err(SendError::Invalid("the event names no commit".into()));
     }
     let repo = &report.repo;
+    if !safe_repo(repo) {
+        return Err(SendError::Invalid(format!(
+            "the repository name {:?} is not one to put in an API path",
+            repo.chars().take(100).collect::<String>()
+        )));
+    }
     let context = &sink.context;
     let request = match host {
         Host::Github if sink.deployment.is_some() => {
@@ -399,6 +419,25 @@ mod tests {
         }
         let ssh = report("gitea", "push", "acme/blog", "git@git.example.com:acme/blog.git");
         assert!(api_base(Host::Gitea, &ssh).unwrap_err().to_string().contains("set status.api_url"));
+    }
+
+    #[test]
+    fn only_plain_repository_names_go_into_a_path() {
+        for good in ["acme/blog", "group/sub/proj.name", "Codertocat/Hello-World", "a_b/c-d"] {
+            assert!(safe_repo(good), "{good}");
+        }
+        for bad in [
+            "",
+            "acme/../admin",
+            "acme/blog?x=1",
+            "acme//blog",
+            "acme/blog#x",
+            "acme/ blog",
+            "./x",
+            "acme/%2e%2e",
+        ] {
+            assert!(!safe_repo(bad), "{bad}");
+        }
     }
 
     #[test]
