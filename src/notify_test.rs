@@ -4,10 +4,11 @@
 
 use std::io::Write;
 
+use crate::event::{Event, Trigger};
 use crate::outbound::Outbound;
 use crate::report::Report;
 use crate::settings::{Entry, Settings};
-use crate::store::{Job, Store};
+use crate::store::{now_ms, Change, Job, JobState, Store};
 
 /// One line of the result: what was tried, and how it went.
 pub struct Tried {
@@ -15,47 +16,23 @@ pub struct Tried {
     pub result: Result<String, String>,
 }
 
-/// The report a test sends: the entry's latest job with a commit, or none.
+/// The report a test sends: of the entry's latest job with a commit, or of a manual run that
+/// succeeded now.
 fn report_of(entry: &Entry, job: Option<&Job>) -> Report {
-    let (event, job_id, state, created, started, finished, exit_code, reason) = match job {
-        Some(j) => (
-            j.event.clone(),
-            j.id,
-            j.state.as_str(),
-            j.created_at,
-            j.started_at,
-            j.finished_at,
-            j.exit_code,
-            j.reason.clone(),
-        ),
-        None => (
-            crate::event::Event::manual(None, None),
-            0,
-            "succeeded",
-            crate::store::now_ms(),
-            None,
-            None,
-            None,
-            None,
-        ),
+    let none = Job {
+        id: 0,
+        entry: entry.name.clone(),
+        trigger: Trigger::Manual,
+        state: JobState::Succeeded,
+        event: Event::manual(None, None),
+        created_at: now_ms(),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        reason: None,
     };
     let log = std::path::PathBuf::new();
-    let change = crate::store::Change {
-        job: job_id,
-        entry: &entry.name,
-        trigger: job.map_or(crate::event::Trigger::Manual, |j| j.trigger),
-        event: &event,
-        state: crate::store::JobState::parse(state).unwrap_or(crate::store::JobState::Succeeded),
-        exit_code,
-        reason: reason.as_deref(),
-        created_at: created,
-        started_at: started,
-        finished_at: finished,
-        was_failing: None,
-        superseded_by: None,
-        log: &log,
-    };
-    Report::of(&change, "test")
+    Report::of(&Change::of(job.unwrap_or(&none), &log), "test")
 }
 
 /// Sends the tests; each result is printed as it comes. Returns whether all were delivered.
@@ -96,7 +73,7 @@ pub fn run(
             let cx = crate::notify::Context {
                 link: url.as_deref(),
                 sendmail: &settings.server.sendmail,
-                item: crate::store::now_ms(),
+                item: now_ms(),
             };
             let result = runtime.block_on(crate::notify::send(&client, &report, target, &cx));
             print(Tried {

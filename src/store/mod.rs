@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
+use outbox::Facts;
 pub use outbox::{Backlog, Change, Item, Outgoing, Reporter};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
@@ -223,8 +224,8 @@ impl Store {
         }
         let batch = std::mem::take(&mut *lock(&self.pending));
         let reporter = self.reporter();
-        let outcomes = Self::insert_batch(&mut conn, &batch, reporter.as_deref(), &self.logs);
-        let wrote = outcomes.iter().any(|o| o.as_ref().is_ok_and(|i| !i.new.is_empty()));
+        let mut wrote = false;
+        let outcomes = Self::insert_batch(&mut conn, &batch, reporter.as_deref(), &self.logs, &mut wrote);
         let mut own = None;
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
             if Arc::ptr_eq(&pending.result, &result) {
@@ -246,6 +247,7 @@ impl Store {
         batch: &[Pending],
         reporter: Option<&dyn Reporter>,
         logs: &Path,
+        wrote: &mut bool,
     ) -> Vec<Result<Inserted, StoreError>> {
         let all_fail =
             |e: &StoreError| batch.iter().map(|_| Err(StoreError::Shared(e.to_string()))).collect();
@@ -257,7 +259,7 @@ impl Store {
             let mut outcomes = Vec::with_capacity(batch.len());
             for p in batch {
                 let sp = tx.savepoint()?;
-                match Self::insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs, reporter, logs) {
+                match Self::insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs, reporter, logs, wrote) {
                     Ok(inserted) => {
                         sp.commit()?;
                         outcomes.push(Ok(inserted));
@@ -284,6 +286,7 @@ impl Store {
         jobs: &[NewJob],
         reporter: Option<&dyn Reporter>,
         logs: &Path,
+        wrote: &mut bool,
     ) -> Result<Inserted, StoreError> {
         let mut earlier: Vec<Seen> = Vec::new();
         if let Some(key) = delivery {
@@ -341,7 +344,9 @@ impl Store {
                     superseded_by: None,
                     log: &log,
                 };
-                outbox::write(tx, id, &job.entry, &reporter.report(&change))?;
+                let items = reporter.report(&change);
+                outbox::write(tx, id, &job.entry, &items)?;
+                *wrote |= !items.is_empty();
             }
             inserted.new.push((id, index));
         }
@@ -453,7 +458,8 @@ impl Store {
         let Some(reporter) = self.reporter() else { return update(&conn) };
         let tx = conn.transaction()?;
         update(&tx)?;
-        let wrote = self.report_change(&tx, id, |_| {})?;
+        let wanted = outbox::entry_of(&tx, id)?.is_some_and(|e| reporter.wants(&e));
+        let wrote = wanted && self.report_change(&tx, reporter.as_ref(), id, Facts::default())?;
         tx.commit()?;
         drop(conn);
         if wrote {
@@ -516,7 +522,7 @@ impl Store {
         }
         let reporter = self.reporter().filter(|r| r.wants(&entry));
         let mut wrote = false;
-        if reporter.is_some() {
+        if let Some(reporter) = &reporter {
             let was_failing = outbox::streak(&tx, &entry, state)?;
             let superseded_by = match by {
                 Some(by) => tx
@@ -525,10 +531,7 @@ impl Store {
                     .optional()?,
                 None => None,
             };
-            wrote = self.report_change(&tx, id, |facts| {
-                facts.was_failing = was_failing;
-                facts.superseded_by = superseded_by;
-            })?;
+            wrote = self.report_change(&tx, reporter.as_ref(), id, Facts { was_failing, superseded_by })?;
         }
         tx.commit()?;
         drop(conn);
@@ -550,7 +553,10 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let id = insert_job(&tx, job, &row)?;
-        self.report_change(&tx, id, |_| {})?;
+        // No sender in this process: the daemon delivers the items when it runs.
+        if let Some(reporter) = self.reporter().filter(|r| r.wants(&job.entry)) {
+            self.report_change(&tx, reporter.as_ref(), id, Facts::default())?;
+        }
         tx.commit()?;
         Ok(id)
     }

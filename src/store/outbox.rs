@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{now_ms, Store, StoreError};
 use crate::event::{Event, Trigger};
-use crate::store::JobState;
+use crate::store::{Job, JobState};
 
 /// A job's change of state, as the reporter sees it.
 #[derive(Debug)]
@@ -33,6 +33,27 @@ pub struct Change<'a> {
     pub superseded_by: Option<&'a str>,
     /// The job's log file.
     pub log: &'a Path,
+}
+
+impl<'a> Change<'a> {
+    /// The change that left `job` as it is (`log`: its log file); no streak, not superseded.
+    pub fn of(job: &'a Job, log: &'a Path) -> Change<'a> {
+        Change {
+            job: job.id,
+            entry: &job.entry,
+            trigger: job.trigger,
+            event: &job.event,
+            state: job.state,
+            exit_code: job.exit_code,
+            reason: job.reason.as_deref(),
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            was_failing: None,
+            superseded_by: None,
+            log,
+        }
+    }
 }
 
 /// One item to send.
@@ -199,46 +220,26 @@ impl Store {
         Ok(())
     }
 
-    /// The items of a change of job `job` (read whole from the store when the reporter wants
-    /// its entry), written within `tx`; whether any was.
+    /// The items `reporter` makes of job `job` as `tx` now holds it (its entry is one the
+    /// reporter wants), written within `tx`; whether any was.
     pub(super) fn report_change(
         &self,
         tx: &Connection,
+        reporter: &dyn Reporter,
         job: i64,
-        fill: impl FnOnce(&mut Facts),
+        facts: Facts,
     ) -> Result<bool, StoreError> {
-        let Some(reporter) = self.reporter() else { return Ok(false) };
-        // The entry first: most changes report nothing, and need not read the whole job.
-        let entry: Option<String> = tx
-            .prepare_cached("SELECT entry FROM jobs WHERE id = ?1")?
-            .query_row([job], |r| r.get(0))
-            .optional()?;
-        if !entry.is_some_and(|e| reporter.wants(&e)) {
-            return Ok(false);
-        }
         let row = tx
             .prepare_cached(&format!("SELECT {} FROM jobs WHERE id = ?1", super::job::COLUMNS))?
             .query_row([job], super::job::RawJob::read)
             .optional()?;
         let Some(row) = row else { return Ok(false) };
         let record = row.decode()?;
-        let mut facts = Facts { superseded_by: None, was_failing: None };
-        fill(&mut facts);
         let log = self.log_path(job);
         let change = Change {
-            job,
-            entry: &record.entry,
-            trigger: record.trigger,
-            event: &record.event,
-            state: record.state,
-            exit_code: record.exit_code,
-            reason: record.reason.as_deref(),
-            created_at: record.created_at,
-            started_at: record.started_at,
-            finished_at: record.finished_at,
             was_failing: facts.was_failing,
             superseded_by: facts.superseded_by.as_deref(),
-            log: &log,
+            ..Change::of(&record, &log)
         };
         let items = reporter.report(&change);
         write(tx, job, &record.entry, &items)?;
@@ -246,7 +247,17 @@ impl Store {
     }
 }
 
+/// The entry of job `id`, if there is such a job.
+pub(super) fn entry_of(tx: &Connection, id: i64) -> Result<Option<String>, StoreError> {
+    let entry = tx
+        .prepare_cached("SELECT entry FROM jobs WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(entry)
+}
+
 /// What a change knows besides the job's row.
+#[derive(Default)]
 pub(super) struct Facts {
     pub superseded_by: Option<String>,
     pub was_failing: Option<bool>,
