@@ -202,14 +202,23 @@ impl App {
         let inserted = self.store.insert_shared(delivery, body, &jobs)?;
         let new = waiting(inserted.new.iter().map(|(id, i)| (*id, &jobs[*i])));
         let queued: Vec<(i64, String)> = new.iter().map(|w| (w.id, w.entry.clone())).collect();
-        let superseded = self.queue.push(reservation, new);
+        // What the new jobs superseded is recorded with them; the queue only has to agree.
+        let recorded = with_entries(inserted.superseded.clone(), &queued);
+        for (_, _, entry) in recorded {
+            let labels = JobLabels { entry, trigger: Trigger::Webhook.as_str(), state: "superseded" };
+            self.metrics.jobs.get_or_create(&labels).inc();
+        }
+        let mut superseded = self.queue.push(reservation, new);
+        superseded.retain(|pair| !inserted.superseded.contains(pair));
         self.mark_superseded(with_entries(superseded, &queued));
         Ok(Enqueued { queued, seen: inserted.seen })
     }
 
-    /// Records the jobs a newer one replaced in the queue. Off the path of the answer: until
-    /// it is done they are only out of the queue, and if the daemon stops first, the next
-    /// start finds the newer job and supersedes them again ([`Store::supersede_stale`]).
+    /// Records the jobs a newer one replaced in the queue that its recording did not supersede
+    /// already (a job recorded earlier that reached the queue after the newer one). Off the path
+    /// of the answer: until it is done they are only out of the queue, and if the daemon stops
+    /// first, the next start finds the newer job and supersedes them again
+    /// ([`Store::supersede_stale`]).
     fn mark_superseded(&self, pairs: Vec<(i64, i64, String)>) {
         if pairs.is_empty() {
             return;
@@ -220,9 +229,12 @@ impl App {
             for (old, by, entry) in pairs {
                 // Only webhook jobs supersede each other (see `queue_key`).
                 let labels = JobLabels { entry, trigger: Trigger::Webhook.as_str(), state: "superseded" };
-                metrics.jobs.get_or_create(&labels).inc();
-                if let Err(e) = store.supersede(old, by) {
-                    error!(job = old, error = %e, "cannot record a superseded job");
+                match store.supersede(old, by) {
+                    Ok(true) => {
+                        metrics.jobs.get_or_create(&labels).inc();
+                    }
+                    Ok(false) => {}
+                    Err(e) => error!(job = old, error = %e, "cannot record a superseded job"),
                 }
             }
         };

@@ -256,15 +256,23 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
     drop(settings);
     let store = app.store.clone();
     let total = entry.actions.len();
-    let (payload, log, steps) = blocking(move || -> Result<(Option<PathBuf>, Log, Steps), StoreError> {
+    let started = blocking(move || -> Result<Option<(Option<PathBuf>, Log, Steps)>, StoreError> {
         // The record of its actions before it is `running`: from then on, a crash must find it.
         let steps = Steps::begin(&store.steps_path(id), total)?;
         let payload = store.write_payload(id)?;
         let log = Log::create(&store.log_path(id), log_limit)?;
-        store.mark_running(id)?;
-        Ok((payload, log, steps))
+        if !store.mark_running(id)? {
+            // Superseded since it was read: nothing of it may stay behind.
+            drop((steps, log));
+            steps::remove(&store.steps_path(id));
+            store.remove_payload_file(id);
+            let _ = std::fs::remove_file(store.log_path(id));
+            return Ok(None);
+        }
+        Ok(Some((payload, log, steps)))
     })
     .await?;
+    let Some((payload, log, steps)) = started else { return Ok(Start::Gone) };
     let steps = Some(steps);
     let prepared = Prepared {
         id,
@@ -303,6 +311,43 @@ async fn record(app: &Arc<App>, id: i64, finished: Finished, cancel: &mut watch:
 mod tests {
     use super::*;
     use crate::store::NewJob;
+
+    /// A job a worker took from the queue but that a newer push superseded before it started
+    /// (recorded with the newer job) does not run and leaves no log, payload or steps behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_superseded_after_it_was_taken_does_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.yaml");
+        std::fs::write(&path, "entries:\n  site:\n    insecure: true\n    actions: [\"true\"]\n").unwrap();
+        let settings = crate::settings::load_with_env(&path, &|_| None).unwrap();
+        let app = Arc::new(App::new(settings).unwrap());
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = runs.clone();
+        let work: Work = Arc::new(move |job: Prepared| {
+            seen.lock().unwrap().push(job.id);
+            Box::pin(async move { Outcome::Succeeded })
+        });
+        let push = |commit: &str| NewJob {
+            entry: "site".into(),
+            trigger: Trigger::Webhook,
+            event: Event::manual(Some("main"), Some(commit)),
+        };
+        let older = app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("aaa")]).unwrap().queued[0].0;
+        let taken = app.queue.next().await.unwrap();
+        assert_eq!(taken.id, older);
+        let newer = app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("bbb")]).unwrap().queued[0].0;
+        let (_cancel_tx, cancel) = watch::channel(false);
+        assert!(matches!(run_job(&app, &taken, &work, cancel).await, Taken::Done));
+        assert!(runs.lock().unwrap().is_empty(), "the superseded job ran");
+        let job = app.store.job(older).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Superseded);
+        assert!(job.reason.unwrap().contains(&format!("job {newer}")));
+        assert!(!app.store.log_path(older).exists(), "a log of a job that never ran");
+        assert!(!app.store.steps_path(older).exists());
+        assert!(!app.store.payload_path(older).exists());
+        app.queue.done("site");
+        assert_eq!(app.queue.next().await.unwrap().id, newer, "the newer job runs instead");
+    }
 
     /// A job whose run panics is recorded failed with the reason, and the pool's only worker
     /// goes on to the next job.

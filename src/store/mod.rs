@@ -18,6 +18,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::event::Trigger;
+
 pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
 use outbox::Facts;
@@ -67,6 +69,8 @@ pub struct Inserted {
     pub new: Vec<(i64, usize)>,
     /// The jobs of entries for which this delivery was seen before and need not run again.
     pub seen: Vec<Seen>,
+    /// The waiting jobs a new one superseded, recorded in the same transaction: (old, new).
+    pub superseded: Vec<(i64, i64)>,
 }
 
 /// An earlier job of a delivery seen again.
@@ -225,7 +229,7 @@ impl Store {
         let batch = std::mem::take(&mut *lock(&self.pending));
         let reporter = self.reporter();
         let mut wrote = false;
-        let outcomes = Self::insert_batch(&mut conn, &batch, reporter.as_deref(), &self.logs, &mut wrote);
+        let outcomes = self.insert_batch(&mut conn, &batch, reporter.as_deref(), &mut wrote);
         let mut own = None;
         for (pending, outcome) in batch.into_iter().zip(outcomes) {
             if Arc::ptr_eq(&pending.result, &result) {
@@ -243,10 +247,10 @@ impl Store {
 
     /// Records a batch of deliveries in one transaction with a durable commit; one result each.
     fn insert_batch(
+        &self,
         conn: &mut Connection,
         batch: &[Pending],
         reporter: Option<&dyn Reporter>,
-        logs: &Path,
         wrote: &mut bool,
     ) -> Vec<Result<Inserted, StoreError>> {
         let all_fail =
@@ -259,7 +263,7 @@ impl Store {
             let mut outcomes = Vec::with_capacity(batch.len());
             for p in batch {
                 let sp = tx.savepoint()?;
-                match Self::insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs, reporter, logs, wrote) {
+                match self.insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs, reporter, wrote) {
                     Ok(inserted) => {
                         sp.commit()?;
                         outcomes.push(Ok(inserted));
@@ -278,14 +282,17 @@ impl Store {
         }
     }
 
-    /// One delivery's jobs, within the caller's transaction.
+    /// One delivery's jobs, within the caller's transaction. A new webhook job supersedes the
+    /// waiting jobs of its entry and ref in the same transaction: "the newest recorded job
+    /// wins" is on disk with the job that wins, and costs no transaction of its own.
+    #[allow(clippy::too_many_arguments)]
     fn insert_one(
+        &self,
         tx: &Connection,
         delivery: Option<&str>,
         body: &[u8],
         jobs: &[NewJob],
         reporter: Option<&dyn Reporter>,
-        logs: &Path,
         wrote: &mut bool,
     ) -> Result<Inserted, StoreError> {
         let mut earlier: Vec<Seen> = Vec::new();
@@ -328,7 +335,7 @@ impl Store {
                 Row { delivery, state: JobState::Queued, payload_id: Some(payload), foreground_pid: None };
             let id = insert_job(tx, job, &row)?;
             if let Some(reporter) = reporter.filter(|r| r.wants(&job.entry)) {
-                let log = logs.join(format!("{id}.log"));
+                let log = self.log_path(id);
                 let change = Change {
                     job: id,
                     entry: &job.entry,
@@ -347,6 +354,23 @@ impl Store {
                 let items = reporter.report(&change);
                 outbox::write(tx, id, &job.entry, &items)?;
                 *wrote |= !items.is_empty();
+            }
+            if job.trigger == Trigger::Webhook && !job.event.git_ref.is_empty() {
+                let older: Vec<i64> = tx
+                    .prepare_cached(
+                        // Among the waiting jobs (few), not the entry's history (long).
+                        "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE state = 'queued' AND entry = ?1
+                           AND git_ref = ?2 AND id < ?3 AND trigger = 'webhook' ORDER BY id",
+                    )?
+                    .query_map(params![job.entry, job.event.git_ref, id], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for old in older {
+                    let reason = superseded_reason(id);
+                    let end = End { state: JobState::Superseded, exit_code: None, reason: Some(&reason), by: Some(id) };
+                    if self.finish_in(tx, old, &end, reporter, wrote)? {
+                        inserted.superseded.push((old, id));
+                    }
+                }
             }
             inserted.new.push((id, index));
         }
@@ -435,29 +459,37 @@ impl Store {
                 "UPDATE jobs SET state = 'queued', started_at = NULL, reason = ?2 WHERE id = ?1",
             )?
             .execute(params![id, reason])?;
-            Ok(())
+            Ok(true)
         })
+        .map(drop)
     }
 
-    pub fn mark_running(&self, id: i64) -> Result<(), StoreError> {
+    /// Marks a waiting job `running`; `false` when it is no longer waiting (a newer job
+    /// superseded it since it was taken from the queue): then it must not run.
+    pub fn mark_running(&self, id: i64) -> Result<bool, StoreError> {
         self.change(id, |tx| {
-            tx.prepare_cached("UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1")?
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
+                )?
                 .execute(params![id, now_ms()])?;
-            Ok(())
+            Ok(changed == 1)
         })
     }
 
-    /// A change of job `id`'s state by `update`, with the outbox items it sends, in one
-    /// transaction.
+    /// A change of job `id`'s state by `update` (which says whether it changed anything), with
+    /// the outbox items it sends, in one transaction.
     fn change(
         &self,
         id: i64,
-        update: impl FnOnce(&Connection) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+        update: impl FnOnce(&Connection) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let Some(reporter) = self.reporter() else { return update(&conn) };
         let tx = conn.transaction()?;
-        update(&tx)?;
+        if !update(&tx)? {
+            return Ok(false);
+        }
         let wanted = outbox::entry_of(&tx, id)?.is_some_and(|e| reporter.wants(&e));
         let wrote = wanted && self.report_change(&tx, reporter.as_ref(), id, Facts::default())?;
         tx.commit()?;
@@ -465,12 +497,13 @@ impl Store {
         if wrote {
             reporter.written();
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Records that job `old` was superseded by the newer job `by`.
-    pub fn supersede(&self, old: i64, by: i64) -> Result<(), StoreError> {
-        let reason = format!("superseded by job {by}, a newer event for the same entry and ref");
+    /// Records that the waiting job `old` was superseded by the newer job `by` (nothing when it
+    /// is not waiting any more: superseded already, or started).
+    pub fn supersede(&self, old: i64, by: i64) -> Result<bool, StoreError> {
+        let reason = superseded_reason(by);
         self.finish_with(old, JobState::Superseded, None, Some(&reason), Some(by))
     }
 
@@ -482,7 +515,7 @@ impl Store {
         exit_code: Option<i32>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.finish_with(id, state, exit_code, reason, None)
+        self.finish_with(id, state, exit_code, reason, None).map(drop)
     }
 
     /// [`Store::finish`], for a job superseded by job `by` when given.
@@ -493,21 +526,47 @@ impl Store {
         exit_code: Option<i32>,
         reason: Option<&str>,
         by: Option<i64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.prepare_cached(
-            "UPDATE jobs SET state = ?2, finished_at = ?3, exit_code = ?4, reason = ?5 WHERE id = ?1",
-        )?
-        .execute(params![id, state.as_str(), now_ms(), exit_code, reason])?;
-        let (entry, payload): (String, Option<i64>) = match tx
-            .prepare_cached("SELECT entry, payload_id FROM jobs WHERE id = ?1")?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-        {
-            Some(row) => row,
-            None => return Ok(()),
+        let reporter = self.reporter();
+        let mut wrote = false;
+        let end = End { state, exit_code, reason, by };
+        let changed = self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
+        tx.commit()?;
+        drop(conn);
+        if let Some(reporter) = reporter.filter(|_| wrote) {
+            reporter.written();
+        }
+        Ok(changed)
+    }
+
+    /// Puts job `id` in its final state within `tx` (a job is superseded only while it waits),
+    /// drops its payload when no unfinished job needs it, and writes the outbox items the change
+    /// sends. Returns whether the job changed.
+    fn finish_in(
+        &self,
+        tx: &Connection,
+        id: i64,
+        end: &End<'_>,
+        reporter: Option<&dyn Reporter>,
+        wrote: &mut bool,
+    ) -> Result<bool, StoreError> {
+        let sql = if end.state == JobState::Superseded {
+            "UPDATE jobs SET state = ?2, finished_at = ?3, exit_code = ?4, reason = ?5
+              WHERE id = ?1 AND state = 'queued'"
+        } else {
+            "UPDATE jobs SET state = ?2, finished_at = ?3, exit_code = ?4, reason = ?5 WHERE id = ?1"
         };
+        let changed = tx
+            .prepare_cached(sql)?
+            .execute(params![id, end.state.as_str(), now_ms(), end.exit_code, end.reason])?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let (entry, payload): (String, Option<i64>) = tx
+            .prepare_cached("SELECT entry, payload_id FROM jobs WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if let Some(payload) = payload {
             let needed: bool = tx
                 .prepare_cached(
@@ -520,25 +579,18 @@ impl Store {
                 tx.prepare_cached("DELETE FROM payloads WHERE id = ?1")?.execute([payload])?;
             }
         }
-        let reporter = self.reporter().filter(|r| r.wants(&entry));
-        let mut wrote = false;
-        if let Some(reporter) = &reporter {
-            let was_failing = outbox::streak(&tx, &entry, state)?;
-            let superseded_by = match by {
+        if let Some(reporter) = reporter.filter(|r| r.wants(&entry)) {
+            let was_failing = outbox::streak(tx, &entry, end.state)?;
+            let superseded_by = match end.by {
                 Some(by) => tx
                     .prepare_cached("SELECT commit_sha FROM jobs WHERE id = ?1")?
                     .query_row([by], |r| r.get::<_, String>(0))
                     .optional()?,
                 None => None,
             };
-            wrote = self.report_change(&tx, reporter.as_ref(), id, Facts { was_failing, superseded_by })?;
+            *wrote |= self.report_change(tx, reporter, id, Facts { was_failing, superseded_by })?;
         }
-        tx.commit()?;
-        drop(conn);
-        if let Some(reporter) = reporter.filter(|_| wrote) {
-            reporter.written();
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// Records a job that wh-automata-trigger runs in its own process (no daemon running): it
@@ -730,6 +782,20 @@ fn integrity_problem(conn: &Connection) -> Result<Option<String>, StoreError> {
         Err(e) if is_damage(&e) => Ok(Some(e.to_string())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A job's end, as [`Store::finish_in`] records it.
+struct End<'a> {
+    state: JobState,
+    exit_code: Option<i32>,
+    reason: Option<&'a str>,
+    /// The newer job that superseded it.
+    by: Option<i64>,
+}
+
+/// Why a job was superseded, in its record.
+fn superseded_reason(by: i64) -> String {
+    format!("superseded by job {by}, a newer event for the same entry and ref")
 }
 
 /// How a new job row starts out.

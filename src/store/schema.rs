@@ -108,6 +108,17 @@ CREATE TABLE IF NOT EXISTS remote_ids (
 );
 ",
     },
+    Migration {
+        to: 6,
+        what: "the waiting jobs indexed by entry and ref; no index of every job's state",
+        // A new job supersedes the waiting ones of its entry and ref as it is recorded: this
+        // finds them among the few waiting jobs, not the entry's whole history. The index of
+        // every job's state was written at each change of state and read only at start.
+        sql: "
+DROP INDEX IF EXISTS jobs_state;
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs(entry, git_ref, id) WHERE state = 'queued';
+",
+    },
 ];
 
 /// The version this program writes.

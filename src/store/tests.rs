@@ -41,16 +41,40 @@ fn insert_dedupe_recover_finish() {
     assert!(store.write_payload(ids[1]).unwrap().is_none());
     assert!(store.unfinished().unwrap().is_empty());
 
-    // A waiting webhook job with a newer one of the same entry and ref is superseded at
-    // start, whatever the newer one's state.
+    // A new webhook job supersedes the waiting ones of its entry and ref as it is recorded, in
+    // the same transaction: the older one's payload goes, and it can no longer start.
     let old = new_ids(store.insert(Some("github:d2"), b"{}", &[job("e")]).unwrap());
-    let new = new_ids(store.insert(Some("github:d3"), b"{}", &[job("e")]).unwrap());
+    let inserted = store.insert(Some("github:d3"), b"{}", &[job("e")]).unwrap();
+    assert_eq!(inserted.superseded, vec![(old[0], inserted.new[0].0)]);
+    let new = new_ids(inserted);
+    let superseded = store.job(old[0]).unwrap().unwrap();
+    assert_eq!(superseded.state, JobState::Superseded);
+    assert!(superseded.reason.unwrap().contains(&format!("job {}", new[0])));
+    assert!(store.write_payload(old[0]).unwrap().is_none(), "its payload is dropped");
+    assert!(!store.mark_running(old[0]).unwrap(), "a superseded job does not start");
+    assert!(!store.supersede(old[0], new[0]).unwrap(), "nor is it superseded twice");
+
+    // A waiting webhook job left with a newer one of the same entry and ref (a database of an
+    // earlier version) is superseded at start, whatever the newer one's state.
+    store
+        .conn()
+        .execute("UPDATE jobs SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = ?1", [old[0]])
+        .unwrap();
     store.finish(new[0], JobState::Succeeded, Some(0), None).unwrap();
     assert_eq!(store.supersede_stale().unwrap(), 1);
     let stale = store.job(old[0]).unwrap().unwrap();
     assert_eq!(stale.state, JobState::Superseded);
     assert!(stale.reason.unwrap().contains(&format!("job {}", new[0])));
-    assert!(store.write_payload(old[0]).unwrap().is_none(), "its payload is dropped");
+
+    // A running job is not superseded: it ends as its actions do.
+    let running = new_ids(store.insert(Some("github:d4"), b"{}", &[job("g")]).unwrap());
+    assert!(store.mark_running(running[0]).unwrap());
+    let newer = store.insert(Some("github:d5"), b"{}", &[job("g")]).unwrap();
+    assert!(newer.superseded.is_empty());
+    assert!(!store.supersede(running[0], newer.new[0].0).unwrap());
+    assert_eq!(store.job(running[0]).unwrap().unwrap().state, JobState::Running);
+    store.finish(running[0], JobState::Succeeded, Some(0), None).unwrap();
+    store.finish(newer.new[0].0, JobState::Succeeded, Some(0), None).unwrap();
 
     // A foreground run whose process is alive is left alone; one whose process is gone fails.
     let live = store.insert_foreground(&job("c")).unwrap();
