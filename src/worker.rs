@@ -332,10 +332,12 @@ mod tests {
             trigger: Trigger::Webhook,
             event: Event::manual(Some("main"), Some(commit)),
         };
-        let older = app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("aaa")]).unwrap().queued[0].0;
+        let older =
+            app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("aaa")]).unwrap().queued[0].0;
         let taken = app.queue.next().await.unwrap();
         assert_eq!(taken.id, older);
-        let newer = app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("bbb")]).unwrap().queued[0].0;
+        let newer =
+            app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("bbb")]).unwrap().queued[0].0;
         let (_cancel_tx, cancel) = watch::channel(false);
         assert!(matches!(run_job(&app, &taken, &work, cancel).await, Taken::Done));
         assert!(runs.lock().unwrap().is_empty(), "the superseded job ran");

@@ -260,6 +260,15 @@ impl Store {
         }
         let outcomes = (|| -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
             let mut tx = conn.transaction()?;
+            if let [p] = batch {
+                // Alone in its transaction: no savepoint (nor its copy of every page it changes).
+                // On an error, dropping the transaction rolls it back.
+                let inserted = self.insert_one(&tx, p.delivery.as_deref(), &p.body, &p.jobs, reporter, wrote);
+                return match inserted {
+                    Ok(inserted) => tx.commit().map(|()| vec![Ok(inserted)]).map_err(StoreError::from),
+                    Err(e) => Ok(vec![Err(e)]),
+                };
+            }
             let mut outcomes = Vec::with_capacity(batch.len());
             for p in batch {
                 let sp = tx.savepoint()?;
@@ -366,7 +375,12 @@ impl Store {
                     .collect::<Result<_, _>>()?;
                 for old in older {
                     let reason = superseded_reason(id);
-                    let end = End { state: JobState::Superseded, exit_code: None, reason: Some(&reason), by: Some(id) };
+                    let end = End {
+                        state: JobState::Superseded,
+                        exit_code: None,
+                        reason: Some(&reason),
+                        by: Some(id),
+                    };
                     if self.finish_in(tx, old, &end, reporter, wrote)? {
                         inserted.superseded.push((old, id));
                     }
@@ -558,9 +572,13 @@ impl Store {
         } else {
             "UPDATE jobs SET state = ?2, finished_at = ?3, exit_code = ?4, reason = ?5 WHERE id = ?1"
         };
-        let changed = tx
-            .prepare_cached(sql)?
-            .execute(params![id, end.state.as_str(), now_ms(), end.exit_code, end.reason])?;
+        let changed = tx.prepare_cached(sql)?.execute(params![
+            id,
+            end.state.as_str(),
+            now_ms(),
+            end.exit_code,
+            end.reason
+        ])?;
         if changed == 0 {
             return Ok(false);
         }

@@ -58,7 +58,10 @@ fn insert_dedupe_recover_finish() {
     // earlier version) is superseded at start, whatever the newer one's state.
     store
         .conn()
-        .execute("UPDATE jobs SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = ?1", [old[0]])
+        .execute(
+            "UPDATE jobs SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = ?1",
+            [old[0]],
+        )
         .unwrap();
     store.finish(new[0], JobState::Succeeded, Some(0), None).unwrap();
     assert_eq!(store.supersede_stale().unwrap(), 1);
@@ -248,6 +251,32 @@ fn simultaneous_deliveries_are_each_recorded_once() {
 }
 
 /// Pruning keeps the newest jobs by id and every unfinished one, however old.
+/// A delivery whose recording fails half-way (its payload written, its job refused) leaves
+/// nothing: not the payload, not the superseding of the job it would have replaced.
+#[test]
+fn a_delivery_that_fails_half_way_is_not_recorded_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let older = new_ids(store.insert(Some("github:a"), b"{}", &[job("e")]).unwrap());
+    let count = |sql: &str| store.conn().query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    let payloads = count("SELECT COUNT(*) FROM payloads");
+    store
+        .conn()
+        .execute_batch(
+            "CREATE TEMP TRIGGER refuse AFTER UPDATE OF state ON jobs
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+        )
+        .unwrap();
+    let err = store.insert(Some("github:b"), b"{\"x\":1}", &[job("e")]).unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    assert_eq!(count("SELECT COUNT(*) FROM payloads"), payloads, "the payload was rolled back");
+    assert_eq!(count("SELECT COUNT(*) FROM jobs"), 1, "the job was rolled back");
+    assert_eq!(store.job(older[0]).unwrap().unwrap().state, JobState::Queued, "nothing superseded");
+    store.conn().execute_batch("DROP TRIGGER refuse").unwrap();
+    let again = store.insert(Some("github:b"), b"{}", &[job("e")]).unwrap();
+    assert_eq!(again.superseded, vec![(older[0], again.new[0].0)], "the same delivery records later");
+}
+
 #[test]
 fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
     let dir = tempfile::tempdir().unwrap();
