@@ -9,7 +9,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -389,6 +390,25 @@ struct Step<'a> {
     steps: Option<&'a Steps>,
 }
 
+/// The `sh` that `sh -c` finds with the action's `PATH` (execvp's search, its default path when
+/// `PATH` is unset), by its path: a program named by its path starts with posix_spawn, while a
+/// name to look up in an environment of its own makes the standard library fork the daemon
+/// (copying its page tables) before the exec. `sh` itself when none is found: the spawn then
+/// fails with the usual error.
+fn shell(env: &[(String, String)], workdir: &Path) -> PathBuf {
+    let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or("/bin:/usr/bin", |(_, v)| v.as_str());
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { Path::new(".") } else { Path::new(dir) };
+        let candidate = workdir.join(dir).join("sh");
+        let runnable =
+            std::fs::metadata(&candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if runnable {
+            return candidate;
+        }
+    }
+    PathBuf::from("sh")
+}
+
 async fn run_action(
     command: &str,
     env: &[(String, String)],
@@ -400,7 +420,7 @@ async fn run_action(
 ) -> ActionEnd {
     let marker = step.steps.map(|s| s.marker(step.n)).unwrap_or_default();
     let group = step.steps.map(Steps::group_file).unwrap_or_default();
-    let mut cmd = Command::new("sh");
+    let mut cmd = Command::new(shell(env, workdir));
     // The command is an argument of the wrapper, never part of its text.
     cmd.arg("-c")
         .arg(WRAPPER)
@@ -506,4 +526,37 @@ async fn kill_group(pgid: Option<Pid>, child: &mut Child) {
     }
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sh` is found as execvp would find it: the first runnable one along the action's PATH
+    /// (relative entries from the workdir), the default path without one.
+    #[test]
+    fn the_shell_is_found_along_the_actions_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path();
+        let write = |rel: &str, mode: u32| {
+            let path = work.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("plain/sh", 0o644);
+        write("tools/sh", 0o755);
+        let env =
+            |path: &str| vec![("HOME".to_string(), "/".to_string()), ("PATH".to_string(), path.to_string())];
+        let system = shell(&[], work);
+        assert!(system == Path::new("/bin/sh") || system == Path::new("/usr/bin/sh"), "{system:?}");
+        let plain = work.join("plain").display().to_string();
+        assert_eq!(shell(&env(&format!("/nowhere:{plain}:tools:/bin")), work), work.join("tools/sh"));
+        assert_eq!(
+            shell(&env(&format!("{plain}:/bin")), work),
+            Path::new("/bin/sh"),
+            "not runnable: skipped"
+        );
+        assert_eq!(shell(&env("/nowhere"), work), Path::new("sh"), "none: the spawn says so");
+    }
 }
