@@ -15,6 +15,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::OnceCell;
 
 /// Time to connect (TCP and TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,11 +25,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most of an answer's body read (its start says what went wrong).
 const ANSWER_LIMIT: usize = 64 * 1024;
 
-/// The client; cheap to clone (one pool).
+/// The client; cheap to clone (one pool). It is built at its first request: a daemon that
+/// never reports anything never reads the system's root certificates (nor keeps them, nor the
+/// TLS code's pages, in memory).
 #[derive(Clone)]
 pub struct Outbound {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    extra_roots: Arc<Vec<CertificateDer<'static>>>,
+    client: Arc<OnceCell<HttpsClient>>,
 }
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// An answer.
 #[derive(Debug)]
@@ -64,50 +71,43 @@ impl SendError {
 }
 
 impl Outbound {
-    /// A client trusting the system's roots and the certificates of `ca_file`.
+    /// A client trusting the system's roots and the certificates of `ca_file` (read now: a
+    /// mistaken file is an error at start, not at the first status).
     pub fn new(ca_file: Option<&Path>) -> Result<Outbound, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(native.certs);
-        if let Some(path) = ca_file {
-            let certs = crate::settings::read_ca_file(path)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let extra_roots = match ca_file {
+            Some(path) => {
+                crate::settings::read_ca_file(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?
             }
+            None => Vec::new(),
+        };
+        let mut check = rustls::RootCertStore::empty();
+        for cert in &extra_roots {
+            check.add(cert.clone()).map_err(|e| format!("ca_file: {e}"))?;
         }
-        if roots.is_empty() {
-            tracing::warn!(
-                "no trusted root certificate found (system store: {added}; install ca-certificates, or set \
-                 server.ca_file): HTTPS statuses and messages will fail"
-            );
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(4)
-            .build(https);
-        Ok(Outbound { client })
+        Ok(Outbound { extra_roots: Arc::new(extra_roots), client: Arc::new(OnceCell::new()) })
+    }
+
+    /// The pooled client, built at the first call (the system's roots are read off the async
+    /// threads).
+    async fn client(&self) -> Result<&HttpsClient, SendError> {
+        self.client
+            .get_or_try_init(|| {
+                let extra = self.extra_roots.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || build(&extra))
+                        .await
+                        .map_err(|e| SendError::Transport(format!("cannot set up HTTPS: {e}")))?
+                        .map_err(|e| SendError::Transport(format!("cannot set up HTTPS: {e}")))
+                }
+            })
+            .await
     }
 
     /// Sends `request`; a 2xx answer is `Ok`, anything else an error with the answer's start.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Reply, SendError> {
+        let client = self.client().await?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| SendError::Transport(chain(&e)))?;
+            let response = client.request(request).await.map_err(|e| SendError::Transport(chain(&e)))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), ANSWER_LIMIT)
                 .collect()
@@ -130,6 +130,41 @@ impl Outbound {
             Err(SendError::Status { status: reply.status, body: start })
         }
     }
+}
+
+/// The client: the system's root certificates and `extra` ones.
+fn build(extra: &[CertificateDer<'static>]) -> Result<HttpsClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    for cert in extra {
+        roots.add(cert.clone()).map_err(|e| format!("ca_file: {e}"))?;
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "no trusted root certificate found (system store: {added}; install ca-certificates, or set \
+             server.ca_file): HTTPS statuses and messages will fail"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(4)
+        .build(https))
 }
 
 /// An error and its causes, on one line (hyper's own message is only "client error (Connect)").
