@@ -236,13 +236,25 @@ fn a_burst_to_one_entry_never_overlaps_and_deploys_the_last_commit() {
         "server: { listen: 127.0.0.1:0, workers: 4 }\nentries:\n  app:\n    match: { repo: acme/app }\n    secret: s\n    actions:\n      - \"if ! mkdir lock 2>/dev/null; then echo overlap >> overlaps; fi; sleep 0.3; echo $WH_AFTER >> deployed; rmdir lock\"\n",
         &[],
     );
-    let mut ids = Vec::new();
+    let mut ids: Vec<i64> = Vec::new();
     let mut last = String::new();
+    let store = daemon.store();
     for i in 0..10 {
         last = format!("{:0>40}", i + 1);
         let body = push_body("acme/app", "refs/heads/main", &"a".repeat(40), &last);
         let reply = daemon.post("/hooks/app", &github_push(&body, "s", &format!("burst-{i}")), &body);
         assert_eq!(reply.status, 202, "{}", reply.body);
+        // The job the new one replaces is superseded in the write that recorded the new one:
+        // by the time of its 202, the older one no longer waits.
+        if let Some(older) = ids.last() {
+            let older = store.job(*older).unwrap().unwrap();
+            assert_ne!(
+                older.state,
+                JobState::Queued,
+                "job {} still waits after the 202 of a newer one",
+                older.id
+            );
+        }
         ids.extend(reply.job_ids());
     }
     let jobs: Vec<_> = ids.iter().map(|id| daemon.wait_job(*id)).collect();
