@@ -25,7 +25,8 @@
 //! - [`settings`]: the settings file, read in two phases (raw, then validated and compiled);
 //! - [`matcher`]: which entries fit an event, and why the others do not;
 //! - [`event`]: the one normalised event;
-//! - [`signals`], [`systemd`], [`cli`]: stop signals, service manager notices, command lines.
+//! - [`signals`], [`systemd`], [`cli`]: stop signals, service manager notices, command lines;
+//!   [`tally`] and [`throttle`]: counts and warnings in place of a log line per request.
 #![forbid(unsafe_code)]
 
 pub mod allow;
@@ -59,5 +60,6 @@ pub mod steps;
 pub mod store;
 pub mod systemd;
 pub mod tally;
+pub mod throttle;
 pub mod trigger;
 pub mod worker;

@@ -19,6 +19,7 @@ use crate::metrics::TargetLabels;
 use crate::outbound::{Outbound, SendError};
 use crate::report::{Report, STATUS};
 use crate::store::{now_ms, Item};
+use crate::throttle::Throttle;
 
 /// Lanes delivered at once.
 const IN_FLIGHT: usize = 16;
@@ -106,27 +107,9 @@ pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<
     }
 }
 
-/// How often a failing target is warned about: a host down for a day must not fill the log
-/// with one line per try of every item.
-const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// Whether to warn about `target` failing now: `Some(how many warnings were held back since
-/// the last one)`, at most once per [`WARN_EVERY`] per target; `None` for a debug line.
-fn warn_now(target: &str) -> Option<u64> {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::time::Instant;
-    static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = last.get_or_insert_with(HashMap::new);
-    match seen.get_mut(target) {
-        Some((at, held_back)) if at.elapsed() < WARN_EVERY => {
-            *held_back += 1;
-            None
-        }
-        _ => Some(seen.insert(target.to_string(), (Instant::now(), 0)).map_or(0, |(_, n)| n)),
-    }
-}
+/// Failing targets are warned about at most once a minute each: a host down for a day must
+/// not fill the log with one line per try of every item.
+static WARNINGS: Throttle = Throttle::new(Duration::from_secs(60));
 
 /// The target's name as logs and metrics show it.
 fn target_name(item: &Item) -> &str {
@@ -216,7 +199,7 @@ async fn settle(app: &App, item: &Item, sent: Sent) {
             } else {
                 let pause =
                     FIRST_PAUSE_MS.saturating_mul(1i64 << item.attempts.clamp(0, 20)).min(MOST_PAUSE_MS);
-                match warn_now(&target) {
+                match WARNINGS.admit(&target) {
                     Some(held_back) => {
                         warn!(job, target = %target, kind, error = %e, attempts = item.attempts + 1,
                         retry_in_ms = pause, held_back, "{what} not delivered; trying again")

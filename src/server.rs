@@ -1,9 +1,9 @@
 //! The HTTP front: hyper 1, HTTP/1 only (a reverse proxy in front does TLS).
 //!
 //! Routes: `POST {path}/{entry}` (one entry), `POST {path}` (every entry whose matcher fits and
-//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`. A webhook reads top to bottom in [`hook`]:
-//! receive (size limit) → detect provider → authenticate (raw bytes) → normalise → match →
-//! record and queue → answer. A routed request is normalised first, to authenticate it only
+//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`. A webhook
+//! reads top to bottom in [`hook`]: receive (size limit) → detect provider → authenticate (raw
+//! bytes) → normalise → match → record and queue → answer. A routed request is normalised first, to authenticate it only
 //! against the entries for its repository: its cost does not grow with the number of entries.
 //! The answer never waits for actions. Limits: body size (refused before reading past it),
 //! header read timeout, body read timeout, a cap on connections.
@@ -14,8 +14,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -38,6 +37,7 @@ use crate::forwarded;
 use crate::providers::{self, AuthError, PayloadError};
 use crate::settings::{Entry, Settings};
 use crate::store::NewJob;
+use crate::throttle::Throttle;
 
 /// How long open connections get to finish when the daemon stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -214,30 +214,21 @@ impl Counted {
     }
 }
 
-/// How often a refused signature is warned about, per entry or repository: a wrong secret is
-/// the most common set-up mistake, and a flood of forged requests must not flood the log.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Refused signatures are warned about at most once a minute per entry or repository: a wrong
+/// secret is the most common set-up mistake, and a flood of forged requests must not flood the
+/// log.
+static REFUSALS: Throttle = Throttle::new(Duration::from_secs(60));
 
 /// Warns that a request was not authentic (the headers involved, never a secret), at most once
-/// per [`WARN_EVERY`] for the same `key` (entries); the ones held back are counted.
+/// a minute for the same `key` (entries); the ones held back are counted.
 fn refused_signature(key: &str, whom: &str, error: &AuthError, client: std::net::IpAddr) {
-    static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = last.get_or_insert_with(HashMap::new);
-    if seen.len() > 1000 {
-        seen.clear();
-    }
-    match seen.get_mut(key) {
-        Some((at, held_back)) if at.elapsed() < WARN_EVERY => *held_back += 1,
-        _ => {
-            let held_back = seen.insert(key.to_string(), (Instant::now(), 0)).map_or(0, |(_, n)| n);
-            warn!(
-                status = 401,
-                %client,
-                held_back,
-                "request refused for {whom}: {error}; check that the secret set on the host's webhook is the entry's"
-            );
-        }
+    if let Some(held_back) = REFUSALS.admit(key) {
+        warn!(
+            status = 401,
+            %client,
+            held_back,
+            "request refused for {whom}: {error}; check that the secret set on the host's webhook is the entry's"
+        );
     }
 }
 

@@ -59,6 +59,25 @@ fn load(path: &Path) -> Result<Loaded, Fail> {
     Ok(Loaded { settings: Arc::new(settings), unset })
 }
 
+impl Loaded {
+    /// The entry called `name`, or a usage error listing the entries of `path`.
+    fn entry(&self, name: &str, path: &Path) -> Result<Arc<Entry>, Fail> {
+        self.settings.entry(name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = self.settings.entries.iter().map(|e| e.name.as_str()).collect();
+            Fail(
+                EXIT_USAGE,
+                format!("no entry named {name:?} in {} (entries: {})", path.display(), names.join(", ")),
+            )
+        })
+    }
+
+    /// The unset variables that any of `values` names (their place holds `unset-NAME`).
+    fn unset_in<'a>(&'a self, values: &[&str]) -> Vec<&'a str> {
+        let named = |n: &String| values.iter().any(|v| v.contains(&format!("unset-{n}")));
+        self.unset.iter().filter(|n| named(n)).map(String::as_str).collect()
+    }
+}
+
 /// Runs the command; returns the exit status.
 pub fn main(args: TriggerArgs) -> u8 {
     match run(args) {
@@ -86,14 +105,7 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
     if let Some(name) = &args.notify_test {
         return notify_test(&loaded, name, &args.settings);
     }
-    let name = args.entry.as_deref().unwrap_or_default();
-    let entry = loaded.settings.entry(name).cloned().ok_or_else(|| {
-        let names: Vec<&str> = loaded.settings.entries.iter().map(|e| e.name.as_str()).collect();
-        Fail(
-            EXIT_USAGE,
-            format!("no entry named {name:?} in {} (entries: {})", args.settings.display(), names.join(", ")),
-        )
-    })?;
+    let entry = loaded.entry(args.entry.as_deref().unwrap_or_default(), &args.settings)?;
     let (event, body) = manual_event(&entry, &args, &loaded.settings)?;
     if args.dry_run {
         dry_run(&entry, &event);
@@ -104,12 +116,8 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
         Ok(Some(stream)) => through_daemon(stream, &entry.name, event, &body),
         Ok(None) => {
             // The actions need the entry's `env:`; secrets are not checked by a manual run.
-            let needed: Vec<&str> = loaded
-                .unset
-                .iter()
-                .filter(|name| entry.env.iter().any(|(_, v)| v.contains(&format!("unset-{name}"))))
-                .map(String::as_str)
-                .collect();
+            let values: Vec<&str> = entry.env.iter().map(|(_, v)| v.as_str()).collect();
+            let needed = loaded.unset_in(&values);
             if !needed.is_empty() {
                 return Err(Fail(
                     EXIT_USAGE,
@@ -418,13 +426,7 @@ fn shown(text: &str, max: usize) -> String {
 /// name must be set here.
 fn notify_test(loaded: &Loaded, name: &str, path: &Path) -> Result<u8, Fail> {
     let settings = &loaded.settings;
-    let entry = settings.entry(name).cloned().ok_or_else(|| {
-        let names: Vec<&str> = settings.entries.iter().map(|e| e.name.as_str()).collect();
-        Fail(
-            EXIT_USAGE,
-            format!("no entry named {name:?} in {} (entries: {})", path.display(), names.join(", ")),
-        )
-    })?;
+    let entry = loaded.entry(name, path)?;
     let mut secrets: Vec<&str> = Vec::new();
     if let Some(status) = &entry.status {
         secrets.push(status.token.expose_str());
@@ -441,12 +443,7 @@ fn notify_test(loaded: &Loaded, name: &str, path: &Path) -> Result<u8, Fail> {
             Email { .. } | Command { .. } => {}
         }
     }
-    let unset: Vec<&str> = loaded
-        .unset
-        .iter()
-        .filter(|n| secrets.iter().any(|s| s.contains(&format!("unset-{n}"))))
-        .map(String::as_str)
-        .collect();
+    let unset = loaded.unset_in(&secrets);
     if !unset.is_empty() {
         return Err(Fail(
             EXIT_USAGE,
