@@ -199,7 +199,7 @@ impl App {
         let capacity = self.settings().server.queue;
         let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.entry.as_str(), queue_key(j))).collect();
         let reservation = self.queue.reserve(&keys, capacity)?;
-        let inserted = self.store.insert_shared(delivery, body, &jobs)?;
+        let inserted = self.store.insert_shared(delivery, body, &jobs, Some(reservation.replaces()))?;
         let new = waiting(inserted.new.iter().map(|(id, i)| (*id, &jobs[*i])));
         let queued: Vec<(i64, String)> = new.iter().map(|w| (w.id, w.entry.clone())).collect();
         // What the new jobs superseded is recorded with them; the queue only has to agree.

@@ -62,6 +62,15 @@ pub struct Queue {
 pub struct Reservation<'a> {
     queue: &'a Queue,
     count: usize,
+    replaces: Vec<i64>,
+}
+
+impl Reservation<'_> {
+    /// The waiting (or parked) jobs that the reserved ones will replace, as the queue held them
+    /// when the room was reserved. A job a worker took meanwhile is not among them: it runs.
+    pub fn replaces(&self) -> &[i64] {
+        &self.replaces
+    }
 }
 
 impl Drop for Reservation<'_> {
@@ -94,7 +103,9 @@ impl Queue {
             return Err(Full);
         }
         inner.reserved += needed;
-        Ok(Reservation { queue: self, count: needed })
+        let replaced = |w: &&Waiting| jobs.iter().any(|(entry, key)| same(w, entry, key));
+        let replaces = inner.waiting.iter().chain(&inner.parked).filter(replaced).map(|w| w.id).collect();
+        Ok(Reservation { queue: self, count: needed, replaces })
     }
 
     /// Adds recorded jobs (using the reservation's room). Returns the jobs superseded, each

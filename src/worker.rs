@@ -312,8 +312,8 @@ mod tests {
     use super::*;
     use crate::store::NewJob;
 
-    /// A job a worker took from the queue but that a newer push superseded before it started
-    /// (recorded with the newer job) does not run and leaves no log, payload or steps behind.
+    /// A job a worker took from the queue in the instant a newer push superseded it (recorded
+    /// with the newer job) does not run and leaves no log, payload or steps behind.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_superseded_after_it_was_taken_does_not_start() {
         let dir = tempfile::tempdir().unwrap();
@@ -334,10 +334,18 @@ mod tests {
         };
         let older =
             app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("aaa")]).unwrap().queued[0].0;
+        // The newer push reserves its room while the older one waits, and a worker takes the
+        // older one before the newer one is recorded (the instant between the two).
+        let job = push("bbb");
+        let key = job.event.git_ref.clone();
+        let reservation = app.queue.reserve(&[("site", &key)], 10).unwrap();
         let taken = app.queue.next().await.unwrap();
         assert_eq!(taken.id, older);
-        let newer =
-            app.enqueue(None, bytes::Bytes::from_static(b"{}"), vec![push("bbb")]).unwrap().queued[0].0;
+        let body = bytes::Bytes::from_static(b"{}");
+        let inserted = app.store.insert_shared(None, body, &[job], Some(reservation.replaces())).unwrap();
+        let newer = inserted.new[0].0;
+        let waiting = crate::queue::Waiting { id: newer, entry: "site".into(), key };
+        app.queue.push(reservation, vec![waiting]);
         let (_cancel_tx, cancel) = watch::channel(false);
         assert!(matches!(run_job(&app, &taken, &work, cancel).await, Taken::Done));
         assert!(runs.lock().unwrap().is_empty(), "the superseded job ran");

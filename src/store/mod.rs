@@ -59,6 +59,8 @@ struct Pending {
     /// Shared with the request, not copied: a burst of large bodies is not held twice.
     body: bytes::Bytes,
     jobs: Vec<NewJob>,
+    /// The waiting jobs the new ones may supersede (`None`: every queued one).
+    waiting: Option<Vec<i64>>,
     result: Arc<Mutex<Option<Result<Inserted, String>>>>,
 }
 
@@ -203,21 +205,25 @@ impl Store {
         body: &[u8],
         jobs: &[NewJob],
     ) -> Result<Inserted, StoreError> {
-        self.insert_shared(delivery, bytes::Bytes::copy_from_slice(body), jobs)
+        self.insert_shared(delivery, bytes::Bytes::copy_from_slice(body), jobs, None)
     }
 
-    /// [`Store::insert`] of a body the caller already holds as shared bytes (no copy).
+    /// [`Store::insert`] of a body the caller already holds as shared bytes (no copy); a new
+    /// job supersedes only the queued jobs among `waiting` when given (the queue's, which
+    /// knows which ones a worker has taken: those run).
     pub fn insert_shared(
         &self,
         delivery: Option<&str>,
         body: bytes::Bytes,
         jobs: &[NewJob],
+        waiting: Option<&[i64]>,
     ) -> Result<Inserted, StoreError> {
         let result = Arc::new(Mutex::new(None));
         let pending = Pending {
             delivery: delivery.map(str::to_string),
             body,
             jobs: jobs.to_vec(),
+            waiting: waiting.map(<[i64]>::to_vec),
             result: result.clone(),
         };
         lock(&self.pending).push(pending);
@@ -263,7 +269,7 @@ impl Store {
             if let [p] = batch {
                 // Alone in its transaction: no savepoint (nor its copy of every page it changes).
                 // On an error, dropping the transaction rolls it back.
-                let inserted = self.insert_one(&tx, p.delivery.as_deref(), &p.body, &p.jobs, reporter, wrote);
+                let inserted = self.insert_one(&tx, p, reporter, wrote);
                 return match inserted {
                     Ok(inserted) => tx.commit().map(|()| vec![Ok(inserted)]).map_err(StoreError::from),
                     Err(e) => Ok(vec![Err(e)]),
@@ -272,7 +278,7 @@ impl Store {
             let mut outcomes = Vec::with_capacity(batch.len());
             for p in batch {
                 let sp = tx.savepoint()?;
-                match self.insert_one(&sp, p.delivery.as_deref(), &p.body, &p.jobs, reporter, wrote) {
+                match self.insert_one(&sp, p, reporter, wrote) {
                     Ok(inserted) => {
                         sp.commit()?;
                         outcomes.push(Ok(inserted));
@@ -294,16 +300,14 @@ impl Store {
     /// One delivery's jobs, within the caller's transaction. A new webhook job supersedes the
     /// waiting jobs of its entry and ref in the same transaction: "the newest recorded job
     /// wins" is on disk with the job that wins, and costs no transaction of its own.
-    #[allow(clippy::too_many_arguments)]
     fn insert_one(
         &self,
         tx: &Connection,
-        delivery: Option<&str>,
-        body: &[u8],
-        jobs: &[NewJob],
+        pending: &Pending,
         reporter: Option<&dyn Reporter>,
         wrote: &mut bool,
     ) -> Result<Inserted, StoreError> {
+        let (delivery, body, jobs) = (pending.delivery.as_deref(), &pending.body[..], &pending.jobs);
         let mut earlier: Vec<Seen> = Vec::new();
         if let Some(key) = delivery {
             let mut stmt =
@@ -373,7 +377,8 @@ impl Store {
                     )?
                     .query_map(params![job.entry, job.event.git_ref, id], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
-                for old in older {
+                let waits = |old: &i64| pending.waiting.as_ref().is_none_or(|w| w.contains(old));
+                for old in older.into_iter().filter(waits) {
                     let reason = superseded_reason(id);
                     let end = End {
                         state: JobState::Superseded,
