@@ -8,22 +8,20 @@
 //! cannot read exactly as the full parse would (a form-encoded body, a missing field, a value
 //! the full parse refuses) is left to the full parse.
 
-use std::borrow::Cow;
-
 use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{adapter, check_values, event_name};
 use crate::event::{Event, Provider, ZERO_SHA};
 
+// Borrowed strings only: a value with an escape in it cannot be borrowed, fails this read, and
+// is left to the full parse (hosts escape nothing in refs, hashes and repository names).
 #[derive(Deserialize)]
 struct Push<'a> {
-    #[serde(rename = "ref", borrow)]
-    git_ref: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    before: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    after: Option<Cow<'a, str>>,
+    #[serde(rename = "ref")]
+    git_ref: Option<&'a str>,
+    before: Option<&'a str>,
+    after: Option<&'a str>,
     deleted: Option<bool>,
     #[serde(borrow)]
     repository: Option<Repository<'a>>,
@@ -31,8 +29,7 @@ struct Push<'a> {
 
 #[derive(Deserialize)]
 struct Repository<'a> {
-    #[serde(borrow)]
-    full_name: Option<Cow<'a, str>>,
+    full_name: Option<&'a str>,
 }
 
 /// The event of a GitHub-shaped push with what matching needs (provider, kind, repository,
@@ -49,10 +46,10 @@ pub fn push(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Option<Even
     let after = push.after?;
     let repo = push.repository.and_then(|r| r.full_name).filter(|r| !r.is_empty())?;
     let mut event = Event::new(provider, "push");
-    event.set_ref(&git_ref);
-    event.repo = repo.into_owned();
-    event.before = push.before.map(Cow::into_owned).unwrap_or_default();
-    event.after = after.into_owned();
+    event.set_ref(git_ref);
+    event.repo = repo.to_owned();
+    event.before = push.before.unwrap_or_default().to_owned();
+    event.after = after.to_owned();
     event.set_kind_from_ref(event.after == ZERO_SHA || push.deleted == Some(true));
     check_values(&event).ok()?;
     Some(event)

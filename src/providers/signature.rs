@@ -26,10 +26,11 @@ pub(super) fn hub(
         let Some(value) = header(headers, name).filter(|v| !v.is_empty()) else { continue };
         let label = display_name(name);
         let (algo, hex_sig) = value.split_once('=').ok_or(AuthError::Malformed(label))?;
-        let sig = hex::decode(hex_sig).map_err(|_| AuthError::Malformed(label))?;
+        let mut buf = [0u8; MAX_DIGEST];
+        let sig = decode(hex_sig, &mut buf).ok_or(AuthError::Malformed(label))?;
         match algo {
-            "sha256" => return verify::<Hmac<Sha256>>(secret, body, &sig, label),
-            "sha1" if allow_sha1 => return verify::<Hmac<Sha1>>(secret, body, &sig, label),
+            "sha256" => return verify::<Hmac<Sha256>>(secret, body, sig, label),
+            "sha1" if allow_sha1 => return verify::<Hmac<Sha1>>(secret, body, sig, label),
             "sha1" => saw_sha1 = true,
             _ => return Err(AuthError::Malformed(label)),
         }
@@ -39,6 +40,22 @@ pub(super) fn hub(
     } else {
         Err(AuthError::Missing(display_name(primary)))
     }
+}
+
+/// Longer than any digest a host sends (SHA-256: 32 bytes): a longer signature is a mismatch.
+const MAX_DIGEST: usize = 64;
+
+/// The bytes of a hex signature, decoded into `buf` (no allocation on the request path); `None`
+/// when it is not hex. A signature longer than `buf` decodes to its first bytes, which no digest
+/// verifies (their length is wrong): a mismatch, as before it was cut.
+fn decode<'b>(hex_sig: &str, buf: &'b mut [u8; MAX_DIGEST]) -> Option<&'b [u8]> {
+    let hex = hex_sig.as_bytes();
+    if hex.len() % 2 != 0 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let n = (hex.len() / 2).min(MAX_DIGEST);
+    hex::decode_to_slice(&hex[..2 * n], &mut buf[..n]).ok()?;
+    Some(&buf[..n])
 }
 
 fn display_name(name: &str) -> &'static str {
@@ -58,8 +75,9 @@ pub(super) fn bare_hex(
 ) -> Result<(), AuthError> {
     for (name, label) in names {
         let Some(value) = header(headers, name).filter(|v| !v.is_empty()) else { continue };
-        let sig = hex::decode(value).map_err(|_| AuthError::Malformed(label))?;
-        return verify::<Hmac<Sha256>>(secret, body, &sig, label);
+        let mut buf = [0u8; MAX_DIGEST];
+        let sig = decode(value, &mut buf).ok_or(AuthError::Malformed(label))?;
+        return verify::<Hmac<Sha256>>(secret, body, sig, label);
     }
     Err(AuthError::Missing(names[0].1))
 }
@@ -95,4 +113,41 @@ fn verify<M: Mac + hmac::digest::KeyInit>(
     mac.update(body);
     // `verify_slice` compares in constant time.
     mac.verify_slice(sig).map_err(|_| AuthError::Mismatch(label))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn signed(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-hub-signature-256", HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    fn check(value: &str) -> Result<(), AuthError> {
+        hub(&signed(value), b"{}", &Secret::new("s3cret"), false, "x-hub-signature-256")
+    }
+
+    #[test]
+    fn hex_signatures_of_any_length_are_decoded_without_allocating_or_panicking() {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"s3cret").unwrap();
+        mac.update(b"{}");
+        let good = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(check(&format!("sha256={good}")), Ok(()));
+        assert_eq!(check(&format!("sha256={}", good.to_uppercase())), Ok(()));
+        let malformed = AuthError::Malformed("X-Hub-Signature-256");
+        let mismatch = AuthError::Mismatch("X-Hub-Signature-256");
+        assert_eq!(check(&format!("sha256={}", &good[1..])), Err(malformed.clone()), "odd length");
+        assert_eq!(check(&format!("sha256={}zz", &good[2..])), Err(malformed.clone()), "not hex");
+        assert_eq!(
+            check(&format!("sha256={good}{good}{good}{good}{good}")),
+            Err(mismatch.clone()),
+            "too long"
+        );
+        assert_eq!(check(&format!("sha256={good}{good}{good}{good}zz")), Err(malformed), "too long, not hex");
+        assert_eq!(check(&format!("sha256={}", &good[..62])), Err(mismatch.clone()), "too short");
+        assert_eq!(check("sha256="), Err(mismatch), "empty");
+    }
 }
