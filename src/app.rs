@@ -13,7 +13,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::event::Trigger;
-use crate::metrics::{JobLabels, Metrics, ResultLabel};
+use crate::metrics::{Metrics, ResultLabel};
 use crate::queue::{Full, Queue, Waiting};
 use crate::report::Reports;
 use crate::runner::{Outcome, KILL_GRACE};
@@ -203,10 +203,8 @@ impl App {
         let new = waiting(inserted.new.iter().map(|(id, i)| (*id, &jobs[*i])));
         let queued: Vec<(i64, String)> = new.iter().map(|w| (w.id, w.entry.clone())).collect();
         // What the new jobs superseded is recorded with them; the queue only has to agree.
-        let recorded = with_entries(inserted.superseded.clone(), &queued);
-        for (_, _, entry) in recorded {
-            let labels = JobLabels { entry, trigger: Trigger::Webhook.as_str(), state: "superseded" };
-            self.metrics.jobs.get_or_create(&labels).inc();
+        for (_, _, entry) in with_entries(inserted.superseded.clone(), &queued) {
+            self.metrics.job_ended(entry, Trigger::Webhook.as_str(), JobState::Superseded.as_str());
         }
         let mut superseded = self.queue.push(reservation, new);
         superseded.retain(|pair| !inserted.superseded.contains(pair));
@@ -227,11 +225,10 @@ impl App {
         let metrics = self.metrics.clone();
         let mark = move || {
             for (old, by, entry) in pairs {
-                // Only webhook jobs supersede each other (see `queue_key`).
-                let labels = JobLabels { entry, trigger: Trigger::Webhook.as_str(), state: "superseded" };
                 match store.supersede(old, by) {
+                    // Only webhook jobs supersede each other (see `queue_key`).
                     Ok(true) => {
-                        metrics.jobs.get_or_create(&labels).inc();
+                        metrics.job_ended(entry, Trigger::Webhook.as_str(), JobState::Superseded.as_str())
                     }
                     Ok(false) => {}
                     Err(e) => error!(job = old, error = %e, "cannot record a superseded job"),

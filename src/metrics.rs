@@ -78,6 +78,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a job of `entry` that reached its final `state`.
+    pub fn job_ended(&self, entry: String, trigger: &'static str, state: &'static str) {
+        self.jobs.get_or_create(&JobLabels { entry, trigger, state }).inc();
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wh_automata");
         let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);

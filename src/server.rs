@@ -3,8 +3,9 @@
 //! Routes: `POST {path}/{entry}` (one entry), `POST {path}` (every entry whose matcher fits and
 //! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`. A webhook
 //! reads top to bottom in [`hook`]: receive (size limit) → detect provider → authenticate (raw
-//! bytes) → normalise → match → record and queue → answer. A routed request is normalised first, to authenticate it only
-//! against the entries for its repository: its cost does not grow with the number of entries.
+//! bytes) → normalise → match → record and queue → answer. A routed request is normalised
+//! first, to authenticate it only against the entries for its repository: its cost does not
+//! grow with the number of entries.
 //! The answer never waits for actions. Limits: body size (refused before reading past it),
 //! header read timeout, body read timeout, a cap on connections.
 //! [`HookError::answer`] is the one place that maps errors to statuses.
@@ -595,14 +596,6 @@ fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<Arc<Entry>>, AuthError> {
-    if let [entry] = candidates {
-        // The usual case (an entry named in the path): no cache to build.
-        return match &entry.secret {
-            Some(secret) => providers::authenticate(provider, headers, body, secret, entry.allow_sha1),
-            None => Ok(()),
-        }
-        .map(|()| vec![Arc::clone(entry)]);
-    }
     let mut cache: HashMap<(&[u8], bool), Result<(), AuthError>> = HashMap::new();
     let mut authentic = Vec::new();
     let mut first_error = None;
@@ -610,6 +603,10 @@ fn authenticate(
     for entry in candidates {
         let result = match &entry.secret {
             None => Ok(()),
+            // One entry (named in the path, the usual case): nothing to share, no cache to build.
+            Some(secret) if candidates.len() == 1 => {
+                providers::authenticate(provider, headers, body, secret, entry.allow_sha1)
+            }
             Some(secret) => cache
                 .entry((secret.expose(), entry.allow_sha1))
                 .or_insert_with(|| providers::authenticate(provider, headers, body, secret, entry.allow_sha1))

@@ -187,9 +187,7 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
     if finished.state.is_final() {
         let m = &app.metrics;
         m.job_duration.get_or_create(&entry_label).observe(started.elapsed().as_secs_f64());
-        let labels =
-            crate::metrics::JobLabels { entry, trigger: trigger.as_str(), state: finished.state.as_str() };
-        m.jobs.get_or_create(&labels).inc();
+        m.job_ended(entry, trigger.as_str(), finished.state.as_str());
         if finished.state == JobState::Succeeded {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             m.last_success.get_or_create(&entry_label).set(now.as_secs_f64());

@@ -15,7 +15,8 @@ use super::{adapter, check_values, event_name};
 use crate::event::{Event, Provider, ZERO_SHA};
 
 // Borrowed strings only: a value with an escape in it cannot be borrowed, fails this read, and
-// is left to the full parse (hosts escape nothing in refs, hashes and repository names).
+// is left to the full parse (rare in refs, hashes and repository names: Go's encoder, Gitea's
+// and Gogs', escapes `<`, `>` and `&`).
 #[derive(Deserialize)]
 struct Push<'a> {
     #[serde(rename = "ref")]

@@ -250,7 +250,6 @@ fn simultaneous_deliveries_are_each_recorded_once() {
     assert_eq!(new_same, 1, "one delivery, one job, however many times it arrived at once");
 }
 
-/// Pruning keeps the newest jobs by id and every unfinished one, however old.
 /// A delivery whose recording fails half-way (its payload written, its job refused) leaves
 /// nothing: not the payload, not the superseding of the job it would have replaced.
 #[test]
@@ -277,6 +276,7 @@ fn a_delivery_that_fails_half_way_is_not_recorded_at_all() {
     assert_eq!(again.superseded, vec![(older[0], again.new[0].0)], "the same delivery records later");
 }
 
+/// Pruning keeps the newest jobs by id and every unfinished one, however old.
 #[test]
 fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
     let dir = tempfile::tempdir().unwrap();
