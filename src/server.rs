@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -720,30 +721,51 @@ fn not_run(events: &[Event], reasons: &[(String, String)]) -> Answer {
 }
 
 fn ignored(events: &[Event], reasons: &[(String, String)]) -> Answer {
-    let what = events
-        .first()
-        .map(|e| {
-            let r = if e.git_ref.is_empty() { String::new() } else { format!(" {}", e.git_ref) };
-            format!("{} {}{r}", e.provider_name(), e.name())
-        })
-        .unwrap_or_default();
-    let reason = if reasons.len() == 1 {
-        format!("{what}: entry \"{}\": {}", reasons[0].0, reasons[0].1)
-    } else {
-        let each: Vec<String> = reasons.iter().map(|(n, r)| format!("entry \"{n}\": {r}")).collect();
-        format!("{what}: no entry matches ({})", each.join("; "))
-    };
     tally::count(Outcome::Ignored);
+    let reason = Why { event: events.first(), reasons };
     debug!(reason = %reason, "ignored");
-    json_answer(StatusCode::OK, &Ignored { status: "ignored", reason: &reason, entries: Reasons(reasons) })
+    json_answer(StatusCode::OK, &Ignored { status: "ignored", reason, entries: Reasons(reasons) })
 }
 
 /// The `ignored` answer.
 #[derive(serde::Serialize)]
 struct Ignored<'a> {
     status: &'static str,
-    reason: &'a str,
+    reason: Why<'a>,
     entries: Reasons<'a>,
+}
+
+/// Why a delivery is ignored, in one line: the event, then each entry's reason. Written
+/// straight into the answer (no string built for it).
+struct Why<'a> {
+    event: Option<&'a Event>,
+    reasons: &'a [(String, String)],
+}
+
+impl fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = self.event {
+            write!(f, "{} {}", e.provider_name(), e.name())?;
+            if !e.git_ref.is_empty() {
+                write!(f, " {}", e.git_ref)?;
+            }
+        }
+        if let [(entry, reason)] = self.reasons {
+            return write!(f, ": entry \"{entry}\": {reason}");
+        }
+        f.write_str(": no entry matches (")?;
+        for (i, (entry, reason)) in self.reasons.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            write!(f, "{sep}entry \"{entry}\": {reason}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl serde::Serialize for Why<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// Why each entry did not match, as a JSON object (entry: reason; an entry met by several

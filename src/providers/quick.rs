@@ -8,29 +8,127 @@
 //! cannot read exactly as the full parse would (a form-encoded body, a missing field, a value
 //! the full parse refuses) is left to the full parse.
 
+use std::fmt;
+
 use http::HeaderMap;
-use serde::Deserialize;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{adapter, check_values, event_name};
 use crate::event::{Event, Provider, ZERO_SHA};
 
-// Borrowed strings only: a value with an escape in it cannot be borrowed, fails this read, and
-// is left to the full parse (rare in refs, hashes and repository names: Go's encoder, Gitea's
-// and Gogs', escapes `<`, `>` and `&`).
-#[derive(Deserialize)]
+/// What the decision needs of a push. Borrowed strings only: a value with an escape in it
+/// cannot be borrowed, fails this read, and is left to the full parse (rare in refs, hashes and
+/// repository names: Go's encoder, Gitea's and Gogs', escapes `<`, `>` and `&`).
+///
+/// Read by hand rather than derived: a derived reader checks every key of the payload as UTF-8
+/// and matches it as a field name (some ninety keys in a GitHub push's repository), which cost
+/// more than skipping the values. Here a key is compared as the bytes serde_json gives (escapes
+/// resolved, as a derived reader would see it); the body has been checked as UTF-8 once, whole,
+/// so nothing a derived reader refuses is read. A field given twice is refused, as derived
+/// readers do.
+#[derive(Default)]
 struct Push<'a> {
-    #[serde(rename = "ref")]
-    git_ref: Option<&'a str>,
-    before: Option<&'a str>,
-    after: Option<&'a str>,
-    deleted: Option<bool>,
-    #[serde(borrow)]
-    repository: Option<Repository<'a>>,
+    git_ref: Option<Option<&'a str>>,
+    before: Option<Option<&'a str>>,
+    after: Option<Option<&'a str>>,
+    deleted: Option<Option<bool>>,
+    repository: Option<Option<Repository<'a>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Repository<'a> {
-    full_name: Option<&'a str>,
+    full_name: Option<Option<&'a str>>,
+}
+
+/// A key, compared as bytes.
+struct Key<'a>(std::borrow::Cow<'a, [u8]>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
+                Ok(Key(v.into()))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<'de>, E> {
+                Ok(Key(v.to_vec().into()))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(v.as_bytes().into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(v.as_bytes().to_vec().into()))
+            }
+        }
+        deserializer.deserialize_bytes(KeyVisitor)
+    }
+}
+
+/// Sets `slot` to the next value, refusing a second one.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for Push<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PushVisitor;
+        impl<'de> Visitor<'de> for PushVisitor {
+            type Value = Push<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a push")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Push<'de>, A::Error> {
+                let mut push = Push::default();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    match &*key.0 {
+                        b"ref" => once(&mut map, &mut push.git_ref, "ref")?,
+                        b"before" => once(&mut map, &mut push.before, "before")?,
+                        b"after" => once(&mut map, &mut push.after, "after")?,
+                        b"deleted" => once(&mut map, &mut push.deleted, "deleted")?,
+                        b"repository" => once(&mut map, &mut push.repository, "repository")?,
+                        _ => map.next_value::<IgnoredAny>().map(drop)?,
+                    }
+                }
+                Ok(push)
+            }
+        }
+        deserializer.deserialize_map(PushVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Repository<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RepositoryVisitor;
+        impl<'de> Visitor<'de> for RepositoryVisitor {
+            type Value = Repository<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a repository")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Repository<'de>, A::Error> {
+                let mut repository = Repository::default();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    match &*key.0 {
+                        b"full_name" => once(&mut map, &mut repository.full_name, "full_name")?,
+                        _ => map.next_value::<IgnoredAny>().map(drop)?,
+                    }
+                }
+                Ok(repository)
+            }
+        }
+        deserializer.deserialize_map(RepositoryVisitor)
+    }
 }
 
 /// The event of a GitHub-shaped push with what matching needs (provider, kind, repository,
@@ -42,16 +140,76 @@ pub fn push(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Option<Even
     {
         return None;
     }
-    let push: Push<'_> = serde_json::from_slice(body).ok()?;
-    let git_ref = push.git_ref.filter(|r| !r.is_empty())?;
-    let after = push.after?;
-    let repo = push.repository.and_then(|r| r.full_name).filter(|r| !r.is_empty())?;
+    let body = std::str::from_utf8(body).ok()?;
+    let push: Push<'_> = serde_json::from_str(body).ok()?;
+    let git_ref = push.git_ref.flatten().filter(|r| !r.is_empty())?;
+    let after = push.after.flatten()?;
+    let repo = push.repository.flatten().and_then(|r| r.full_name.flatten()).filter(|r| !r.is_empty())?;
     let mut event = Event::new(provider, "push");
     event.set_ref(git_ref);
     event.repo = repo.to_owned();
-    event.before = push.before.unwrap_or_default().to_owned();
+    event.before = push.before.flatten().unwrap_or_default().to_owned();
     event.after = after.to_owned();
-    event.set_kind_from_ref(event.after == ZERO_SHA || push.deleted == Some(true));
+    event.set_kind_from_ref(event.after == ZERO_SHA || push.deleted.flatten() == Some(true));
     check_values(&event).ok()?;
     Some(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::push;
+    use crate::event::Provider;
+
+    fn github_push() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-github-event", HeaderValue::from_static("push"));
+        h
+    }
+
+    const BODY: &str = r#"{"ref":"refs/heads/main","before":"1111111111111111111111111111111111111111","after":"2222222222222222222222222222222222222222","deleted":false,"repository":{"id":1,"full_name":"acme/app","owner":{"name":"acme"}},"commits":[]}"#;
+
+    fn read(body: &str) -> Option<(String, String)> {
+        push(Provider::Github, &github_push(), body.as_bytes()).map(|e| (e.repo, e.git_ref))
+    }
+
+    #[test]
+    fn reads_the_ref_and_repository_of_a_push() {
+        assert_eq!(read(BODY), Some(("acme/app".into(), "refs/heads/main".into())));
+        // A key written with escapes is the same key, as for the full parse.
+        let escaped = BODY.replace(r#""full_name""#, r#""full\u005fname""#).replace(r#""ref""#, r#""r\u0065f""#);
+        assert_eq!(read(&escaped), read(BODY));
+    }
+
+    /// Whatever this cannot read exactly as serde_json would is left to the full parse.
+    #[test]
+    fn leaves_to_the_full_parse_what_it_cannot_read_exactly() {
+        let cases = [
+            // a field given twice (a derived reader refuses it)
+            BODY.replace(r#""deleted":false"#, r#""ref":"refs/heads/other","deleted":false"#),
+            BODY.replace(r#""owner""#, r#""full_name":"evil/app","owner""#),
+            // not UTF-8 in a value no one reads
+            BODY.replace("acme\"}", "acme\u{fffd}\"}"),
+            // an escape in a value that must be borrowed
+            BODY.replace("acme/app", r"acme\/app"),
+            // wrong types, a truncated body, trailing bytes
+            BODY.replace(r#""deleted":false"#, r#""deleted":"no""#),
+            BODY.replace(r#""after":"2222222222222222222222222222222222222222""#, r#""after":2"#),
+            BODY[..BODY.len() - 1].to_string(),
+            format!("{BODY}x"),
+        ];
+        let invalid_utf8 = {
+            let mut b = BODY.as_bytes().to_vec();
+            let at = BODY.find("acme\"}").unwrap() + 2;
+            b[at] = 0xff;
+            b
+        };
+        assert_eq!(push(Provider::Github, &github_push(), &invalid_utf8).map(|e| e.repo), None);
+        // The replacement character is valid UTF-8: that one is read.
+        assert!(read(&cases[2]).is_some());
+        for (i, case) in cases.iter().enumerate().filter(|(i, _)| *i != 2) {
+            assert_eq!(read(case), None, "case {i}: {case}");
+        }
+    }
 }
