@@ -178,7 +178,8 @@ mod tests {
     fn reads_the_ref_and_repository_of_a_push() {
         assert_eq!(read(BODY), Some(("acme/app".into(), "refs/heads/main".into())));
         // A key written with escapes is the same key, as for the full parse.
-        let escaped = BODY.replace(r#""full_name""#, r#""full\u005fname""#).replace(r#""ref""#, r#""r\u0065f""#);
+        let escaped =
+            BODY.replace(r#""full_name""#, r#""full\u005fname""#).replace(r#""ref""#, r#""r\u0065f""#);
         assert_eq!(read(&escaped), read(BODY));
     }
 
