@@ -9,6 +9,7 @@
 //! the full parse refuses) is left to the full parse.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use http::HeaderMap;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -40,7 +41,7 @@ struct Repository<'a> {
     full_name: Option<Option<&'a str>>,
 }
 
-/// A key, compared as bytes.
+/// A key, compared as bytes (serde_json gives a key's bytes with its escapes resolved).
 struct Key<'a>(std::borrow::Cow<'a, [u8]>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
@@ -57,14 +58,37 @@ impl<'de> Deserialize<'de> for Key<'de> {
             fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<'de>, E> {
                 Ok(Key(v.to_vec().into()))
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(v.as_bytes().into()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(v.as_bytes().to_vec().into()))
-            }
         }
         deserializer.deserialize_bytes(KeyVisitor)
+    }
+}
+
+/// An object read key by key: the keys it knows are taken by `field`, every other value is
+/// skipped unbuilt.
+trait Fields<'de>: Default {
+    const WHAT: &'static str;
+
+    /// Takes the value of `key` when it is one of the fields; `false` when it is not.
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error>;
+}
+
+struct FieldsVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Fields<'de>> Visitor<'de> for FieldsVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(T::WHAT)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut fields = T::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if !fields.field(&key.0, &mut map)? {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(fields)
     }
 }
 
@@ -73,61 +97,49 @@ fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
     map: &mut A,
     slot: &mut Option<T>,
     name: &'static str,
-) -> Result<(), A::Error> {
+) -> Result<bool, A::Error> {
     if slot.is_some() {
         return Err(de::Error::duplicate_field(name));
     }
     *slot = Some(map.next_value()?);
-    Ok(())
+    Ok(true)
+}
+
+impl<'de> Fields<'de> for Push<'de> {
+    const WHAT: &'static str = "a push";
+
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            b"ref" => once(map, &mut self.git_ref, "ref"),
+            b"before" => once(map, &mut self.before, "before"),
+            b"after" => once(map, &mut self.after, "after"),
+            b"deleted" => once(map, &mut self.deleted, "deleted"),
+            b"repository" => once(map, &mut self.repository, "repository"),
+            _ => Ok(false),
+        }
+    }
+}
+
+impl<'de> Fields<'de> for Repository<'de> {
+    const WHAT: &'static str = "a repository";
+
+    fn field<A: MapAccess<'de>>(&mut self, key: &[u8], map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            b"full_name" => once(map, &mut self.full_name, "full_name"),
+            _ => Ok(false),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Push<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PushVisitor;
-        impl<'de> Visitor<'de> for PushVisitor {
-            type Value = Push<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a push")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Push<'de>, A::Error> {
-                let mut push = Push::default();
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    match &*key.0 {
-                        b"ref" => once(&mut map, &mut push.git_ref, "ref")?,
-                        b"before" => once(&mut map, &mut push.before, "before")?,
-                        b"after" => once(&mut map, &mut push.after, "after")?,
-                        b"deleted" => once(&mut map, &mut push.deleted, "deleted")?,
-                        b"repository" => once(&mut map, &mut push.repository, "repository")?,
-                        _ => map.next_value::<IgnoredAny>().map(drop)?,
-                    }
-                }
-                Ok(push)
-            }
-        }
-        deserializer.deserialize_map(PushVisitor)
+        deserializer.deserialize_map(FieldsVisitor(PhantomData))
     }
 }
 
 impl<'de> Deserialize<'de> for Repository<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RepositoryVisitor;
-        impl<'de> Visitor<'de> for RepositoryVisitor {
-            type Value = Repository<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a repository")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Repository<'de>, A::Error> {
-                let mut repository = Repository::default();
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    match &*key.0 {
-                        b"full_name" => once(&mut map, &mut repository.full_name, "full_name")?,
-                        _ => map.next_value::<IgnoredAny>().map(drop)?,
-                    }
-                }
-                Ok(repository)
-            }
-        }
-        deserializer.deserialize_map(RepositoryVisitor)
+        deserializer.deserialize_map(FieldsVisitor(PhantomData))
     }
 }
 
