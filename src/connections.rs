@@ -65,10 +65,12 @@ impl Connections {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A place for a connection from `ip`, if there is one.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
+    /// A place for a connection from `ip`, if there is one. A trusted proxy (`shared`: every
+    /// client behind it comes from its address, and it limits them itself) has no share of its
+    /// own: only the total cap applies to it.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, shared: bool) -> Admission {
         let mut inner = self.lock();
-        if inner.by_address.get(&ip).copied().unwrap_or(0) >= self.per_address {
+        if !shared && inner.by_address.get(&ip).copied().unwrap_or(0) >= self.per_address {
             return Admission::AddressFull;
         }
         if inner.open.len() >= self.cap {
@@ -176,11 +178,11 @@ mod tests {
     #[tokio::test]
     async fn shares_places_and_evicts_the_oldest_not_handling() {
         let table = Connections::new(3, 2);
-        let a1 = admitted(table.admit(ip("10.0.0.1")));
-        let a2 = admitted(table.admit(ip("10.0.0.1")));
-        assert!(matches!(table.admit(ip("10.0.0.1")), Admission::AddressFull));
-        let b1 = admitted(table.admit(ip("10.0.0.2")));
-        assert!(matches!(table.admit(ip("10.0.0.3")), Admission::Full));
+        let a1 = admitted(table.admit(ip("10.0.0.1"), false));
+        let a2 = admitted(table.admit(ip("10.0.0.1"), false));
+        assert!(matches!(table.admit(ip("10.0.0.1"), false), Admission::AddressFull));
+        let b1 = admitted(table.admit(ip("10.0.0.2"), false));
+        assert!(matches!(table.admit(ip("10.0.0.3"), false), Admission::Full));
         // a1 is handling a request, a2 is receiving, b1 is idle: b1 goes first (idle before
         // receiving), though a2 is older.
         a1.conn.handling();
@@ -188,16 +190,20 @@ mod tests {
         assert!(table.evict_slowest());
         tokio::time::timeout(std::time::Duration::from_secs(1), b1.conn.evicted()).await.unwrap();
         drop(b1);
-        let c1 = admitted(table.admit(ip("10.0.0.3")));
+        let c1 = admitted(table.admit(ip("10.0.0.3"), false));
         c1.conn.handling();
         assert!(table.evict_slowest());
         tokio::time::timeout(std::time::Duration::from_secs(1), a2.conn.evicted()).await.unwrap();
         drop(a2);
-        let d1 = admitted(table.admit(ip("10.0.0.4")));
+        let d1 = admitted(table.admit(ip("10.0.0.4"), false));
         d1.conn.handling();
         assert!(!table.evict_slowest(), "every connection is handling a request");
         assert_eq!(table.len(), 3);
         drop((a1, c1, d1));
         assert!(table.is_empty());
+        // A proxy's address has no share, only the total cap.
+        let proxied: Vec<Place> = (0..3).map(|_| admitted(table.admit(ip("127.0.0.1"), true))).collect();
+        assert!(matches!(table.admit(ip("127.0.0.1"), true), Admission::Full));
+        drop(proxied);
     }
 }

@@ -19,13 +19,28 @@ pub struct EnvFile {
 /// The largest env file read: a deploy's settings, not a data file.
 const MAX_SIZE: u64 = 1024 * 1024;
 
-/// Reads the file at `path`; `Err` when it cannot be read at all.
+/// Reads the file at `path`; `Err` when it cannot be read at all. It must be a regular file
+/// (a committed link to `/dev/zero` or a FIFO is refused: opened without waiting for a writer,
+/// then checked on the open file itself), and no more than the limit is ever read, whatever
+/// its size says.
 pub fn read(path: &Path) -> Result<EnvFile, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_SIZE {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SIZE + 1).read_to_end(&mut bytes).map_err(fail)?;
+    if bytes.len() as u64 > MAX_SIZE {
         return Err(format!("{}: larger than 1 MiB", path.display()));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
     Ok(parse(&text))
 }

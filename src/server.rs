@@ -68,7 +68,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             },
             _ = &mut shutdown => break,
         };
-        let Some(place) = place_for(&table, peer.ip()).await else {
+        let proxy = app.settings().server.trusted_proxies.contains(peer.ip());
+        let Some(place) = place_for(&table, peer.ip(), proxy).await else {
             drop(stream);
             continue;
         };
@@ -103,13 +104,14 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     }
 }
 
-/// A place for a new connection from `ip`: `None` when its address has its share, or when
+/// A place for a new connection from `ip`: `None` when its address has its share (a trusted
+/// `proxy` has none: the clients behind it share its address), or when
 /// every place is taken by requests being handled for longer than a second. Otherwise the
 /// oldest connection that has not delivered a request gives its place.
-async fn place_for(table: &Arc<Connections>, ip: IpAddr) -> Option<Place> {
+async fn place_for(table: &Arc<Connections>, ip: IpAddr, proxy: bool) -> Option<Place> {
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
-        match table.admit(ip) {
+        match table.admit(ip, proxy) {
             Admission::Admitted(place) => return Some(place),
             Admission::AddressFull => return None,
             Admission::Full => {

@@ -49,3 +49,39 @@ fn the_env_file_is_read_when_each_job_starts() {
     assert!(job.reason.as_deref().unwrap().starts_with("env_file cannot be read"), "{:?}", job.reason);
     assert!(!work.join(format!("env-{}", job.id)).exists(), "{log}");
 }
+
+/// A committed `.env` that is a link to `/dev/zero`, or a FIFO: the job fails at once with the
+/// reason, the daemon reads none of it (its size stays), and it keeps answering.
+#[test]
+fn an_env_file_that_is_a_device_or_a_fifo_fails_the_job_not_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("app");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", work.join(".env")).unwrap();
+    nix::unistd::mkfifo(&work.join("fifo.env"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nentries:\n  zero:\n    secret: s\n    match: {{ repo: acme/zero }}\n    \
+         workdir: {w}\n    env_file: .env\n    actions: [\"touch ran-$WH_JOB_ID\"]\n  fifo:\n    secret: s\n    \
+         match: {{ repo: acme/fifo }}\n    workdir: {w}\n    env_file: fifo.env\n    actions: [\"touch ran-$WH_JOB_ID\"]\n",
+        w = work.display()
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    for (i, repo) in ["acme/zero", "acme/fifo"].iter().enumerate() {
+        let body = push_body(repo, "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+        let reply = daemon.post("/hooks", &github_push(&body, "s", &format!("dev-{i}")), &body);
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let job = daemon.wait_job(reply.job_ids()[0]);
+        assert_eq!(job.state, JobState::Failed, "{repo}");
+        let reason = job.reason.clone().unwrap_or_default();
+        assert!(reason.contains("not a regular file"), "{repo}: {reason}");
+        assert!(!work.join(format!("ran-{}", job.id)).exists(), "no action ran for {repo}");
+    }
+    let status = read(&std::path::PathBuf::from(format!("/proc/{}/status", daemon.child.id())));
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kb < 200 * 1024, "the daemon's peak memory is {rss_kb} kB");
+    assert_eq!(daemon.get("/health").status, 200);
+}
