@@ -131,3 +131,60 @@ fn the_readme_refresh_of_github_ranges_feeds_allow_from() {
     assert!(out.status.success());
     crate::common::eventually("the new list", || from("203.0.113.9", "gh-4") == 202);
 }
+
+/// The trusted proxy writes `Forwarded`: a client's own `X-Forwarded-For`, passed through
+/// untouched, does not name the client; a hop that cannot be read ends the walk (the one before
+/// it is not believed).
+#[test]
+fn a_forged_forwarding_header_does_not_pass_allow_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0, allow_from: [\"192.30.252.0/22\"], trusted_proxies: [127.0.0.3] }\n\
+                entries:\n  site:\n    secret: s\n    actions: [\"true\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+    let with = |id: &str, extra: &[(&str, &str)]| {
+        let (mut h, b) = push(id);
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        exchange(connect_from("127.0.0.3", daemon.addr), &h, &b)
+    };
+    let (status, answer) =
+        with("fw-1", &[("X-Forwarded-For", "192.30.252.9"), ("Forwarded", "for=203.0.113.5;proto=https")]);
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("203.0.113.5"), "{answer}");
+    let (status, answer) = with("fw-2", &[("Forwarded", "for=\"192.30.252.9\";proto=https")]);
+    assert_eq!(status, 202, "{answer}");
+    for (i, junk) in ["192.30.252.9, not-an-address", "192.30.252.9, unknown", "192.30.252.9,"].iter().enumerate() {
+        let (status, answer) = with(&format!("fw-x{i}"), &[("X-Forwarded-For", junk)]);
+        assert_eq!(status, 403, "X-Forwarded-For: {junk}: {answer}");
+    }
+    let (status, answer) = with("fw-3", &[("Forwarded", "for=192.30.252.9, for=_hidden")]);
+    assert_eq!(status, 403, "{answer}");
+}
+
+/// Every connection from nginx comes from its address: a burst of more than
+/// `max_connections_per_address` through a trusted proxy is served (the proxy limits its
+/// clients itself), while any other address keeps its share.
+#[test]
+fn a_burst_through_a_trusted_proxy_is_not_cut_at_the_per_address_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0, max_connections_per_address: 4, header_timeout: 60s }\n\
+                entries:\n  site:\n    secret: s\n    actions: [\"true\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+    // Ten connections held open from the proxy's address (127.0.0.1, trusted by default).
+    let held: Vec<_> = (0..10).map(|_| connect_from("127.0.0.1", daemon.addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (h, b) = push("burst-1");
+    let (status, answer) = exchange(connect_from("127.0.0.1", daemon.addr), &h, &b);
+    assert_eq!(status, 202, "the eleventh connection from the proxy: {answer}");
+    for (i, c) in held.iter().enumerate() {
+        use std::io::Read;
+        let mut c: &std::net::TcpStream = c;
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        assert!(c.read(&mut [0u8; 1]).is_err(), "held connection {i} was closed");
+    }
+    // Another address still has its share of four.
+    let others: Vec<_> = (0..4).map(|_| connect_from("127.0.0.2", daemon.addr)).collect();
+    let (h, b) = push("burst-2");
+    let (status, _) = exchange(connect_from("127.0.0.2", daemon.addr), &h, &b);
+    assert_eq!(status, 0, "the fifth from 127.0.0.2 is closed without an answer");
+    drop((held, others));
+}
