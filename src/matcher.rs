@@ -367,13 +367,20 @@ impl Matcher {
     }
 
     /// `match.action`: the normalised action or the host's own word, for events that have
-    /// actions (a push in the same entry is not filtered by it).
+    /// actions (a push in the same entry is not filtered by it). A normalised word is only ever
+    /// the normalised action: `closed` never matches a merge, though GitHub, Gitea and Gogs
+    /// call a merge `closed`; a host's own word that is not one of them (`close`, `fulfilled`)
+    /// matches as written.
     fn check_action(&self, event: &Event) -> Result<(), String> {
         if self.actions.is_empty() || (event.kind != EventKind::PullRequest && event.action.is_none()) {
             return Ok(());
         }
         let have = [event.action.as_deref(), event.provider_action.as_deref()];
-        if self.actions.iter().any(|want| have.contains(&Some(want.as_str()))) {
+        let fits = |want: &str| {
+            have[0] == Some(want)
+                || (!crate::event::PR_ACTIONS.contains(&want) && have[1] == Some(want))
+        };
+        if self.actions.iter().any(|want| fits(want)) {
             return Ok(());
         }
         let what = match (have[0], have[1]) {

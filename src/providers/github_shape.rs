@@ -125,7 +125,10 @@ fn pull_request(event: &mut Event, json: &Value) {
 
 /// A CI run (GitHub, and Gitea/Forgejo since they send it): a finished run is a `ci` event on
 /// the branch it ran on (none for a fork's), for the commit it tested; one still requested or
-/// running keeps the host's name.
+/// running keeps the host's name. Finished means the delivery of its `completed` action: a run
+/// waiting for approval is sent as `requested` with the status `completed` (conclusion
+/// `action_required`), and its real end comes later, so it is not one. A payload without an
+/// action (an older Gitea) is read from the run's status.
 fn workflow_run(event: &mut Event, json: &Value) {
     let run = json.get("workflow_run").unwrap_or(&Value::Null);
     let branch = string_at(run, "/head_branch");
@@ -140,7 +143,8 @@ fn workflow_run(event: &mut Event, json: &Value) {
     event.head = run.get("head_commit").filter(|h| !h.is_null()).map(commit_of);
     event.pusher = first_str(json, &["/sender/login", "/sender/username"]);
     let status = string_at(run, "/status");
-    let conclusion = (status == "completed").then(|| ci_conclusion(&string_at(run, "/conclusion")));
+    let finished = event.action.as_deref().map_or(status == "completed", |a| a == "completed");
+    let conclusion = finished.then(|| ci_conclusion(&string_at(run, "/conclusion")));
     if conclusion.is_some() {
         event.kind = EventKind::Ci;
     }

@@ -409,3 +409,48 @@ fn a_ci_run_of_a_forks_branch_matches_no_branch() {
     let reply = send_body(&daemon, &headers, &serde_json::to_vec(&gl).unwrap());
     assert!(ignored(&reply).contains("has no branch"), "{}", reply.body);
 }
+
+/// GitHub sends a run that waits for approval as `requested` with the status `completed`:
+/// only the delivery of its `completed` action is the finished run (`event: ci` fires once).
+#[test]
+fn a_requested_workflow_run_is_not_a_finished_ci_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings("  after-ci:\n    match: { event: ci }\n    ACTIONS\n");
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let headers =
+        json_headers(&[("X-GitHub-Event", "workflow_run"), ("X-Hub-Signature-256", "SIGNED-BY-RUN.PY")]);
+    for name in ["github/workflow_run-requested-action-required.json", "github/workflow_run-requested.json"] {
+        let body = std::fs::read(fixtures().join(name)).unwrap();
+        let reply = send_body(&daemon, &headers, &body);
+        assert!(ignored(&reply).contains("workflow_run"), "{name}: {}", reply.body);
+    }
+    let body = std::fs::read(fixtures().join("github/workflow_run-completed.json")).unwrap();
+    let jobs = ran(&daemon, &send_body(&daemon, &headers, &body));
+    assert_eq!(jobs[0].1["WH_EVENT"], "ci");
+}
+
+/// `action: closed` means closed without merging, on every host: GitHub, Gitea and Gogs call a
+/// merge `closed`, and the normalised word wins over theirs. A host's own word that differs
+/// (GitLab's `close`) still matches as written.
+#[test]
+fn closed_never_matches_a_merged_pull_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = settings(
+        "  closed:\n    match: { event: pull_request, action: closed }\n    ACTIONS\n\
+         \x20 close:\n    match: { event: pull_request, action: close }\n    ACTIONS\n",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    for name in ["github/pull_request-closed-merged.json", "gitea/pull_request-closed-merged.json"] {
+        let req = crate::common::request(name);
+        let body = ignored(&send_body(&daemon, &req.headers, &req.body));
+        assert!(body.contains("action is merged (closed), the entry wants closed"), "{name}: {body}");
+    }
+    let req = crate::common::request("github/pull_request-closed.json");
+    let jobs = ran(&daemon, &send_body(&daemon, &req.headers, &req.body));
+    assert_eq!(jobs.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["closed"]);
+    let req = crate::common::request("gitlab/merge_request-closed.json");
+    let jobs = ran(&daemon, &send_body(&daemon, &req.headers, &req.body));
+    let mut names: Vec<&str> = jobs.iter().map(|(e, _)| e.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["close", "closed"]);
+}
