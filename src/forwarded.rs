@@ -107,10 +107,8 @@ mod tests {
         let junk = headers(&[("forwarded", "for=203.0.113.9, proto=https")]);
         assert_eq!(client(ip("127.0.0.1"), &junk, &trusted), UNKNOWN);
         // The proxy writes Forwarded: a client's own X-Forwarded-For is its word, not read.
-        let both = headers(&[
-            ("x-forwarded-for", "192.30.252.1"),
-            ("forwarded", "for=198.51.100.7;proto=https"),
-        ]);
+        let both =
+            headers(&[("x-forwarded-for", "192.30.252.1"), ("forwarded", "for=198.51.100.7;proto=https")]);
         assert_eq!(client(ip("127.0.0.1"), &both, &trusted), ip("198.51.100.7"));
         let upper = headers(&[("forwarded", "For=198.51.100.8")]);
         assert_eq!(client(ip("127.0.0.1"), &upper, &trusted), ip("198.51.100.8"));

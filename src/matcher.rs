@@ -377,8 +377,7 @@ impl Matcher {
         }
         let have = [event.action.as_deref(), event.provider_action.as_deref()];
         let fits = |want: &str| {
-            have[0] == Some(want)
-                || (!crate::event::PR_ACTIONS.contains(&want) && have[1] == Some(want))
+            have[0] == Some(want) || (!crate::event::PR_ACTIONS.contains(&want) && have[1] == Some(want))
         };
         if self.actions.iter().any(|want| fits(want)) {
             return Ok(());

@@ -241,8 +241,6 @@ fn refused_signature(key: &str, whom: &str, error: &AuthError, client: std::net:
 enum HookError {
     #[error("{0}")]
     NoRoute(String),
-    #[error("no entry \"{0}\" in the settings")]
-    NoEntry(String),
     #[error("method not allowed: webhooks are POST; /health, /metrics and /jobs/<id> are GET")]
     Method,
     #[error("body larger than max_body ({0} bytes)")]
@@ -271,7 +269,7 @@ enum HookError {
 impl HookError {
     fn status(&self) -> StatusCode {
         match self {
-            HookError::NoRoute(_) | HookError::NoEntry(_) => StatusCode::NOT_FOUND,
+            HookError::NoRoute(_) => StatusCode::NOT_FOUND,
             HookError::Method => StatusCode::METHOD_NOT_ALLOWED,
             HookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HookError::SlowBody => StatusCode::REQUEST_TIMEOUT,
@@ -289,7 +287,7 @@ impl HookError {
     /// The `result` label of `/metrics` for this refusal.
     fn result(&self) -> &'static str {
         match self {
-            HookError::NoRoute(_) | HookError::NoEntry(_) => "not_found",
+            HookError::NoRoute(_) => "not_found",
             HookError::Method => "method_not_allowed",
             HookError::TooLarge(_) => "too_large",
             HookError::SlowBody => "too_slow",
@@ -520,7 +518,16 @@ fn authenticate_then_normalise(
     provider: Provider,
     request: &Received,
 ) -> Result<Authentic, HookError> {
-    let entry = settings.entry(name).ok_or_else(|| HookError::NoEntry(name.to_string()))?;
+    let Some(entry) = settings.entry(name) else {
+        // Answered as a wrong signature would be, after the same work: which names are entries
+        // is not for a stranger to learn.
+        let error = match providers::authenticate(provider, &request.headers, &request.body, decoy(), false) {
+            Err(e) => e,
+            Ok(()) => AuthError::NoEntry,
+        };
+        let whom = format!("entry {:?} (no entry has that name)", name.chars().take(64).collect::<String>());
+        return Err(HookError::Unauthentic { error, whom, key: "an entry not in the settings".into() });
+    };
     let entries = authenticate(&[entry], provider, &request.headers, &request.body).map_err(|error| {
         let whom = format!("entry \"{name}\"");
         HookError::Unauthentic { error, key: whom.clone(), whom }
@@ -528,6 +535,23 @@ fn authenticate_then_normalise(
     let quick = providers::quick::push(provider, &request.headers, &request.body);
     let events = events_of(entries.iter(), quick, provider, request)?;
     Ok(Authentic { entries, events })
+}
+
+/// A secret no request is signed with: what a request for an entry that does not exist is
+/// checked against, so that its answer is the one of a wrong secret.
+fn decoy() -> &'static crate::settings::Secret {
+    static DECOY: std::sync::OnceLock<crate::settings::Secret> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+        if read.is_err() {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            bytes[..16].copy_from_slice(&nanos.as_nanos().to_le_bytes());
+        }
+        crate::settings::Secret::new(hex::encode(bytes))
+    })
 }
 
 /// Routed: the repository in the payload says which entries to authenticate against, so the

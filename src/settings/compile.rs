@@ -51,6 +51,9 @@ fn allow_from(
     }
 }
 
+/// The longest path a Unix socket can be bound at (`sun_path` is 108 bytes, with its NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
 /// An address list (`allow_from`, `trusted_proxies`): addresses, networks, and names of
 /// `networks:` lists, which stand for their items.
 fn address_list(items: &[String], networks: &Networks) -> Result<Nets, Vec<String>> {
@@ -178,6 +181,17 @@ pub(super) fn server(
     }
     if let Some(dir) = &raw.state_dir {
         server.state_dir = base.join(dir);
+    }
+    // The control socket lives in state_dir, and a Unix socket's path has room for 107 bytes.
+    let socket = server.state_dir.join("control.sock");
+    let length = socket.as_os_str().len();
+    if length > SOCKET_PATH_MAX {
+        bad(format!(
+            "state_dir {}: the control socket {} would be {length} bytes long, and a Unix socket's path \
+             holds at most {SOCKET_PATH_MAX}: choose a shorter state_dir",
+            server.state_dir.display(),
+            socket.display()
+        ));
     }
     if let Some(url) = &raw.public_url {
         let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));

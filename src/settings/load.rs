@@ -44,6 +44,13 @@ pub(super) fn load(
     let targets = super::reporting::targets(&source, &main.notify, env, &mut problems);
     let files = sources.iter().map(|s| s.file.clone()).collect();
     let entries = entries(sources, &networks, &targets, secrets, env, &mut problems);
+    if entries.is_empty() && problems.is_empty() {
+        // Settings with nothing to run are a file caught half-written (`entries:` and no more)
+        // far more often than a wish: a reload to them would silently stop every deploy.
+        let message = "no entries in the settings nor in any included file: refused, as a file being \
+                       written would be; to run nothing, stop the daemon";
+        problems.push(problem(&source, None, None, message.into()));
+    }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -246,7 +253,10 @@ fn warnings(entry: &Entry) -> Vec<Problem> {
 
 /// Whether `text` holds no YAML content: only blanks, comments and document markers.
 fn is_empty(text: &str) -> bool {
-    text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
+    text.trim_start_matches('\u{feff}')
+        .lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
 }
 
 fn valid_entry_name(name: &str) -> bool {

@@ -138,7 +138,8 @@ fn the_readme_refresh_of_github_ranges_feeds_allow_from() {
 #[test]
 fn a_forged_forwarding_header_does_not_pass_allow_from() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = "server: { listen: 127.0.0.1:0, allow_from: [\"192.30.252.0/22\"], trusted_proxies: [127.0.0.3] }\n\
+    let yaml =
+        "server: { listen: 127.0.0.1:0, allow_from: [\"192.30.252.0/22\"], trusted_proxies: [127.0.0.3] }\n\
                 entries:\n  site:\n    secret: s\n    actions: [\"true\"]\n";
     let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
     let with = |id: &str, extra: &[(&str, &str)]| {
@@ -152,7 +153,9 @@ fn a_forged_forwarding_header_does_not_pass_allow_from() {
     assert!(answer.contains("203.0.113.5"), "{answer}");
     let (status, answer) = with("fw-2", &[("Forwarded", "for=\"192.30.252.9\";proto=https")]);
     assert_eq!(status, 202, "{answer}");
-    for (i, junk) in ["192.30.252.9, not-an-address", "192.30.252.9, unknown", "192.30.252.9,"].iter().enumerate() {
+    for (i, junk) in
+        ["192.30.252.9, not-an-address", "192.30.252.9, unknown", "192.30.252.9,"].iter().enumerate()
+    {
         let (status, answer) = with(&format!("fw-x{i}"), &[("X-Forwarded-For", junk)]);
         assert_eq!(status, 403, "X-Forwarded-For: {junk}: {answer}");
     }

@@ -107,6 +107,11 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
         "entries:\n  blog: [\n",
         &["settings.yaml"],
     ),
+    (
+        "a state_dir too long for the control socket",
+        "server:\n  state_dir: /var/lib/wh-automata/a-directory-name-that-goes-on-and-on/and-on-and-on/and-on/until-it-is-too-long\nentries:\n  blog:\n    secret: x\n    actions: [\"true\"]\n",
+        &["state_dir /var/lib/wh-automata/a-directory", "a Unix socket's path holds at most 107", "choose a shorter state_dir"],
+    ),
 ];
 
 #[test]

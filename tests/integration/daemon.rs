@@ -129,9 +129,17 @@ fn bad_requests_get_clear_answers_and_change_nothing() {
     let daemon = Daemon::start(dir.path(), &[("SECRET", SECRET)]);
     let req = request("github/push.json");
     // Unknown entry.
+    // Unknown entry: answered as a wrong signature is, so entry names cannot be enumerated.
     let r = daemon.send("/hooks/nope", &req);
-    assert_eq!(r.status, 404);
-    assert!(r.json()["error"].as_str().unwrap().contains("no entry \"nope\""));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let mut other = req.headers.clone();
+    for (k, v) in &mut other {
+        if k.eq_ignore_ascii_case("X-Hub-Signature-256") {
+            *v = format!("sha256={}", "0".repeat(64));
+        }
+    }
+    let wrong = daemon.post("/hooks/gh", &other, &req.body);
+    assert_eq!((wrong.status, &wrong.body), (401, &r.body), "the same answer as a wrong secret");
     // Wrong signature, missing signature.
     let mut flipped = req.body.clone();
     flipped[10] ^= 1;
@@ -315,7 +323,7 @@ fn settings_edits_are_live_and_broken_edits_are_refused() {
     };
     let daemon = Daemon::with_settings(dir.path(), &settings("first"), &[]);
     let req = request("github/push.json");
-    assert_eq!(daemon.send("/hooks/second", &req).status, 404);
+    assert_eq!(daemon.send("/hooks/second", &req).status, 401);
 
     // Saved by rename, as editors do.
     let started = std::time::Instant::now();
@@ -324,7 +332,7 @@ fn settings_edits_are_live_and_broken_edits_are_refused() {
     eventually("the new entry answers", || daemon.send("/hooks/second", &req).status == 202);
     let took = started.elapsed();
     assert!(took < std::time::Duration::from_secs(1), "reload took {took:?}");
-    assert_eq!(daemon.send("/hooks/first", &req).status, 404);
+    assert_eq!(daemon.send("/hooks/first", &req).status, 401);
     let health = daemon.get("/health").json();
     assert_eq!(health["settings"]["state"], "loaded");
     assert_eq!(health["settings"]["reloads"], 1);
@@ -341,7 +349,7 @@ fn settings_edits_are_live_and_broken_edits_are_refused() {
     let mut req2 = request("github/push.json");
     req2.headers.retain(|(k, _)| k != "X-GitHub-Delivery");
     assert_eq!(daemon.send("/hooks/second", &req2).status, 202, "the old settings keep serving");
-    assert_eq!(daemon.send("/hooks/third", &req2).status, 404);
+    assert_eq!(daemon.send("/hooks/third", &req2).status, 401);
     assert!(daemon.log().contains("settings edit refused"));
 }
 
@@ -370,7 +378,7 @@ fn only_settings_edits_reload_and_sighup_does_too() {
     // A real edit reloads once more.
     write(dir.path(), "settings.yaml", &settings.replace("site:", "site2:"));
     eventually("the edit is live", || {
-        daemon.send("/hooks/site2", &request("github/push.json")).status != 404
+        daemon.send("/hooks/site2", &request("github/push.json")).status != 401
     });
     assert_eq!(daemon.get("/health").json()["settings"]["reloads"], 2, "{}", daemon.log());
 }

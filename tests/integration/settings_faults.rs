@@ -41,7 +41,20 @@ fn a_momentarily_empty_settings_file_changes_nothing() {
     eventually("the empty file is refused", || daemon.get("/health").json()["settings"]["state"] == "error");
     let health = daemon.get("/health").json();
     assert!(health["settings"]["problems"][0].as_str().unwrap().contains("the file is empty"), "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(daemon.send("/deploy/site", &req).status, 202, "the running settings keep serving");
+    // Caught after its first lines, or with only a byte-order mark: refused the same way.
+    for partial in ["server: { listen: 127.0.0.1:0, path: /deploy }\nentries:\n", "{}\n", "\u{feff}\n"] {
+        write(dir.path(), "settings.yaml", &full);
+        eventually("the full file is back", || daemon.get("/health").json()["status"] == "ok");
+        write(dir.path(), "settings.yaml", partial);
+        eventually(&format!("{partial:?} is refused"), || {
+            daemon.get("/health").json()["status"] == "degraded"
+        });
+        let health = daemon.get("/health").json();
+        assert_eq!(health["settings"]["state"], "error", "{health}");
+        assert_eq!(daemon.send("/deploy/site", &req).status, 202, "the running settings keep serving");
+    }
 
     std::thread::sleep(std::time::Duration::from_millis(300)); // the writer takes its time
     write(dir.path(), "settings.yaml", &full.replace("site:", "site2:"));
@@ -84,7 +97,7 @@ fn a_job_whose_entry_vanishes_waits_for_it() {
 
     // The entry goes (a valid edit), the first job ends, the second is taken: it waits.
     write(dir.path(), "settings.yaml", &without);
-    eventually("the edit is live", || daemon.send("/hooks/app", &request("github/ping.json")).status == 404);
+    eventually("the edit is live", || daemon.send("/hooks/app", &request("github/ping.json")).status == 401);
     write(dir.path(), "go", "");
     eventually("the second waits aside", || daemon.get("/health").json()["queue"]["parked"] == 1);
     assert_eq!(store.job(first).unwrap().unwrap().state, JobState::Succeeded);
@@ -101,7 +114,7 @@ fn a_job_whose_entry_vanishes_waits_for_it() {
     let fourth = push(4);
     eventually("the third runs", || store.job(third).unwrap().unwrap().state == JobState::Running);
     write(dir.path(), "settings.yaml", &without);
-    eventually("the edit is live", || daemon.send("/hooks/app", &request("github/ping.json")).status == 404);
+    eventually("the edit is live", || daemon.send("/hooks/app", &request("github/ping.json")).status == 401);
     write(dir.path(), "go", "");
     eventually("the fourth waits aside", || daemon.get("/health").json()["queue"]["parked"] == 1);
     assert!(daemon.stop().success());
