@@ -43,10 +43,11 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot set up outbound HTTPS: {e}"))?;
     let control_socket = control::bind(&state_dir)?;
     let recovered = app.recover()?;
-    // What waited in the outbox is tried again now, whatever pause its failures had reached.
-    let due = app.store.outbox_due_now()?;
-    if due > 0 {
-        info!(items = due, "undelivered statuses and messages are tried again");
+    // What waited in the outbox is tried again now, whatever pause its failures had reached
+    // (the pauses are kept in memory, on the monotonic clock).
+    let backlog = app.store.outbox_backlog()?;
+    if backlog.pending > 0 {
+        info!(items = backlog.pending, "undelivered statuses and messages are tried again");
     }
     if recovered > 0 {
         info!(jobs = recovered, "picked up jobs left unfinished by the previous run");

@@ -10,7 +10,8 @@
 //!   normalise, match, record, answer;
 //! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
 //! - [`reload`]: the file watcher that swaps in new settings when they are valid;
-//! - [`outbox`]: the sender of what jobs' changes wrote to the outbox: [`status`] (the commit
+//! - [`outbox`]: the sender of what jobs' changes wrote to the outbox (each destination on
+//!   its own [`outbox_schedule`]): [`status`] (the commit
 //!   on the host) and [`notify`] (chat, mail, a command), through [`outbound`] (the one HTTPS
 //!   client); [`notify_test`] sends the same by hand;
 //! - [`worker`]: the worker pool: one job per entry at a time, each job's end recorded once;
@@ -45,6 +46,7 @@ pub mod notify;
 pub mod notify_test;
 pub mod outbound;
 pub mod outbox;
+pub mod outbox_schedule;
 pub mod owner;
 pub mod preflight;
 pub mod providers;

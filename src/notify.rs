@@ -28,7 +28,7 @@ pub struct Context<'a> {
     pub sendmail: &'a std::path::Path,
     /// The outbox item's id: a retry of the same message carries the same id (Matrix's
     /// transaction id, the webhook's delivery header).
-    pub item: i64,
+    pub item: &'a str,
 }
 
 /// How long a command or sendmail may take.
@@ -191,7 +191,11 @@ pub async fn send(
                 header::HeaderValue::from_str(&report.kind)
                     .map_err(|_| SendError::Invalid("bad event name".into()))?,
             );
-            headers.insert("x-wh-automata-delivery", header::HeaderValue::from(cx.item));
+            headers.insert(
+                "x-wh-automata-delivery",
+                header::HeaderValue::from_str(cx.item)
+                    .map_err(|_| SendError::Invalid("bad delivery id".into()))?,
+            );
             if let Some(sig) = signature.and_then(|s| header::HeaderValue::from_str(&s).ok()) {
                 headers.insert("x-hub-signature-256", sig);
             }

@@ -69,11 +69,12 @@ pub fn run(
         for name in &notify.to {
             let Some(target) = settings.targets.get(name) else { continue };
             let url = (report.job > 0).then(|| link(report.job)).flatten();
-            // A Matrix transaction id of its own (outbox items' ids are far smaller).
+            // A delivery id of its own, in a form no outbox item has (`<store id>-<item id>`).
+            let id = format!("test-{}-{}", now_ms(), std::process::id());
             let cx = crate::notify::Context {
                 link: url.as_deref(),
                 sendmail: &settings.server.sendmail,
-                item: now_ms(),
+                item: &id,
             };
             let result = runtime.block_on(crate::notify::send(&client, &report, target, &cx));
             print(Tried {
@@ -98,13 +99,25 @@ pub fn run(
                 status.kind = status.state.clone();
                 let remote = store.and_then(|s| s.remote_id(job.id, crate::report::STATUS).ok().flatten());
                 let url = link(job.id);
-                let sent = runtime.block_on(crate::status::send(
-                    &client,
-                    &status,
-                    sink,
-                    url.as_deref(),
-                    remote.as_deref(),
-                ));
+                let sent = runtime.block_on(async {
+                    let to = crate::status::destination(&status, sink).map_err(|e| match e {
+                        crate::status::Unsendable::Invalid(why) => crate::outbound::SendError::Invalid(why),
+                        crate::status::Unsendable::NotPublic(np) => {
+                            crate::outbound::SendError::Invalid(format!(
+                            "the repository is on {:?}, not its provider's public host: set status.api_url",
+                            np.host.chars().take(100).collect::<String>()
+                        ))
+                        }
+                    })?;
+                    let deployment = match remote {
+                        None if to.is_deployment(sink) => {
+                            Some(crate::status::create_deployment(&client, &status, sink, &to).await?)
+                        }
+                        other => other,
+                    };
+                    crate::status::send(&client, &status, sink, &to, url.as_deref(), deployment.as_deref())
+                        .await
+                });
                 print(Tried {
                     what,
                     result: sent

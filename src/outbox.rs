@@ -1,10 +1,23 @@
 //! The outbox's sender: delivers the statuses and messages that jobs' changes wrote to the
 //! store, one lane at a time in order (one entry and commit for statuses, one target and entry
-//! for messages), several lanes at once. A failed item is tried again with growing pauses
-//! (from 250 ms, doubling, at most 5 minutes) for `server.notify_retry_for`; an item a server
-//! refuses as malformed is dropped at once. Undelivered items stay in the store across restarts
+//! for messages), several lanes at once. Undelivered items stay in the store across restarts
 //! and kill -9. Failures are logged at WARN with the target's name, never its URL or token, at
 //! most once a minute per target (the others at DEBUG, counted in the next warning).
+//!
+//! # Schedule
+//!
+//! Lanes share a destination ([`crate::store::destination`]: an entry's status API, or one
+//! target), and a destination that fails fails for all of its lanes: so each destination has its
+//! own schedule ([`crate::outbox_schedule`]), on the monotonic clock. One that answers has up to
+//! [`PER_DEST`] lanes in flight; one that failed is paused (from 250 ms, doubling, at most
+//! 5 minutes), then tried with one item at a time until it answers again. A dead API thus holds
+//! a few places at most, and the others' items go out meanwhile. An item is tried for
+//! `server.notify_retry_for`; one a server refuses as malformed is dropped at once.
+//!
+//! Each round reads, for each destination of the settings, only as many heads as it may send,
+//! through an index: the work per round does not grow with the backlog. Items whose entry or
+//! target has left the settings are looked for when the settings change and once a minute, and
+//! dropped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,21 +25,24 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::app::{blocking, App};
 use crate::metrics::TargetLabels;
 use crate::outbound::{Outbound, SendError};
+use crate::outbox_schedule::Schedule;
 use crate::report::{Report, STATUS};
-use crate::store::{now_ms, Item};
+use crate::settings::Settings;
+use crate::store::{now_ms, Item, StoreError};
 use crate::throttle::Throttle;
 
-/// Lanes delivered at once.
+/// Lanes delivered at once, in all.
 const IN_FLIGHT: usize = 16;
-/// The first pause after a failure, doubled each time.
-const FIRST_PAUSE_MS: i64 = 250;
-/// The longest pause between tries.
-const MOST_PAUSE_MS: i64 = 5 * 60 * 1000;
+/// Lanes of one destination delivered at once while it answers.
+pub const PER_DEST: usize = 4;
+/// How often items for an entry or target no longer in the settings are looked for.
+const STRAYS_EVERY: Duration = Duration::from_secs(60);
 /// How long the sender goes on delivering what is due once the daemon stops.
 const FLUSH: Duration = Duration::from_secs(3);
 
@@ -39,32 +55,56 @@ enum Sent {
     Failed(SendError),
 }
 
+/// The destinations the settings have: each entry's statuses, each notification target.
+fn destinations(settings: &Settings) -> Vec<String> {
+    let statuses = settings
+        .entries
+        .iter()
+        .filter(|e| e.status.is_some())
+        .map(|e| crate::store::destination(STATUS, &e.name));
+    let targets = settings.targets.keys().map(|t| format!("notify:{t}"));
+    statuses.chain(targets).collect()
+}
+
 /// Delivers the outbox until `stop` turns true (then goes on for a short while with what is due).
 pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<bool>) {
     let mut flying: JoinSet<(Item, Sent)> = JoinSet::new();
     let mut lanes: HashSet<String> = HashSet::new();
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut schedule = Schedule::default();
+    let mut deadline: Option<Instant> = None;
+    let mut known: Vec<String> = Vec::new();
+    let mut strays_at = Instant::now();
     loop {
+        let now = Instant::now();
+        let dests = destinations(&app.settings());
+        let mut wanted = schedule.wanted(&dests, now, IN_FLIGHT.saturating_sub(lanes.len()));
+        let look_for_strays = dests != known || now >= strays_at;
         let store = app.store.clone();
-        let heads = match blocking(move || store.outbox_heads(256)).await {
-            Ok(heads) => heads,
-            Err(e) => {
-                warn!(error = %e, "cannot read the outbox; trying again");
-                Vec::new()
-            }
+        let read = {
+            let (dests, wanted) = (dests.clone(), std::mem::take(&mut wanted));
+            blocking(move || -> Result<Vec<Item>, StoreError> {
+                let mut items = Vec::new();
+                for (dest, n) in &wanted {
+                    items.extend(store.outbox_heads(dest, *n)?);
+                }
+                if look_for_strays {
+                    items.extend(store.outbox_strays(&dests, IN_FLIGHT)?);
+                }
+                Ok(items)
+            })
+            .await
         };
-        let now = now_ms();
-        let mut wake_at: Option<i64> = None;
-        for (item, next_at) in heads {
-            if lanes.contains(&item.lane) {
+        if look_for_strays {
+            known = dests;
+            strays_at = now + STRAYS_EVERY;
+        }
+        let heads = read.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the outbox; trying again");
+            Vec::new()
+        });
+        for item in heads {
+            if lanes.len() >= IN_FLIGHT || lanes.contains(&item.lane) || !schedule.take(&item.dest, now) {
                 continue;
-            }
-            if next_at > now {
-                wake_at = Some(wake_at.map_or(next_at, |w| w.min(next_at)));
-                continue;
-            }
-            if lanes.len() >= IN_FLIGHT {
-                break;
             }
             lanes.insert(item.lane.clone());
             let (app, client) = (app.clone(), client.clone());
@@ -73,13 +113,12 @@ pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<
                 (item, sent)
             });
         }
-        if deadline.is_some() && flying.is_empty() && wake_at.is_none_or(|w| w > now) {
+        let wake_at = schedule.next_wake(now);
+        if deadline.is_some() && flying.is_empty() {
             return;
         }
-        let pause = match wake_at {
-            Some(at) => Duration::from_millis((at - now).max(1) as u64),
-            None => Duration::from_secs(60),
-        };
+        let pause = wake_at
+            .map_or(STRAYS_EVERY, |at| at.saturating_duration_since(now).max(Duration::from_millis(1)));
         let stopping = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -93,7 +132,9 @@ pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<
             Some(done) = flying.join_next() => {
                 if let Ok((item, sent)) = done {
                     lanes.remove(&item.lane);
-                    settle(&app, &item, sent).await;
+                    let failed = matches!(&sent, Sent::Failed(e) if !e.is_permanent());
+                    schedule.ended(&item.dest, failed, Instant::now());
+                    settle(&app, &item, sent, schedule.pause(&item.dest)).await;
                 }
             }
             _ = tokio::time::sleep(pause) => {}
@@ -101,7 +142,7 @@ pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<
                 if deadline.is_some() {
                     return;
                 }
-                deadline = Some(tokio::time::Instant::now() + FLUSH);
+                deadline = Some(Instant::now() + FLUSH);
             }
         }
     }
@@ -129,23 +170,7 @@ async fn send(app: &App, client: &Outbound, item: &Item) -> Sent {
             return Sent::Dropped("the entry no longer has `status:` in the settings".into());
         };
         drop(settings);
-        let store = app.store.clone();
-        let job = item.job;
-        let remote = match blocking(move || store.remote_id(job, STATUS)).await {
-            Ok(r) => r,
-            Err(e) => return Sent::Failed(SendError::Transport(format!("job store: {e}"))),
-        };
-        match crate::status::send(client, &report, &sink, link.as_deref(), remote.as_deref()).await {
-            Ok(Some(made)) if remote.as_deref() != Some(made.as_str()) => {
-                let store = app.store.clone();
-                if let Err(e) = blocking(move || store.set_remote_id(job, STATUS, &made)).await {
-                    warn!(job, error = %e, "cannot record the host's deployment id");
-                }
-                Sent::Delivered
-            }
-            Ok(_) => Sent::Delivered,
-            Err(e) => Sent::Failed(e),
-        }
+        send_status(app, client, item, &report, &sink, link.as_deref()).await
     } else {
         let name = target_name(item);
         let Some(target) = settings.targets.get(name).cloned() else {
@@ -153,7 +178,7 @@ async fn send(app: &App, client: &Outbound, item: &Item) -> Sent {
         };
         let sendmail = settings.server.sendmail.clone();
         drop(settings);
-        let cx = crate::notify::Context { link: link.as_deref(), sendmail: &sendmail, item: item.id };
+        let cx = crate::notify::Context { link: link.as_deref(), sendmail: &sendmail, item: &item.delivery };
         match crate::notify::send(client, &report, &target, &cx).await {
             Ok(()) => Sent::Delivered,
             Err(e) => Sent::Failed(e),
@@ -161,9 +186,60 @@ async fn send(app: &App, client: &Outbound, item: &Item) -> Sent {
     }
 }
 
+/// Events of hosts that get no status for want of `status.api_url` are warned about once a day
+/// per entry and host.
+static NOT_PUBLIC: Throttle = Throttle::new(Duration::from_secs(24 * 60 * 60));
+
+/// One try of a status. A GitHub deployment is made first, and its id recorded before any of
+/// its statuses is posted: a failed post is tried again on the same deployment.
+async fn send_status(
+    app: &App,
+    client: &Outbound,
+    item: &Item,
+    report: &Report,
+    sink: &crate::settings::StatusSink,
+    link: Option<&str>,
+) -> Sent {
+    let to = match crate::status::destination(report, sink) {
+        Ok(to) => to,
+        Err(crate::status::Unsendable::Invalid(why)) => return Sent::Dropped(why),
+        Err(crate::status::Unsendable::NotPublic(np)) => {
+            let host: String = np.host.chars().take(100).collect();
+            if NOT_PUBLIC.admit(&format!("{}\n{host}", item.entry)).is_some() {
+                warn!(entry = %item.entry, host = ?host, "no commit status: the event's repository is not on its \
+                    provider's public host, and the entry's status has no api_url (set status.api_url to this \
+                    host's API to report to it)");
+            }
+            return Sent::Dropped(format!("the repository is on {host:?}, and status.api_url is not set"));
+        }
+    };
+    let job = item.job;
+    let store = app.store.clone();
+    let mut deployment = match blocking(move || store.remote_id(job, STATUS)).await {
+        Ok(r) => r,
+        Err(e) => return Sent::Failed(SendError::Transport(format!("job store: {e}"))),
+    };
+    if deployment.is_none() && to.is_deployment(sink) {
+        let made = match crate::status::create_deployment(client, report, sink, &to).await {
+            Ok(made) => made,
+            Err(e) => return Sent::Failed(e),
+        };
+        let store = app.store.clone();
+        let id = made.clone();
+        if let Err(e) = blocking(move || store.set_remote_id(job, STATUS, &id)).await {
+            warn!(job, error = %e, "cannot record the host's deployment id");
+        }
+        deployment = Some(made);
+    }
+    match crate::status::send(client, report, sink, &to, link, deployment.as_deref()).await {
+        Ok(()) => Sent::Delivered,
+        Err(e) => Sent::Failed(e),
+    }
+}
+
 /// Records how a try ended: delivered or dropped items go, failed ones wait for their next try
 /// (or are given up after `notify_retry_for`).
-async fn settle(app: &App, item: &Item, sent: Sent) {
+async fn settle(app: &App, item: &Item, sent: Sent, pause: Duration) {
     let target = target_name(item).to_string();
     let count = |result: &'static str| {
         app.metrics.notifications.get_or_create(&TargetLabels { target: target.clone(), result }).inc();
@@ -197,8 +273,7 @@ async fn settle(app: &App, item: &Item, sent: Sent) {
                     "{what} not delivered within notify_retry_for: given up");
                 blocking(move || store.outbox_done(id)).await
             } else {
-                let pause =
-                    FIRST_PAUSE_MS.saturating_mul(1i64 << item.attempts.clamp(0, 20)).min(MOST_PAUSE_MS);
+                let pause = pause.as_millis() as i64;
                 match WARNINGS.admit(&target) {
                     Some(held_back) => {
                         warn!(job, target = %target, kind, error = %e, attempts = item.attempts + 1,

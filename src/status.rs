@@ -112,35 +112,38 @@ fn origin(url: &str) -> Option<(&str, &str)> {
     (end > after).then(|| (&url[..end], &url[end..]))
 }
 
-/// The API base of a report's host, when `status.api_url` does not give it: from the
-/// repository's URL as the event sent it.
-pub fn api_base(host: Host, report: &Report) -> Result<String, SendError> {
-    let cannot = || {
-        SendError::Invalid(format!(
-            "cannot tell the host's API from the repository URL \"{}\": set status.api_url",
-            report.repo_url
-        ))
-    };
-    let (origin, path) = origin(&report.repo_url).ok_or_else(cannot)?;
-    let path = path.trim_end_matches('/').trim_end_matches(".git");
-    // A self-hosted host may live under a path: what is before the repository's own path.
-    let prefix = |repo_path: &str| -> Result<String, SendError> {
-        let lower = path.to_ascii_lowercase();
-        let at = lower.rfind(&format!("/{}", repo_path.to_ascii_lowercase())).ok_or_else(cannot)?;
-        Ok(format!("{origin}{}", &path[..at]))
-    };
-    Ok(match host {
-        Host::Github if origin == "https://github.com" => "https://api.github.com".into(),
-        Host::Github => format!("{}/api/v3", prefix(&report.repo)?),
-        Host::Gitea => format!("{}/api/v1", prefix(&report.repo)?),
-        Host::Gitlab => format!("{}/api/v4", prefix(&report.repo)?),
-        Host::BitbucketCloud => "https://api.bitbucket.org/2.0".into(),
-        // Clone URLs are <base>/scm/<project>/<repo>.git.
-        Host::BitbucketServer => {
-            let at = path.to_ascii_lowercase().rfind("/scm/").ok_or_else(cannot)?;
-            format!("{origin}{}", &path[..at])
-        }
-    })
+/// The public host of each provider that has one, and its API: the only API a token goes to
+/// without `status.api_url`.
+const PUBLIC: [(Host, &str, &str); 3] = [
+    (Host::Github, "https://github.com", "https://api.github.com"),
+    (Host::Gitlab, "https://gitlab.com", "https://gitlab.com/api/v4"),
+    (Host::BitbucketCloud, "https://bitbucket.org", "https://api.bitbucket.org/2.0"),
+];
+
+/// Why a report gets no status without `status.api_url`: its repository does not live on its
+/// provider's public host. `host` is where the event says it lives (for the warning), as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotPublic {
+    pub host: String,
+}
+
+/// The API a report's status goes to: `status.api_url` when the settings name one, else the
+/// provider's own public API over HTTPS, and only for an event whose repository lives on that
+/// public host. The event's URLs never choose where the token goes: a signed payload naming
+/// another host (or plain HTTP) gets no status, and so does an event of a self-hosted server
+/// (GitHub Enterprise, GitLab, Gitea, Forgejo, Bitbucket Server) until `api_url` names it.
+pub fn api_base(host: Host, report: &Report, sink: &StatusSink) -> Result<String, NotPublic> {
+    if let Some(api) = &sink.api_url {
+        return Ok(api.clone());
+    }
+    let event_origin = origin(&report.repo_url).map(|(o, _)| o).unwrap_or_default();
+    PUBLIC
+        .iter()
+        .find(|(h, public, _)| *h == host && event_origin.eq_ignore_ascii_case(public))
+        .map(|(_, _, api)| api.to_string())
+        .ok_or_else(|| NotPublic {
+            host: if event_origin.is_empty() { report.repo_url.clone() } else { event_origin.to_string() },
+        })
 }
 
 /// Whether a repository name from an event can go into an API path as it is: segments of
@@ -202,38 +205,69 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Sends the status of `report`. `link`: the job's page, if the daemon has a public URL.
-/// `remote`: GitHub's deployment for this job, when one was made; the one made now is returned.
+/// Where and for what a report's status goes, once checked: the API, the host, the commit and
+/// repository as they may go into a path.
+pub struct Destination {
+    host: Host,
+    api: String,
+}
+
+/// Why a report's status cannot be sent at all.
+#[derive(Debug)]
+pub enum Unsendable {
+    /// The repository is not on its provider's public host and the settings name no API.
+    NotPublic(NotPublic),
+    Invalid(String),
+}
+
+/// Checks that `report` can get a status through `sink`, and where it goes.
+pub fn destination(report: &Report, sink: &StatusSink) -> Result<Destination, Unsendable> {
+    let host = Host::of(report)
+        .ok_or_else(|| Unsendable::Invalid(format!("{} has no commit status API", report.provider)))?;
+    let api = api_base(host, report, sink).map_err(Unsendable::NotPublic)?;
+    let sha = &report.commit;
+    if !sha.bytes().all(|b| b.is_ascii_hexdigit()) || sha.is_empty() {
+        return Err(Unsendable::Invalid("the event names no commit".into()));
+    }
+    if !safe_repo(&report.repo) {
+        return Err(Unsendable::Invalid(format!(
+            "the repository name {:?} is not one to put in an API path",
+            report.repo.chars().take(100).collect::<String>()
+        )));
+    }
+    Ok(Destination { host, api })
+}
+
+impl Destination {
+    /// Whether this status is a GitHub deployment's, which needs the deployment made first.
+    pub fn is_deployment(&self, sink: &StatusSink) -> bool {
+        self.host == Host::Github && sink.deployment.is_some()
+    }
+}
+
+/// Sends the status of `report` to `to`. `link`: the job's page, if the daemon has a public
+/// URL. `deployment`: GitHub's deployment for this job (see [`create_deployment`]), for a sink
+/// with `deployment:`.
 pub async fn send(
     client: &Outbound,
     report: &Report,
     sink: &StatusSink,
+    to: &Destination,
     link: Option<&str>,
-    remote: Option<&str>,
-) -> Result<Option<String>, SendError> {
-    let host = Host::of(report)
-        .ok_or_else(|| SendError::Invalid(format!("{} has no commit status API", report.provider)))?;
-    let api = match &sink.api_url {
-        Some(api) => api.clone(),
-        None => api_base(host, report)?,
-    };
+    deployment: Option<&str>,
+) -> Result<(), SendError> {
+    let (host, api) = (to.host, to.api.as_str());
     let (phase, description) = phase(report);
     let token = sink.token.expose_str();
     let sha = &report.commit;
-    if !sha.bytes().all(|b| b.is_ascii_hexdigit()) || sha.is_empty() {
-        return Err(SendError::Invalid("the event names no commit".into()));
-    }
     let repo = &report.repo;
-    if !safe_repo(repo) {
-        return Err(SendError::Invalid(format!(
-            "the repository name {:?} is not one to put in an API path",
-            repo.chars().take(100).collect::<String>()
-        )));
-    }
     let context = &sink.context;
     let request = match host {
         Host::Github if sink.deployment.is_some() => {
-            return github_deployment(client, report, sink, &api, link, remote).await.map(Some);
+            let Some(id) = deployment else {
+                return Err(SendError::Invalid("no GitHub deployment was made for this job".into()));
+            };
+            return deployment_status(client, report, sink, api, link, id).await;
         }
         Host::Github => github_request(
             &format!("{api}/repos/{repo}/statuses/{sha}"),
@@ -272,7 +306,7 @@ pub async fn send(
         }
     };
     client.send(request).await?;
-    Ok(None)
+    Ok(())
 }
 
 /// The body of a GitHub (or Gitea) commit status.
@@ -293,54 +327,55 @@ fn github_request(url: &str, token: &str, body: &Value) -> Result<Request<Full<B
     Ok(request)
 }
 
-/// GitHub's Deployments API: the job's deployment (made at its first report), then a status
-/// of it for each change. Returns the deployment's id.
-async fn github_deployment(
+/// GitHub's Deployments API: makes the job's deployment (at its first report); returns its id,
+/// which the caller records before any status of it is posted, so that a failed post is tried
+/// again on the same deployment instead of making another.
+pub async fn create_deployment(
+    client: &Outbound,
+    report: &Report,
+    sink: &StatusSink,
+    to: &Destination,
+) -> Result<String, SendError> {
+    let environment = sink.deployment.as_deref().unwrap_or_default();
+    let body = json!({
+        "ref": report.commit,
+        "environment": environment,
+        "auto_merge": false,
+        "required_contexts": [],
+        "description": format!("{} job {}", report.entry, report.job),
+        "payload": { "job": report.job, "entry": report.entry },
+    });
+    let url = format!("{}/repos/{}/deployments", to.api, report.repo);
+    let reply = client.send(github_request(&url, sink.token.expose_str(), &body)?).await?;
+    let made: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+    match made.get("id").and_then(Value::as_i64) {
+        Some(id) => Ok(id.to_string()),
+        None => Err(SendError::Invalid(format!(
+            "GitHub made no deployment: {}",
+            made.get("message").and_then(Value::as_str).unwrap_or("no id in its answer")
+        ))),
+    }
+}
+
+/// A status of the job's GitHub deployment `id`.
+async fn deployment_status(
     client: &Outbound,
     report: &Report,
     sink: &StatusSink,
     api: &str,
     link: Option<&str>,
-    remote: Option<&str>,
-) -> Result<String, SendError> {
-    let token = sink.token.expose_str();
-    let repo = &report.repo;
+    id: &str,
+) -> Result<(), SendError> {
     let environment = sink.deployment.as_deref().unwrap_or_default();
-    let id = match remote {
-        Some(id) => id.to_string(),
-        None => {
-            let body = json!({
-                "ref": report.commit,
-                "environment": environment,
-                "auto_merge": false,
-                "required_contexts": [],
-                "description": format!("{} job {}", report.entry, report.job),
-                "payload": { "job": report.job, "entry": report.entry },
-            });
-            let reply = client
-                .send(github_request(&format!("{api}/repos/{repo}/deployments"), token, &body)?)
-                .await?;
-            let made: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
-            match made.get("id").and_then(Value::as_i64) {
-                Some(id) => id.to_string(),
-                None => {
-                    return Err(SendError::Invalid(format!(
-                        "GitHub made no deployment: {}",
-                        made.get("message").and_then(Value::as_str).unwrap_or("no id in its answer")
-                    )))
-                }
-            }
-        }
-    };
     let (phase, description) = phase(report);
     let state = word(Host::Github, true, phase);
     let mut body = json!({ "state": state, "description": description, "environment": environment });
     if let Some(link) = link {
         body["log_url"] = link.into();
     }
-    let url = format!("{api}/repos/{repo}/deployments/{id}/statuses");
-    client.send(github_request(&url, token, &body)?).await?;
-    Ok(id)
+    let url = format!("{api}/repos/{}/deployments/{id}/statuses", report.repo);
+    client.send(github_request(&url, sink.token.expose_str(), &body)?).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -373,52 +408,70 @@ mod tests {
         }
     }
 
+    /// Without `api_url`, a token goes only to the provider's public API, for a repository on
+    /// its public host; whatever the event's URLs say otherwise, there is no status.
     #[test]
-    fn api_bases_are_derived_from_the_repository_url() {
-        let cases = [
+    fn a_token_goes_only_where_the_settings_say() {
+        let sink = |api: Option<&str>| StatusSink {
+            token: crate::settings::Secret::new("t"),
+            context: "deploy".into(),
+            api_url: api.map(str::to_string),
+            deployment: None,
+        };
+        let public = [
             ("github", "push", "acme/blog", "https://github.com/acme/blog.git", "https://api.github.com"),
-            (
-                "github",
-                "push",
-                "acme/blog",
-                "https://ghe.example.com/acme/blog.git",
-                "https://ghe.example.com/api/v3",
-            ),
-            (
-                "gitea",
-                "push",
-                "acme/blog",
-                "https://git.example.com/sub/acme/blog.git",
-                "https://git.example.com/sub/api/v1",
-            ),
             (
                 "gitlab",
                 "push",
                 "g/sub/proj",
-                "http://gitlab.example.com:8080/g/sub/proj.git",
-                "http://gitlab.example.com:8080/api/v4",
+                "https://gitlab.com/g/sub/proj.git",
+                "https://gitlab.com/api/v4",
             ),
             (
                 "bitbucket",
                 "repo:push",
                 "ws/repo",
-                "https://bitbucket.org/ws/repo.git",
+                "https://bitbucket.org/ws/repo",
                 "https://api.bitbucket.org/2.0",
             ),
+        ];
+        for (provider, event, repo, url, want) in public {
+            let r = report(provider, event, repo, url);
+            assert_eq!(api_base(Host::of(&r).unwrap(), &r, &sink(None)).unwrap(), want, "{url}");
+        }
+        let elsewhere = [
+            ("github", "push", "https://ghe.example.com/acme/blog.git", "https://ghe.example.com"),
+            ("github", "push", "http://github.com/acme/blog.git", "http://github.com"),
+            (
+                "github",
+                "push",
+                "https://github.com.evil.example/acme/blog.git",
+                "https://github.com.evil.example",
+            ),
+            (
+                "github",
+                "push",
+                "https://github.com@evil.example/acme/blog.git",
+                "https://github.com@evil.example",
+            ),
+            ("gitlab", "push", "http://gitlab.example.com:8080/g/p.git", "http://gitlab.example.com:8080"),
+            ("gitea", "push", "https://codeberg.org/acme/blog.git", "https://codeberg.org"),
             (
                 "bitbucket",
                 "repo:refs_changed",
-                "PRJ/repo",
                 "https://bb.example.com/scm/prj/repo.git",
                 "https://bb.example.com",
             ),
+            ("gitea", "push", "git@git.example.com:acme/blog.git", "git@git.example.com:acme/blog.git"),
         ];
-        for (provider, event, repo, url, want) in cases {
-            let r = report(provider, event, repo, url);
-            assert_eq!(api_base(Host::of(&r).unwrap(), &r).unwrap(), want, "{url}");
+        for (provider, event, url, host) in elsewhere {
+            let r = report(provider, event, "acme/blog", url);
+            let err = api_base(Host::of(&r).unwrap(), &r, &sink(None)).unwrap_err();
+            assert_eq!(err.host, host, "{url}");
+            // With api_url, that API, whatever the event says.
+            let api = "https://git.internal.example/api/v1";
+            assert_eq!(api_base(Host::of(&r).unwrap(), &r, &sink(Some(api))).unwrap(), api);
         }
-        let ssh = report("gitea", "push", "acme/blog", "git@git.example.com:acme/blog.git");
-        assert!(api_base(Host::Gitea, &ssh).unwrap_err().to_string().contains("set status.api_url"));
     }
 
     #[test]

@@ -248,7 +248,18 @@ fn warnings(entry: &Entry) -> Vec<Problem> {
                 problem(&entry.file, entry.line, Some(&entry.name), message)
             })
         });
-    unknown.chain(regexes).collect()
+    // Gitea and Forgejo are always self-hosted: without api_url their events get no status.
+    let self_hosted = (m.provider == Some(crate::event::Provider::Gitea)
+        && entry.status.as_ref().is_some_and(|s| s.api_url.is_none()))
+    .then(|| {
+        let message =
+            "status: has no api_url, and Gitea and Forgejo are always self-hosted: their events get \
+                       no status (a token goes only to the API the settings name, or a provider's public \
+                       one); set status.api_url to https://<your server>/api/v1"
+                .to_string();
+        problem(&entry.file, entry.line, Some(&entry.name), message)
+    });
+    unknown.chain(regexes).chain(self_hosted).collect()
 }
 
 /// Whether `text` holds no YAML content: only blanks, comments and document markers.

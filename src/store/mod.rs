@@ -23,7 +23,7 @@ use crate::event::Trigger;
 pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
 use outbox::Facts;
-pub use outbox::{Backlog, Change, Item, Outgoing, Reporter};
+pub use outbox::{destination, Backlog, Change, Item, Outgoing, Reporter};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
 
@@ -702,12 +702,6 @@ impl Store {
             .query_row([entry], RawJob::read)
             .optional()?;
         row.map(RawJob::decode).transpose()
-    }
-
-    /// Every undelivered outbox item is due now (a restart tries them all again at once).
-    pub fn outbox_due_now(&self) -> Result<usize, StoreError> {
-        let n = self.conn().execute("UPDATE outbox SET next_at = ?1 WHERE next_at > ?1", [now_ms()])?;
-        Ok(n)
     }
 
     /// The most recent jobs, newest first.

@@ -81,10 +81,15 @@ pub trait Reporter: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Item {
     pub id: i64,
+    /// The item's id on the wire: the store's random id and the item's, never the same for
+    /// two items of this store or of another (and the same on each try of this one).
+    pub delivery: String,
     pub job: i64,
     pub entry: String,
     pub sink: String,
     pub lane: String,
+    /// Where it goes ([`destination`]): its lanes share a server and a token.
+    pub dest: String,
     pub kind: String,
     pub report: String,
     pub created_at: i64,
@@ -101,15 +106,26 @@ pub struct Backlog {
     pub oldest_error: Option<String>,
 }
 
-/// Writes `items` within the caller's transaction.
+/// Where the items of `sink` for `entry` go: an entry's statuses (its `api_url` and token), or
+/// one notification target.
+pub fn destination(sink: &str, entry: &str) -> String {
+    if sink == crate::report::STATUS {
+        format!("status:{entry}")
+    } else {
+        sink.to_string()
+    }
+}
+
+/// Writes `items` within the caller's transaction; the first of a lane is its head.
 pub(super) fn write(tx: &Connection, job: i64, entry: &str, items: &[Outgoing]) -> Result<(), StoreError> {
     let now = now_ms();
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO outbox (job_id, entry, sink, lane, kind, report, created_at, next_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        "INSERT INTO outbox (job_id, entry, sink, lane, dest, head, kind, report, created_at, next_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, NOT EXISTS (SELECT 1 FROM outbox WHERE lane = ?4), ?6, ?7, ?8, ?8)",
     )?;
     for item in items {
-        stmt.execute(params![job, entry, item.sink, item.lane, item.kind, item.report, now])?;
+        let dest = destination(&item.sink, entry);
+        stmt.execute(params![job, entry, item.sink, item.lane, dest, item.kind, item.report, now])?;
     }
     Ok(())
 }
@@ -133,19 +149,23 @@ pub(super) fn streak(tx: &Connection, entry: &str, state: JobState) -> Result<Op
     Ok(Some(was.unwrap_or(false)))
 }
 
-const ITEM_COLUMNS: &str = "id, job_id, entry, sink, lane, kind, report, created_at, attempts";
+const ITEM_COLUMNS: &str =
+    "id, (SELECT value FROM meta WHERE key = 'store_id') || '-' || id, job_id, entry, \
+                            sink, lane, dest, kind, report, created_at, attempts";
 
 fn read_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
     Ok(Item {
         id: r.get(0)?,
-        job: r.get(1)?,
-        entry: r.get(2)?,
-        sink: r.get(3)?,
-        lane: r.get(4)?,
-        kind: r.get(5)?,
-        report: r.get(6)?,
-        created_at: r.get(7)?,
-        attempts: r.get(8)?,
+        delivery: r.get(1)?,
+        job: r.get(2)?,
+        entry: r.get(3)?,
+        sink: r.get(4)?,
+        lane: r.get(5)?,
+        dest: r.get(6)?,
+        kind: r.get(7)?,
+        report: r.get(8)?,
+        created_at: r.get(9)?,
+        attempts: r.get(10)?,
     })
 }
 
@@ -159,22 +179,46 @@ impl Store {
         self.reporter.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The first item of each lane (the one that goes next), soonest due first; at most `limit`.
-    pub fn outbox_heads(&self, limit: usize) -> Result<Vec<(Item, i64)>, StoreError> {
+    /// The heads (first items) of `dest`'s lanes, those tried least recently first; at most
+    /// `limit`. Read through an index: the cost does not grow with the outbox.
+    pub fn outbox_heads(&self, dest: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {ITEM_COLUMNS}, next_at FROM outbox
-              WHERE id IN (SELECT min(id) FROM outbox GROUP BY lane)
-              ORDER BY next_at, id LIMIT ?1"
+            "SELECT {ITEM_COLUMNS} FROM outbox WHERE head = 1 AND dest = ?1 ORDER BY next_at, id LIMIT ?2"
         ))?;
-        let items =
-            stmt.query_map([limit as i64], |r| Ok((read_item(r)?, r.get(9)?)))?.collect::<Result<_, _>>()?;
+        let items = stmt.query_map(params![dest, limit as i64], read_item)?.collect::<Result<_, _>>()?;
         Ok(items)
     }
 
-    /// Item `id` was delivered (or given up): it goes.
+    /// Heads whose destination is none of `dests` (an entry or target gone from the settings),
+    /// oldest first; at most `limit`.
+    pub fn outbox_strays(&self, dests: &[String], limit: usize) -> Result<Vec<Item>, StoreError> {
+        let known = serde_json::to_string(dests).map_err(|e| StoreError::Schema(e.to_string()))?;
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ITEM_COLUMNS} FROM outbox
+              WHERE head = 1 AND dest NOT IN (SELECT value FROM json_each(?1)) ORDER BY id LIMIT ?2"
+        ))?;
+        let items = stmt.query_map(params![known, limit as i64], read_item)?.collect::<Result<_, _>>()?;
+        Ok(items)
+    }
+
+    /// Item `id` was delivered (or given up): it goes, and the next item of its lane is the
+    /// lane's head.
     pub fn outbox_done(&self, id: i64) -> Result<(), StoreError> {
-        self.conn().prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let gone: Option<(String, bool)> = tx
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING lane, head")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((lane, true)) = gone {
+            tx.prepare_cached(
+                "UPDATE outbox SET head = 1 WHERE id = (SELECT min(id) FROM outbox WHERE lane = ?1)",
+            )?
+            .execute([lane])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

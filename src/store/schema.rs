@@ -119,6 +119,49 @@ DROP INDEX IF EXISTS jobs_state;
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs(entry, git_ref, id) WHERE state = 'queued';
 ",
     },
+    Migration {
+        to: 7,
+        what: "outbox ids never reused, each item's destination, and the heads of lanes indexed",
+        // Ids were row ids, which SQLite hands out again once the newest rows are deleted: a
+        // receiver that dedupes by delivery id (Matrix does) dropped later messages. With
+        // AUTOINCREMENT an id is never handed out twice, and the store's own random id goes in
+        // front of it on the wire, so a new store (a state_dir made again) repeats none either.
+        // `head` marks the first item of each lane: the sender reads the heads of one
+        // destination through an index instead of grouping the whole outbox at every try.
+        sql: "
+CREATE TABLE outbox_v7 (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     INTEGER NOT NULL,
+    entry      TEXT NOT NULL,
+    sink       TEXT NOT NULL,
+    lane       TEXT NOT NULL,
+    -- Where the item goes: `status:<entry>` (the entry's API and token), or `notify:<target>`.
+    dest       TEXT NOT NULL,
+    -- 1 for the first item of its lane (the one that goes next), else 0.
+    head       INTEGER NOT NULL DEFAULT 0,
+    kind       TEXT NOT NULL,
+    report     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    last_error TEXT
+);
+INSERT INTO outbox_v7 (id, job_id, entry, sink, lane, dest, kind, report, created_at, attempts, next_at, last_error)
+     SELECT id, job_id, entry, sink, lane, CASE WHEN sink = 'status' THEN 'status:' || entry ELSE sink END,
+            kind, report, created_at, attempts, next_at, last_error
+       FROM outbox;
+UPDATE outbox_v7 SET head = 1 WHERE id IN (SELECT min(id) FROM outbox_v7 GROUP BY lane);
+DROP TABLE outbox;
+ALTER TABLE outbox_v7 RENAME TO outbox;
+CREATE INDEX outbox_lane ON outbox(lane, id);
+CREATE INDEX outbox_heads ON outbox(dest, next_at, id) WHERE head = 1;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
+",
+    },
 ];
 
 /// The version this program writes.

@@ -339,23 +339,36 @@ fn changes_write_outbox_items_in_order_per_lane() {
     store.mark_running(quiet).unwrap();
     store.finish(quiet, JobState::Succeeded, Some(0), None).unwrap();
     let b = new_ids(store.insert(Some("d3"), b"{}", &[job("b")]).unwrap())[0];
-    let heads = store.outbox_heads(10).unwrap();
-    assert_eq!(heads.len(), 2, "one head per lane: {heads:?}");
-    assert_eq!((heads[0].0.job, heads[0].0.kind.as_str()), (a, "queued"));
-    assert_eq!((heads[1].0.job, heads[1].0.kind.as_str()), (b, "queued"));
+    let heads = |dest: &str| store.outbox_heads(dest, 10).unwrap();
+    let (lane_a, lane_b) = (heads("status:a"), heads("status:b"));
+    assert_eq!((lane_a.len(), lane_b.len()), (1, 1), "one head per lane: {lane_a:?} {lane_b:?}");
+    assert_eq!((lane_a[0].job, lane_a[0].kind.as_str()), (a, "queued"));
+    assert_eq!((lane_b[0].job, lane_b[0].kind.as_str()), (b, "queued"));
     assert_eq!(store.outbox_backlog().unwrap().pending, 4, "nothing for the entry not reported");
+    assert_eq!(store.outbox_strays(&["status:a".into()], 10).unwrap()[0].job, b, "b's entry is not known");
     // A failed try keeps the lane's order: the next item waits behind it.
-    let first = heads[0].0.id;
+    let first = lane_a[0].id;
     store.outbox_retry(first, "answered 500", now_ms() + 60_000).unwrap();
-    let heads = store.outbox_heads(10).unwrap();
-    let lane_a = heads.iter().find(|(i, _)| i.lane == "lane:a").unwrap();
-    assert_eq!((lane_a.0.id, lane_a.0.attempts), (first, 1));
-    assert!(lane_a.1 > now_ms());
+    let lane_a = heads("status:a");
+    assert_eq!((lane_a[0].id, lane_a[0].attempts), (first, 1));
     assert_eq!(store.outbox_backlog().unwrap().oldest_error.as_deref(), Some("answered 500"));
-    assert_eq!(store.outbox_due_now().unwrap(), 1, "a restart makes it due");
     store.outbox_done(first).unwrap();
-    let next = store.outbox_heads(10).unwrap().into_iter().find(|(i, _)| i.lane == "lane:a").unwrap();
-    assert_eq!(next.0.kind, "running");
+    let next = heads("status:a");
+    assert_eq!((next.len(), next[0].kind.as_str()), (1, "running"), "the next item is the lane's head");
+    // Delivery ids: the store's id and the item's, never handed out again once deleted.
+    let (last, delivery) = (next[0].id, next[0].delivery.clone());
+    assert!(delivery.ends_with(&format!("-{last}")) && delivery.len() > 17, "{delivery}");
+    for item in heads("status:a").into_iter().chain(heads("status:b")) {
+        store.outbox_done(item.id).unwrap();
+    }
+    while let Some(item) = heads("status:a").into_iter().chain(heads("status:b")).next() {
+        store.outbox_done(item.id).unwrap();
+    }
+    assert_eq!(store.outbox_backlog().unwrap().pending, 0);
+    let g = new_ids(store.insert(Some("d8"), b"{}", &[job("a")]).unwrap())[0];
+    let fresh = heads("status:a");
+    assert_eq!(fresh[0].job, g);
+    assert!(fresh[0].id > last, "an emptied outbox hands out no id twice: {} after {last}", fresh[0].id);
 
     // Streaks: a failure after a failure, a success after it, and a superseded job's newer commit.
     let c = new_ids(store.insert(Some("d4"), b"{}", &[job("a")]).unwrap())[0];

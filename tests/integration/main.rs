@@ -11,6 +11,7 @@ mod faults;
 mod first_hour;
 mod generated;
 mod hostile;
+mod outbox;
 mod production;
 mod readme;
 mod reporting;
