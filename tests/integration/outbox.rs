@@ -102,3 +102,133 @@ fn a_failed_deployment_status_does_not_make_another_deployment() {
         .collect();
     assert_eq!(states, ["queued", "in_progress", "success"]);
 }
+
+/// The ids receivers dedupe by (the webhook's `X-WH-Automata-Delivery`, Matrix's transaction
+/// id) are never repeated: not after the outbox empties (SQLite hands row ids out again), not
+/// by a new store in a state_dir made again; and a retry of one message keeps its id.
+#[test]
+fn notification_ids_are_never_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each message is refused once (503), then taken: its retry must carry the same id.
+    let tried = std::sync::Mutex::new(std::collections::HashSet::new());
+    let answer: Answer = std::sync::Arc::new(move |seen, _| {
+        if tried.lock().unwrap().insert(message_id(seen)) {
+            (503, "{}".into())
+        } else {
+            (200, "{}".into())
+        }
+    });
+    let standin = StandIn::start(dir.path(), answer);
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem }}\nnotify:\n  relay: {{ webhook: \"{0}/relay\" }}\n  \
+         chat: {{ matrix: {{ homeserver: \"{0}/mx\", room: \"!r:example.com\", token: tk }} }}\nentries:\n  site:\n    \
+         secret: s\n    actions: [\"true\"]\n    notify: {{ to: [relay, chat], on: [succeeded] }}\n",
+        standin.url()
+    );
+    for round in 0..2 {
+        // The second round: the state_dir is made again, as after `rm -rf state`.
+        let _ = std::fs::remove_dir_all(dir.path().join("state"));
+        let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+        for i in 0..3 {
+            let body = push_body(
+                "acme/site",
+                "refs/heads/main",
+                &"0".repeat(40),
+                &format!("{}{round}", ["a", "b", "c"][i]).repeat(20),
+            );
+            let reply = daemon.post("/hooks", &github_push(&body, "s", &format!("id-{round}-{i}")), &body);
+            daemon.wait_job(reply.job_ids()[0]);
+            // Delivered, and the outbox empty again, before the next one.
+            drained(&daemon);
+        }
+        daemon.stop();
+    }
+    let seen = standin.seen();
+    for target in ["/relay", "/mx/"] {
+        let of_target: Vec<_> = seen.iter().filter(|s| s.path.starts_with(target)).collect();
+        assert_eq!(of_target.len(), 12, "{target}: each of 6 messages refused once, then taken");
+        let mut ids: Vec<String> = of_target.iter().map(|s| message_id(s)).collect();
+        for id in &ids {
+            let tries: Vec<u16> =
+                of_target.iter().filter(|s| message_id(s) == *id).map(|s| s.answered).collect();
+            assert_eq!(tries, [503, 200], "{target} {id}: a retry keeps its id");
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 6, "{target}: every message has its own id: {ids:?}");
+    }
+}
+
+/// The id a receiver dedupes a message by: the webhook's header, Matrix's transaction id.
+fn message_id(seen: &crate::standin::Seen) -> String {
+    match seen.path.rsplit_once("/send/m.room.message/") {
+        Some((_, txn)) => txn.to_string(),
+        None => seen.header("x-wh-automata-delivery").to_string(),
+    }
+}
+
+/// 20,000 undelivered statuses for an API that accepts connections and never answers: another
+/// entry's status still arrives at once, and the daemon does not spin over the backlog.
+#[test]
+fn a_dead_api_with_a_large_backlog_starves_no_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let alive = StandIn::start(dir.path(), always_ok());
+    // The dead API: connections are accepted and held, nothing is ever answered.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("https://127.0.0.1:{}", dead.local_addr().unwrap().port());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in dead.incoming().take(64) {
+            open.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(120));
+    });
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem }}\nentries:\n  stuck:\n    match: {{ repo: acme/stuck }}\n    \
+         secret: s\n    actions: [\"true\"]\n    status: {{ token: t, api_url: \"{dead_url}\" }}\n  fine:\n    \
+         match: {{ repo: acme/fine }}\n    secret: s\n    actions: [\"true\"]\n    status: {{ token: t, api_url: \"{}\" }}\n",
+        alive.url()
+    );
+    // One real job of the stuck entry, then its undelivered item copied 20,000 times into
+    // lanes of their own (as many commits), with the daemon stopped.
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let body = push_body("acme/stuck", "refs/heads/main", &"0".repeat(40), &"1".repeat(40));
+    let reply = daemon.post("/hooks", &github_push(&body, "s", "stuck-1"), &body);
+    daemon.wait_job(reply.job_ids()[0]);
+    daemon.stop();
+    let db = rusqlite::Connection::open(dir.path().join("state/jobs.sqlite3")).unwrap();
+    db.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO outbox (job_id, entry, sink, lane, dest, head, kind, report, created_at, next_at)
+         SELECT o.job_id, o.entry, o.sink, o.lane || ':' || n.i, o.dest, 1, o.kind, o.report, o.created_at, o.next_at
+           FROM n, (SELECT * FROM outbox ORDER BY id LIMIT 1) AS o;",
+    )
+    .unwrap();
+    drop(db);
+    let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+
+    let daemon = Daemon::start(dir.path(), &[]);
+    let started = Instant::now();
+    let cpu = || -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id())).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    };
+    let body = push_body("acme/fine", "refs/heads/main", &"0".repeat(40), &"2".repeat(40));
+    let reply = daemon.post("/hooks", &github_push(&body, "s", "fine-1"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let seen = alive.wait("the fine entry's three statuses", |s| s.len() >= 3);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "the fine entry's statuses took {took:?}");
+    assert!(seen.iter().all(|s| s.path.starts_with("/repos/acme/fine/statuses/")));
+    // Over the next two seconds the daemon mostly waits (the dead API's items rest).
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu() - before;
+    assert!(spent < 1.0, "the daemon spent {spent} s of CPU in 2 s with a dead API's backlog");
+    assert!(daemon.get("/health").json()["outbox"]["pending"].as_i64().unwrap() >= 20_000);
+    drop(daemon);
+    drop(held);
+}
