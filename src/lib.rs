@@ -7,7 +7,8 @@
 //! - [`daemon`]: wires the parts below together and stops them in order;
 //! - [`trigger`]: `wh-automata-trigger`: manual runs, job lists and logs, explaining a saved delivery;
 //! - [`server`]: the HTTP front (limits, routes, answers): receive, detect, authenticate,
-//!   normalise, match, record, answer;
+//!   normalise, match, record, answer; [`observe`] answers `/health` and `/metrics` and
+//!   [`job_page`] a job's page, each to whom may read it;
 //! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
 //! - [`reload`]: the file watcher that swaps in new settings when they are valid;
 //! - [`outbox`]: the sender of what jobs' changes wrote to the outbox (each destination on
@@ -44,11 +45,13 @@ pub mod matcher;
 pub mod metrics;
 pub mod notify;
 pub mod notify_test;
+pub mod observe;
 pub mod outbound;
 pub mod outbox;
 pub mod outbox_schedule;
 pub mod owner;
 pub mod preflight;
+pub mod printable;
 pub mod providers;
 pub mod queue;
 pub mod reload;

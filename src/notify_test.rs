@@ -53,7 +53,10 @@ pub fn run(
         None => None,
     };
     let report = report_of(entry, job.as_ref());
-    let link = |id: i64| settings.server.public_url.as_ref().map(|u| format!("{u}/jobs/{id}"));
+    let link = |id: i64| {
+        let key = store.and_then(|s| s.page_key(id).ok())?;
+        settings.server.public_url.as_ref().map(|u| format!("{u}/jobs/{id}?key={key}"))
+    };
     let mut all = true;
     let mut print = |tried: Tried| {
         let line = match &tried.result {

@@ -164,7 +164,16 @@ async fn send(app: &App, client: &Outbound, item: &Item) -> Sent {
         Err(e) => return Sent::Dropped(format!("unreadable item: {e}")),
     };
     let settings = app.settings();
-    let link = settings.server.public_url.as_ref().map(|u| format!("{u}/jobs/{}", item.job));
+    let link = match settings.server.public_url.clone() {
+        Some(url) => {
+            let (store, job) = (app.store.clone(), item.job);
+            match blocking(move || store.page_key(job)).await {
+                Ok(key) => Some(format!("{url}/jobs/{job}?key={key}")),
+                Err(e) => return Sent::Failed(SendError::Transport(format!("job store: {e}"))),
+            }
+        }
+        None => None,
+    };
     if item.sink == STATUS {
         let Some(sink) = settings.entry(&item.entry).and_then(|e| e.status.clone()) else {
             return Sent::Dropped("the entry no longer has `status:` in the settings".into());

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -36,6 +36,7 @@ use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::connections::{Admission, Conn, Connections, Place};
 use crate::event::{Event, EventKind, Provider, Trigger};
 use crate::forwarded;
+use crate::job_page::{LogStream, PageError};
 use crate::providers::{self, AuthError, PayloadError};
 use crate::settings::{Entry, Settings};
 use crate::store::NewJob;
@@ -137,25 +138,54 @@ fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
     res
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr, conn: &Conn) -> Answer {
-    let settings = app.settings();
+/// What the server answers with: JSON (and short text), or a job's page streamed.
+pub type Body = Either<Full<Bytes>, LogStream>;
+
+/// Who may read what, settled once for every path: `/hooks` for `server.allow_from` (and the
+/// signatures), `/health` and `/metrics` for `server.observe_from`, `/jobs/<id>` for the link
+/// that carries the job's key.
+async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    conn: &Conn,
+) -> Response<Body> {
     let path = req.uri().path();
+    let reading = req.method() == Method::GET || req.method() == Method::HEAD;
     if path == "/health" || path == "/metrics" {
-        return if req.method() == Method::GET || req.method() == Method::HEAD {
-            if path == "/health" {
-                health(app).await
-            } else {
-                metrics(app).await
+        if !reading {
+            return HookError::Method.refuse(&app).map(Either::Left);
+        }
+        let client = forwarded::client(peer.ip(), req.headers(), &app.settings().server.trusted_proxies);
+        return crate::observe::answer(app, path, client).await.map(Either::Left);
+    }
+    if let (true, Some(id)) = (reading, path.strip_prefix("/jobs/")) {
+        return match crate::job_page::page(&app, id, req.uri().query()).await {
+            Ok(stream) => {
+                let mut res = Response::new(Either::Right(stream));
+                let headers = res.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                headers.insert("x-content-type-options", header::HeaderValue::from_static("nosniff"));
+                headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+                headers.insert("referrer-policy", header::HeaderValue::from_static("no-referrer"));
+                res
             }
-        } else {
-            HookError::Method.refuse(&app)
+            Err(PageError::NotFound) => {
+                HookError::NoRoute(PageError::NotFound.to_string()).answer().map(Either::Left)
+            }
+            Err(PageError::Store(e)) => HookError::Internal(e.to_string()).answer().map(Either::Left),
         };
     }
-    if let Some(id) = path.strip_prefix("/jobs/") {
-        if req.method() == Method::GET || req.method() == Method::HEAD {
-            return job_page(app.clone(), id).await;
-        }
-    }
+    hooks(app, req, peer, conn).await.map(Either::Left)
+}
+
+/// `POST {path}` and `POST {path}/<entry>`.
+async fn hooks(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr, conn: &Conn) -> Answer {
+    let settings = app.settings();
+    let path = req.uri().path();
     let prefix = settings.server.path.as_str();
     let target = if path == prefix || path.strip_suffix('/') == Some(prefix) {
         None
@@ -808,98 +838,4 @@ impl serde::Serialize for Reasons<'_> {
         last.reverse();
         serializer.collect_map(last.into_iter().map(|(entry, reason)| (entry, reason)))
     }
-}
-
-/// An outbox whose oldest item is older than this makes `/health` degraded.
-const OUTBOX_LATE_MS: i64 = 15 * 60 * 1000;
-
-async fn health(app: Arc<App>) -> Answer {
-    let status = app.status();
-    let depth = app.queue.depth();
-    let capacity = app.settings().server.queue;
-    let store = app.store.clone();
-    let backlog = blocking(move || store.outbox_backlog()).await;
-    let store = app.store_trouble();
-    let mut reasons = Vec::new();
-    let outbox = match &backlog {
-        Ok(b) => {
-            let age = b.oldest_at.map(|at| (crate::store::now_ms() - at).max(0));
-            if age.is_some_and(|a| a > OUTBOX_LATE_MS) {
-                reasons.push(format!(
-                    "the outbox has {} undelivered status(es) or message(s), the oldest for {}",
-                    b.pending,
-                    humantime::format_duration(Duration::from_secs(age.unwrap_or(0) as u64 / 1000))
-                ));
-            }
-            let oldest = b.oldest_at.map(|ms| {
-                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
-                    .to_string()
-            });
-            json!({ "pending": b.pending, "oldest": oldest, "oldest_error": b.oldest_error })
-        }
-        Err(e) => json!({ "error": e.to_string() }),
-    };
-    if status.state != "loaded" {
-        reasons.push("the last settings edit was refused; the previous settings keep serving".to_string());
-    }
-    if let Some(trouble) = &store {
-        reasons.push(format!("the job store fails: {trouble}"));
-    }
-    json_answer(
-        StatusCode::OK,
-        &json!({
-            "status": if reasons.is_empty() { "ok" } else { "degraded" },
-            "reasons": reasons,
-            "store": { "state": if store.is_some() { "error" } else { "ok" }, "error": store },
-            "version": env!("CARGO_PKG_VERSION"),
-            "settings": status,
-            "queue": { "waiting": depth.waiting, "running": depth.running, "parked": depth.parked, "capacity": capacity },
-            "outbox": outbox,
-        }),
-    )
-}
-
-/// `GET /jobs/<id>`: the job and its log, as text.
-async fn job_page(app: Arc<App>, id: &str) -> Answer {
-    let Ok(id) = id.parse::<i64>() else {
-        return HookError::NoRoute("no such job: /jobs/<id> takes a job's number".into()).answer();
-    };
-    let store = app.store.clone();
-    let found = blocking(move || -> Result<_, crate::store::StoreError> {
-        let Some(job) = store.job(id)? else { return Ok(None) };
-        let log = std::fs::read(store.log_path(id)).unwrap_or_default();
-        Ok(Some((job, log)))
-    })
-    .await;
-    match found {
-        Ok(Some((job, log))) => {
-            let text = crate::job_page::render(&job, &String::from_utf8_lossy(&log));
-            let mut res = Response::new(Full::new(Bytes::from(text)));
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
-            res.headers_mut().insert("x-content-type-options", header::HeaderValue::from_static("nosniff"));
-            res
-        }
-        Ok(None) => HookError::NoRoute(format!("no job {id} (pruned, or never recorded)")).answer(),
-        Err(e) => HookError::Internal(e.to_string()).answer(),
-    }
-}
-
-/// `GET /metrics`: the gauges read now, then every metric in the Prometheus text format.
-async fn metrics(app: Arc<App>) -> Answer {
-    let depth = app.queue.depth();
-    let m = &app.metrics;
-    m.jobs_running.set(depth.running as i64);
-    m.queue_depth.set((depth.waiting + depth.parked) as i64);
-    m.queue_capacity.set(app.settings().server.queue as i64);
-    let store = app.store.clone();
-    if let Ok(backlog) = blocking(move || store.outbox_backlog()).await {
-        m.outbox_pending.set(backlog.pending);
-    }
-    let mut res = Response::new(Full::new(Bytes::from(m.render())));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    res
 }

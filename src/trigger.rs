@@ -407,19 +407,7 @@ const CELL: usize = 60;
 /// `text` as it may reach a terminal: control characters escaped (a value from a payload must
 /// not move the cursor or forge a line), at most `max` characters (then `…`).
 fn shown(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::printable::shown(text, max)
 }
 
 /// `--notify-test ENTRY`: the tokens and URLs must be the real ones, so the variables they

@@ -105,6 +105,7 @@ pub(super) fn server(
         max_connections_per_address: 32,
         trusted_proxies: Nets::loopback(),
         allow_from: None,
+        observe_from: Nets::loopback(),
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(30),
         log_limit: 1024 * 1024,
@@ -167,6 +168,12 @@ pub(super) fn server(
             Some(Ok(d)) => *slot = d,
             Some(Err(e)) => bad(format!("{name}: {e}")),
             None => {}
+        }
+    }
+    if let Some(list) = &raw.observe_from {
+        match address_list(list, networks) {
+            Ok(nets) => server.observe_from = nets,
+            Err(problems) => problems.into_iter().for_each(|p| bad(format!("observe_from: {p}"))),
         }
     }
     if let Some(list) = &raw.trusted_proxies {

@@ -102,6 +102,8 @@ pub struct Server {
     pub trusted_proxies: Nets,
     /// Who may send webhooks at all (`None`: anyone).
     pub allow_from: Option<Nets>,
+    /// Who may read `/health` and `/metrics`.
+    pub observe_from: Nets,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     /// Cap on each job's log file.

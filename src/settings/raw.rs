@@ -65,6 +65,10 @@ pub(super) struct RawServer {
     /// Addresses or networks (CIDR) that may send webhooks (default: any); a request from
     /// elsewhere gets 403 before its body is read. The client is the one behind trusted_proxies.
     pub(super) allow_from: Option<Vec<String>>,
+    /// Addresses or networks (CIDR) that may read /health and /metrics (default: loopback only,
+    /// where a health check, a local Prometheus or the reverse proxy run). The client is the one
+    /// behind trusted_proxies.
+    pub(super) observe_from: Option<Vec<String>>,
     /// Time a client has to send its request headers (default 10s).
     #[schemars(example = &"10s")]
     pub(super) header_timeout: Option<Quantity>,

@@ -8,6 +8,7 @@
 
 mod job;
 mod outbox;
+mod page_key;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

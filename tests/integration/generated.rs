@@ -111,6 +111,7 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "log_limit",
         "shutdown_grace",
         "allow_from",
+        "observe_from",
         "trusted_proxies",
         "public_url",
         "ca_file",

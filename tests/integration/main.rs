@@ -1,5 +1,6 @@
 //! Integration tests: the real fixture corpus, the real binaries, real processes.
 
+mod access;
 mod allow_from;
 mod check;
 mod common;

@@ -669,13 +669,15 @@ fn a_foreground_run_s_messages_go_out_when_the_daemon_starts_and_link_its_page()
     let body = seen[0].json();
     assert_eq!(body["event"], "failed");
     let id = body["job"]["job"].as_i64().unwrap();
-    assert!(body["text"].as_str().unwrap().contains(&format!("http://127.0.0.1:1/jobs/{id}")), "{body}");
+    let key = daemon.store().page_key(id).unwrap();
+    let link = format!("http://127.0.0.1:1/jobs/{id}?key={key}");
+    assert!(body["text"].as_str().unwrap().contains(&link), "{body}");
     let tail: Vec<&str> =
         body["job"]["log_tail"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
     assert!(tail.iter().any(|l| l.ends_with(" the-log-line")), "{tail:?}");
     assert!(tail.last().unwrap().contains("action 1 failed: exit status: 4"), "{tail:?}");
 
-    let page = daemon.get(&format!("/jobs/{id}"));
+    let page = daemon.get(&format!("/jobs/{id}?key={key}"));
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), Some("text/plain; charset=utf-8"));
     assert!(page.body.contains("state      failed"), "{}", page.body);
@@ -745,7 +747,8 @@ fn github_deployments_get_one_deployment_per_job_and_its_statuses() {
         .iter()
         .map(|s| {
             assert_eq!(s.path, "/repos/acme/site/deployments/1000/statuses");
-            assert_eq!(s.json()["log_url"], format!("https://deploy.example.com/jobs/{job}"));
+            let key = daemon.store().page_key(job).unwrap();
+            assert_eq!(s.json()["log_url"], format!("https://deploy.example.com/jobs/{job}?key={key}"));
             state_of(s)
         })
         .collect();
