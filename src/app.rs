@@ -56,6 +56,8 @@ pub struct Enqueued {
     pub queued: Vec<(i64, String)>,
     /// The earlier jobs of a delivery seen before, for the entries that need not run again.
     pub seen: Vec<Seen>,
+    /// The entries not run because the push is a replay, with why.
+    pub replays: Vec<(String, String)>,
 }
 
 /// Why jobs were not recorded. Its message is the one both the HTTP answer and the control
@@ -209,7 +211,7 @@ impl App {
         let mut superseded = self.queue.push(reservation, new);
         superseded.retain(|pair| !inserted.superseded.contains(pair));
         self.mark_superseded(with_entries(superseded, &queued));
-        Ok(Enqueued { queued, seen: inserted.seen })
+        Ok(Enqueued { queued, seen: inserted.seen, replays: inserted.replays })
     }
 
     /// Records the jobs a newer one replaced in the queue that its recording did not supersede

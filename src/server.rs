@@ -416,7 +416,13 @@ async fn hook(
     }
     let delivery = providers::delivery_id(provider, &request.headers);
     let repo = matched.jobs[0].event.repo.clone();
-    let enqueued = record(&app, provider, request, matched.jobs).await?;
+    let mut enqueued = record(&app, provider, request, matched.jobs).await?;
+    if enqueued.queued.is_empty() && enqueued.seen.is_empty() {
+        // Replays only: authentic, and not run, with why.
+        counted.result = "ignored";
+        matched.reasons.append(&mut enqueued.replays);
+        return Ok(ignored(&authentic.events, &matched.reasons));
+    }
     counted.result = if enqueued.queued.is_empty() { "duplicate" } else { "queued" };
     info!(%client, %provider, delivery = delivery.as_deref().unwrap_or("-"), %repo, "{}", summary(&enqueued));
     Ok(answer(enqueued))
@@ -749,6 +755,10 @@ fn answer(enqueued: Enqueued) -> Answer {
     let mut body = json!({ "status": "queued", "jobs": jobs });
     if !seen.is_empty() {
         body["duplicate"] = Value::Array(seen);
+    }
+    if !enqueued.replays.is_empty() {
+        body["ignored"] =
+            enqueued.replays.iter().map(|(e, why)| (e.clone(), Value::from(why.as_str()))).collect();
     }
     json_answer(StatusCode::ACCEPTED, &body)
 }

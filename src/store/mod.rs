@@ -9,6 +9,7 @@
 mod job;
 mod outbox;
 mod page_key;
+mod replay;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub struct Inserted {
     pub seen: Vec<Seen>,
     /// The waiting jobs a new one superseded, recorded in the same transaction: (old, new).
     pub superseded: Vec<(i64, i64)>,
+    /// The jobs not recorded because their push is a replay: (entry, why).
+    pub replays: Vec<(String, String)>,
 }
 
 /// An earlier job of a delivery seen again.
@@ -337,6 +340,10 @@ impl Store {
                     inserted.seen.push(Seen { newer, ..seen.clone() });
                     continue;
                 }
+            }
+            if let Some(why) = replay::replay(tx, job)? {
+                inserted.replays.push((job.entry.clone(), why));
+                continue;
             }
             let payload = match payload_id {
                 Some(id) => id,

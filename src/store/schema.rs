@@ -121,7 +121,7 @@ CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs(entry, git_ref, id) WHERE state 
     },
     Migration {
         to: 7,
-        what: "outbox ids never reused, each item's destination, and the heads of lanes indexed",
+        what: "outbox ids never reused, each item's destination, the heads of lanes indexed; jobs by commit",
         // Ids were row ids, which SQLite hands out again once the newest rows are deleted: a
         // receiver that dedupes by delivery id (Matrix does) dropped later messages. With
         // AUTOINCREMENT an id is never handed out twice, and the store's own random id goes in
@@ -155,6 +155,8 @@ DROP TABLE outbox;
 ALTER TABLE outbox_v7 RENAME TO outbox;
 CREATE INDEX outbox_lane ON outbox(lane, id);
 CREATE INDEX outbox_heads ON outbox(dest, next_at, id) WHERE head = 1;
+-- A push's commit seen before for its entry and ref: how a replay is told (store::replay).
+CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(entry, git_ref, commit_sha) WHERE trigger = 'webhook';
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

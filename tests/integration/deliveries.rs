@@ -309,10 +309,11 @@ fn skip_deployed_never_deploys_the_same_commit_twice_in_a_row() {
     let yaml = "server: { listen: 127.0.0.1:0 }\nentries:\n  site:\n    secret: s\n    skip_deployed: true\n    actions: [\"echo $WH_AFTER >> deployed\"]\n  every:\n    secret: s\n    actions: [\"echo $WH_AFTER >> every\"]\n";
     let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
     let (a, b) = ("a".repeat(40), "b".repeat(40));
-    let push = |after: &str, id: &str| {
-        let body = push_body("acme/site", "refs/heads/main", &"1".repeat(40), after);
+    let push_from = |before: &str, after: &str, id: &str| {
+        let body = push_body("acme/site", "refs/heads/main", before, after);
         daemon.post("/hooks", &github_push(&body, "s", id), &body)
     };
+    let push = |after: &str, id: &str| push_from(&"1".repeat(40), after, id);
     let first = push(&a, "sd-1");
     let ids = first.job_ids();
     let site_job = ids.iter().map(|id| daemon.wait_job(*id)).find(|j| j.entry == "site").unwrap();
@@ -329,9 +330,10 @@ fn skip_deployed_never_deploys_the_same_commit_twice_in_a_row() {
     assert_eq!((reply.status, reply.json()["status"].as_str()), (200, Some("ignored")), "{}", reply.body);
     let reason = reply.json()["entries"]["site"].as_str().unwrap().to_string();
     assert_eq!(reason, format!("commit aaaaaaa already deployed by job {}", site_job.id));
-    // Another commit deploys, and after it the first one may deploy again (a rollback).
-    for (after, id) in [(&b, "sd-4"), (&a, "sd-5")] {
-        let reply = push(after, id);
+    // Another commit deploys, and after it the first one may deploy again: a force-push back
+    // to it (sent with before = the head it replaces; see the replay tests).
+    for (before, after, id) in [(&a, &b, "sd-4"), (&b, &a, "sd-5")] {
+        let reply = push_from(before, after, id);
         assert_eq!(reply.status, 202, "{}", reply.body);
         daemon.wait_job(reply.job_ids()[0]);
     }

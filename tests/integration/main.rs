@@ -15,6 +15,7 @@ mod hostile;
 mod outbox;
 mod production;
 mod readme;
+mod replay;
 mod reporting;
 mod rules;
 mod settings_faults;

@@ -307,9 +307,11 @@ fn statuses_waiting_when_the_daemon_is_killed_arrive_after_the_restart() {
         assert_eq!(daemon.post("/hooks", &github_push(&body, "s3cret", &format!("d{i}")), &body).status, 202);
     }
     eventually("21 statuses wait in the outbox", || daemon.get("/health").json()["outbox"]["pending"] == 21);
+    eventually("the oldest was tried", || daemon.get("/health").json()["outbox"]["oldest_error"].is_string());
     let health = daemon.get("/health").json();
     assert!(health["outbox"]["oldest"].is_string(), "{health}");
     assert!(health["outbox"]["oldest_error"].as_str().is_some_and(|e| !e.is_empty()), "{health}");
+    assert_eq!(health["outbox"]["pending"], 21, "{health}");
     let mut daemon = daemon;
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
