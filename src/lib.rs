@@ -16,6 +16,7 @@
 //!   on the host) and [`notify`] (chat, mail, a command), through [`outbound`] (the one HTTPS
 //!   client); [`notify_test`] sends the same by hand;
 //! - [`worker`]: the worker pool: one job per entry at a time, each job's end recorded once;
+//!   [`entry_lock`] holds an entry across processes (foreground runs, leftovers of a killed run);
 //! - [`app`]: the shared state: settings snapshot, load status, store, queue, recording jobs,
 //!   [`metrics`]; [`report`] decides what each change of a job sends;
 //! - [`queue`]: the bounded queue (newest event of an entry and ref wins);
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod connections;
 pub mod control;
 pub mod daemon;
+pub mod entry_lock;
 pub mod env_file;
 pub mod event;
 pub mod forwarded;

@@ -180,6 +180,9 @@ pub struct JobContext<'a> {
     pub payload: Option<&'a Path>,
     /// Where the actions' process groups and ends are recorded (the daemon's jobs).
     pub steps: Option<&'a Steps>,
+    /// The entry's lock, held for the job: each action's standard input, so that its processes
+    /// hold the entry too ([`crate::entry_lock`]).
+    pub lock: Option<&'a crate::entry_lock::EntryLock>,
 }
 
 /// The variables of the entry's `env_file`, read now (when a job starts), with the problems
@@ -336,7 +339,7 @@ pub async fn run(
         }
         log.note(&format!("action {n}: {}", action.run));
         let started = std::time::Instant::now();
-        let step = Step { n, steps: job.steps };
+        let step = Step { n, steps: job.steps, lock: job.lock };
         let end = run_action(&action.run, &env, &entry.workdir, deadline, cancel, log, step).await;
         let took = humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
         match end {
@@ -388,6 +391,7 @@ enum ActionEnd {
 struct Step<'a> {
     n: usize,
     steps: Option<&'a Steps>,
+    lock: Option<&'a crate::entry_lock::EntryLock>,
 }
 
 /// The `sh` that `sh -c` finds with the action's `PATH` (execvp's search, its default path when
@@ -420,6 +424,13 @@ async fn run_action(
 ) -> ActionEnd {
     let marker = step.steps.map(|s| s.marker(step.n)).unwrap_or_default();
     let group = step.steps.map(Steps::group_file).unwrap_or_default();
+    let stdin = match step.lock.map(crate::entry_lock::EntryLock::stdin) {
+        None => Stdio::null(),
+        Some(Ok(stdin)) => stdin,
+        Some(Err(e)) => {
+            return ActionEnd::NotStarted(format!("cannot hand the entry's lock to the action: {e}"))
+        }
+    };
     let mut cmd = Command::new(shell(env, workdir));
     // The command is an argument of the wrapper, never part of its text.
     cmd.arg("-c")
@@ -431,7 +442,7 @@ async fn run_action(
         .current_dir(workdir)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

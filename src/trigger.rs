@@ -218,7 +218,8 @@ fn read_saved(file: &Path, args: &TriggerArgs) -> Result<saved::Saved, Fail> {
 }
 
 fn dry_run(entry: &Entry, event: &Event) {
-    let context = JobContext { id: 0, trigger: Trigger::Manual, event, payload: None, steps: None };
+    let context =
+        JobContext { id: 0, trigger: Trigger::Manual, event, payload: None, steps: None, lock: None };
     println!("entry {} ({}), dry run: nothing runs", entry.name, entry.file.display());
     println!("workdir {}", entry.workdir.display());
     println!("timeout {}", humantime::format_duration(entry.timeout));
@@ -320,6 +321,19 @@ pub fn exit_status(state: JobState, exit_code: Option<i32>) -> u8 {
 fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: &[u8]) -> Result<u8, Fail> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let job = NewJob { entry: entry.name.clone(), trigger: Trigger::Manual, event };
+    // One run of the entry at a time, whoever runs it: wait for the daemon's job or another
+    // manual run (or what a killed one left running) to end first.
+    let state_dir = &settings.server.state_dir;
+    let name = &entry.name;
+    let lock = crate::entry_lock::EntryLock::take(
+        state_dir,
+        name,
+        || eprintln!("entry {name} is running in another process (the daemon, or another manual run): waiting for it"),
+        || false,
+    )
+    .map_err(|e| eprintln!("note: cannot take the entry's lock ({e}): running without it"))
+    .ok()
+    .flatten();
     // Recorded in the store when it can be written; the run goes on either way. Its statuses
     // and messages wait in the outbox for the daemon to deliver them.
     let recorded = Store::open(&settings.server.state_dir)
@@ -356,6 +370,7 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
             event: &job.event,
             payload: payload.as_deref(),
             steps: None,
+            lock: lock.as_ref(),
         };
         runner::run(entry, &context, &mut log, &mut cancel).await
     });

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::app::{blocking, App, Panicked};
+use crate::entry_lock::EntryLock;
 use crate::event::{Event, Trigger};
 use crate::queue::Waiting;
 use crate::runner::{self, JobContext, Log, Outcome};
@@ -36,6 +37,8 @@ pub struct Prepared {
     pub steps: Option<Steps>,
     /// When the job was recorded (ms since the epoch).
     pub created_at: i64,
+    /// The entry's lock, held until the job's end.
+    pub lock: Option<EntryLock>,
 }
 
 /// What a worker does with a prepared job.
@@ -51,6 +54,7 @@ pub fn actions() -> Work {
                 event: &job.event,
                 payload: job.payload.as_deref(),
                 steps: job.steps.as_ref(),
+                lock: job.lock.as_ref(),
             };
             runner::run(&job.entry, &context, &mut job.log, &mut job.cancel).await
         })
@@ -146,10 +150,18 @@ enum Taken {
 /// that had its 202 is never dropped, and one whose actions ran always gets its end recorded.
 async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch::Receiver<bool>) -> Taken {
     let id = next.id;
+    let Some(lock) = entry_lock(app, next, &cancel).await else {
+        // Stopping while another process held the entry: it is still `queued`.
+        return Taken::Done;
+    };
     let mut pause = Pause::new();
+    let mut lock = Some(lock);
     let prepared = loop {
         match prepare(app, id, cancel.clone()).await {
-            Ok(Start::Run(p)) => break *p,
+            Ok(Start::Run(mut p)) => {
+                p.lock = lock.take().flatten();
+                break *p;
+            }
             Ok(Start::Gone) => return Taken::Done,
             Ok(Start::NoEntry) => return Taken::Park,
             Err(e @ StoreError::Corrupt { .. }) => {
@@ -199,6 +211,42 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
     }
     record(app, id, finished, &mut cancel).await;
     Taken::Done
+}
+
+/// The entry's lock across processes, waiting while another process holds it (a foreground
+/// run, or the actions a killed run left behind): `Some(None)` when the lock cannot be had at
+/// all (the job runs unlocked, as before locks, and the log says why), `None` when the daemon
+/// stops meanwhile.
+async fn entry_lock(
+    app: &Arc<App>,
+    next: &Waiting,
+    cancel: &watch::Receiver<bool>,
+) -> Option<Option<EntryLock>> {
+    let state_dir = app.settings().server.state_dir.clone();
+    let (entry, id) = (next.entry.clone(), next.id);
+    let stop = cancel.clone();
+    let app = app.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        EntryLock::take(
+            &state_dir,
+            &entry,
+            || warn!(job = id, "another process runs this entry (a manual run, or what a killed run left running): the job waits for it"),
+            || *stop.borrow() || app.queue.is_closed(),
+        )
+    })
+    .await;
+    match taken {
+        Ok(Ok(Some(lock))) => Some(Some(lock)),
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) => {
+            warn!(job = id, error = %e, "cannot take the entry's lock file: the job runs without it");
+            Some(None)
+        }
+        Err(e) => {
+            error!(job = id, panic = %Panicked::of(e), "taking the entry's lock panicked: the job runs without it");
+            Some(None)
+        }
+    }
 }
 
 /// Growing pauses between tries of a failing store: 250 ms, doubled up to 5 s.
@@ -282,6 +330,7 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
         cancel,
         steps,
         created_at: job.created_at,
+        lock: None,
     };
     Ok(Start::Run(Box::new(prepared)))
 }

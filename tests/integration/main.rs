@@ -12,6 +12,7 @@ mod faults;
 mod first_hour;
 mod generated;
 mod hostile;
+mod one_run;
 mod outbox;
 mod production;
 mod readme;
