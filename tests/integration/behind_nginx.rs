@@ -1,0 +1,83 @@
+//! Behind a real nginx (the reverse proxy most users run): every connection to the daemon comes
+//! from nginx's address, so a burst of deliveries is not cut at `max_connections_per_address`
+//! (nginx would answer the host 502), and the client nginx names is the one `allow_from` sees.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{github_push, http, push_body, Daemon};
+use crate::standin::free_addr;
+
+/// A real nginx on a free loopback port, proxying `/hooks` to `upstream` as contrib/nginx.conf
+/// does, with a pool of kept-alive upstream connections. `None` when nginx is not installed.
+fn nginx(dir: &Path, upstream: std::net::SocketAddr) -> Option<(Child, std::net::SocketAddr)> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        eprintln!("skipped: nginx is not installed (.ci/run installs it)");
+        return None;
+    }
+    let addr = free_addr();
+    let d = dir.display();
+    let user = if nix::unistd::Uid::effective().is_root() { "user root;\n" } else { "" };
+    let conf = format!(
+        "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+         upstream wh {{ server {upstream}; keepalive 64; }}\n  server {{\n    listen {addr};\n    client_max_body_size 1m;\n    \
+         location /hooks {{\n      proxy_pass http://wh;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header Forwarded \"\";\n    }}\n  }}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-g", "daemon off;", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < until,
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((child, addr))
+}
+
+#[test]
+fn a_burst_through_nginx_is_answered_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0, max_connections_per_address: 4, queue: 500 }\nentries:\n  site:\n    \
+                secret: s\n    actions: [\"true\"]\n";
+    let daemon = Daemon::with_settings(dir.path(), yaml, &[]);
+    let proxy_dir = tempfile::tempdir().unwrap();
+    let Some((mut proxy, addr)) = nginx(proxy_dir.path(), daemon.addr) else { return };
+    // 48 deliveries at once, each to its own branch (none supersedes another).
+    let answers: Vec<u16> = (0..48)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = push_body(
+                    "acme/site",
+                    &format!("refs/heads/b{i}"),
+                    &"0".repeat(40),
+                    &format!("{:040x}", i + 1),
+                );
+                http(addr, "POST", "/hooks", &github_push(&body, "s", &format!("burst-{i}")), &body).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let refused = answers.iter().filter(|s| **s != 202).count();
+    assert_eq!(refused, 0, "answers through nginx: {answers:?}");
+    // The client nginx names is the one the log shows.
+    assert!(daemon.log().contains("client=127.0.0.1"), "{}", daemon.log());
+}
