@@ -142,7 +142,20 @@ impl App {
     /// Reads the settings again; swaps them in whole when valid, keeps the old ones otherwise.
     pub fn reload(&self) -> Result<Arc<Settings>, Problems> {
         let old = self.settings();
-        match settings::load(&self.source) {
+        // An edit that leaves no entry where there were some is a file caught half-written
+        // (`entries:` and no more, `{}`) far more often than a wish: every deploy would stop.
+        let loaded = settings::load(&self.source).and_then(|new| {
+            if new.entries.is_empty() && !old.entries.is_empty() {
+                let message = format!(
+                    "{}: refused, as a file being written would be; to run nothing, stop the daemon",
+                    settings::NO_ENTRIES
+                );
+                let file = new.source.clone();
+                return Err(Problems(vec![settings::Problem { file, line: None, entry: None, message }]));
+            }
+            Ok(new)
+        });
+        match loaded {
             Ok(new) => {
                 for (what, changed) in [
                     ("listen", old.server.listen != new.server.listen),

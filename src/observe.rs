@@ -66,6 +66,9 @@ async fn health(app: Arc<App>) -> Answer {
         }
         Err(e) => json!({ "error": e.to_string() }),
     };
+    if status.entries == 0 {
+        reasons.push(format!("{}: nothing runs until one is added", crate::settings::NO_ENTRIES));
+    }
     if status.state != "loaded" {
         reasons.push("the last settings edit was refused; the previous settings keep serving".to_string());
     }

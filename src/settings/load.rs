@@ -18,6 +18,10 @@ struct Source {
     networks: Networks,
 }
 
+/// What settings without a single entry are said to have (a warning at start and by `--check`;
+/// a reload to them from settings that had entries is refused).
+pub const NO_ENTRIES: &str = "no entries in the settings nor in any included file";
+
 /// Reads, validates and compiles the settings file at `path` and every file it includes, with
 /// `env` to look up `${VAR}`.
 pub(super) fn load(
@@ -44,18 +48,15 @@ pub(super) fn load(
     let targets = super::reporting::targets(&source, &main.notify, env, &mut problems);
     let files = sources.iter().map(|s| s.file.clone()).collect();
     let entries = entries(sources, &networks, &targets, secrets, env, &mut problems);
-    if entries.is_empty() && problems.is_empty() {
-        // Settings with nothing to run are a file caught half-written (`entries:` and no more)
-        // far more often than a wish: a reload to them would silently stop every deploy.
-        let message = "no entries in the settings nor in any included file: refused, as a file being \
-                       written would be; to run nothing, stop the daemon";
-        problems.push(problem(&source, None, None, message.into()));
-    }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
     let index = Index::of(&entries);
-    let warnings = entries.iter().flat_map(|e| warnings(e)).collect();
+    let mut warnings: Vec<Problem> = entries.iter().flat_map(|e| warnings(e)).collect();
+    if entries.is_empty() {
+        let message = format!("{NO_ENTRIES}: nothing runs until one is added");
+        warnings.push(problem(&source, None, None, message));
+    }
     Ok(Settings { source, files, include_globs, server, entries, targets, warnings, index })
 }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 use globset::GlobSet;
 
 pub use compile::expand;
+pub use load::NO_ENTRIES;
 pub use problems::{Problem, Problems};
 pub use raw::json_schema;
 pub use reporting::{read_ca_file, Notify, NotifyOn, StatusSink, Target, TargetKind, LOG_TAIL};

@@ -68,6 +68,29 @@ fn a_momentarily_empty_settings_file_changes_nothing() {
     assert!(stderr.contains("the file is empty"), "{stderr}");
 }
 
+/// Settings written without entries on purpose (a fresh install) are valid, with a warning;
+/// the daemon runs nothing and `/health` says why until an entry is added.
+#[test]
+fn settings_without_entries_run_nothing_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = "server: { listen: 127.0.0.1:0 }\nentries: {}\n";
+    write(dir.path(), "none.yaml", none);
+    let (code, stderr) = check_settings(dir.path(), "none.yaml");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("no entries in the settings") && stderr.contains("nothing runs"), "{stderr}");
+    let daemon = Daemon::with_settings(dir.path(), none, &[]);
+    let health = daemon.get("/health").json();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["reasons"][0].as_str().unwrap().contains("no entries"), "{health}");
+    write(
+        dir.path(),
+        "settings.yaml",
+        &format!("server: {{ listen: 127.0.0.1:0 }}\nentries:\n{}", entry("site", "true")),
+    );
+    eventually("the entry is added", || daemon.get("/health").json()["status"] == "ok");
+    assert_eq!(daemon.send("/hooks/site", &undelivered_push()).status, 202);
+}
+
 /// A job is never cancelled because its entry vanished in a reload: it waits until the entry
 /// is back. At the next start, a job whose entry is really gone is cancelled, and says why.
 #[test]
