@@ -1,4 +1,5 @@
-//! The README's quick start, run as written (with the built binaries in place of `cargo run`),
+//! The README's quick start, run as written (with the binaries the tests built, on a port of
+//! its own),
 //! and the reverse-proxy snippets of `contrib/`, checked by the servers that will read them.
 
 use std::os::unix::process::CommandExt;
@@ -21,13 +22,16 @@ fn blocks(title: &str) -> Vec<String> {
     section.split("```sh\n").skip(1).map(|b| b.split("```").next().unwrap().to_string()).collect()
 }
 
-/// The commands as a user runs them, with the binaries this test built.
-fn local(block: &str) -> String {
+/// The commands as a user runs them, with the binaries this test built (already built: no
+/// `cargo build` of its own) and the daemon on `port` instead of 8970.
+fn local(block: &str, port: u16) -> String {
     let daemon = bin("wh-automatad");
     let trigger = bin("wh-automata-trigger");
     block
-        .replace("cargo run --release --bin wh-automatad --", daemon.to_str().unwrap())
-        .replace("cargo run -q --release --bin wh-automata-trigger --", trigger.to_str().unwrap())
+        .replace("cargo build --release && ", "")
+        .replace("target/release/wh-automatad", daemon.to_str().unwrap())
+        .replace("target/release/wh-automata-trigger", trigger.to_str().unwrap())
+        .replace("127.0.0.1:8970", &format!("127.0.0.1:{port}"))
 }
 
 fn have(tool: &str) -> bool {
@@ -43,10 +47,17 @@ fn the_quick_start_works_as_written() {
     }
     let quick = blocks("Quick start");
     assert_eq!(quick.len(), 2, "{quick:?}");
+    // The port of the example settings may be taken (the daemon of the Set up line): while
+    // this test runs, it is held here if it is free, and the test uses a port of its own.
+    let _held = std::net::TcpListener::bind("127.0.0.1:8970");
+    let port = crate::standin::free_addr().port();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(root().join("settings.example.yaml"), dir.path().join("settings.example.yaml")).unwrap();
+    let example = std::fs::read_to_string(root().join("settings.example.yaml")).unwrap();
+    assert!(example.contains("listen: 127.0.0.1:8970"), "the example listens on 8970");
+    let example = example.replace("listen: 127.0.0.1:8970", &format!("listen: 127.0.0.1:{port}"));
+    std::fs::write(dir.path().join("settings.example.yaml"), example).unwrap();
     let mut daemon = Command::new("sh")
-        .args(["-c", &local(quick[0].trim())])
+        .args(["-c", &local(quick[0].trim(), port)])
         .current_dir(dir.path())
         .stderr(std::process::Stdio::null())
         .process_group(0)
@@ -54,11 +65,12 @@ fn the_quick_start_works_as_written() {
         .unwrap();
     let group = nix::unistd::Pid::from_raw(daemon.id() as i32);
     let until = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect("127.0.0.1:8970").is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < until && daemon.try_wait().unwrap().is_none(), "the daemon did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = Command::new("sh").args(["-ec", &local(&quick[1])]).current_dir(dir.path()).output().unwrap();
+    let out =
+        Command::new("sh").args(["-ec", &local(&quick[1], port)]).current_dir(dir.path()).output().unwrap();
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
     let _ = daemon.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
