@@ -249,7 +249,9 @@ fn dry_run(entry: &Entry, event: &Event) {
             "WH_PAYLOAD" if value.is_empty() => String::new(),
             _ => value,
         };
-        println!("  {name}={}", value.escape_debug());
+        // Control characters escaped (a payload's value must not drive the terminal); quotes
+        // and backslashes as they are.
+        println!("  {name}={}", crate::printable::shown(&value, usize::MAX));
     }
 }
 

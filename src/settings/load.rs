@@ -260,7 +260,13 @@ fn warnings(entry: &Entry) -> Vec<Problem> {
                 .to_string();
         problem(&entry.file, entry.line, Some(&entry.name), message)
     });
-    unknown.chain(regexes).chain(self_hosted).collect()
+    let insecure = entry.secret.is_none().then(|| {
+        let message = "insecure: true: its webhooks are not authenticated; anyone who can reach the daemon \
+                       (and passes allow_from) can run its actions: only for tests on a trusted network"
+            .to_string();
+        problem(&entry.file, entry.line, Some(&entry.name), message)
+    });
+    unknown.chain(regexes).chain(self_hosted).chain(insecure).collect()
 }
 
 /// Whether `text` holds no YAML content: only blanks, comments and document markers.

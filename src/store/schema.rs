@@ -184,6 +184,11 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
              versions up to {LATEST} (upgrade, or point state_dir elsewhere)"
         )));
     }
+    let fresh = found == 0
+        && conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'", [], |r| {
+            r.get::<_, i64>(0)
+        })? == 0;
+    let mut done: Vec<&str> = Vec::new();
     for step in MIGRATIONS.iter().filter(|m| m.to > found) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if version(&tx)? >= step.to {
@@ -194,7 +199,16 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
         })?;
         tx.pragma_update(None, "user_version", step.to)?;
         tx.commit()?;
-        tracing::info!(version = step.to, "job database migrated: {}", step.what);
+        tracing::debug!(version = step.to, "job database step: {}", step.what);
+        done.push(step.what);
+    }
+    // One line: a new database is created, an older one migrated (with what changed).
+    match (fresh, done.is_empty()) {
+        (_, true) => {}
+        (true, false) => tracing::info!(version = LATEST, "job database created"),
+        (false, false) => {
+            tracing::info!(from = found, to = LATEST, "job database migrated: {}", done.join("; "))
+        }
     }
     Ok(found)
 }

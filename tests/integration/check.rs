@@ -160,6 +160,11 @@ fn secret_file_and_insecure() {
     .unwrap();
     let (ok, err) = check(Path::new("settings.yaml"), dir.path());
     assert!(ok, "{err}");
+    assert!(
+        err.contains("entry \"b\": insecure: true: its webhooks are not authenticated"),
+        "a warning: {err}"
+    );
+    assert!(!err.contains("entry \"a\": insecure"), "{err}");
     let settings = wh_automata::settings::load(&dir.path().join("settings.yaml")).unwrap();
     let a = settings.entry("a").unwrap();
     assert_eq!(a.secret.as_ref().unwrap().expose(), b"from-a-file");

@@ -41,7 +41,7 @@ fn an_unanchored_branch_is_a_warning() {
     write(
         dir.path(),
         "s.yaml",
-        "entries:\n  site:\n    insecure: true\n    match: { branch: main }\n    actions: [\"true\"]\n",
+        "entries:\n  site:\n    secret: s\n    match: { branch: main }\n    actions: [\"true\"]\n",
     );
     let (code, stderr) = check_settings(dir.path(), "s.yaml");
     assert_eq!(code, Some(0), "{stderr}");
@@ -53,7 +53,7 @@ fn an_unanchored_branch_is_a_warning() {
     write(
         dir.path(),
         "s.yaml",
-        "entries:\n  site:\n    insecure: true\n    match: { branch: ^main$ }\n    actions: [\"true\"]\n",
+        "entries:\n  site:\n    secret: s\n    match: { branch: ^main$ }\n    actions: [\"true\"]\n",
     );
     let (code, stderr) = check_settings(dir.path(), "s.yaml");
     assert_eq!((code, stderr.contains("warning")), (Some(0), false), "{stderr}");
@@ -112,7 +112,7 @@ fn check_warns_about_this_machine() {
     write(
         dir.path(),
         "s.yaml",
-        &format!("server: {{ listen: \"{addr}\" }}\nentries:\n  site:\n    insecure: true\n    workdir: /nonexistent/site\n    actions: [\"true\"]\n"),
+        &format!("server: {{ listen: \"{addr}\" }}\nentries:\n  site:\n    secret: s\n    workdir: /nonexistent/site\n    actions: [\"true\"]\n"),
     );
     let (code, stderr) = check_settings(dir.path(), "s.yaml");
     assert_eq!(code, Some(0), "{stderr}");

@@ -520,10 +520,13 @@ fn every_shipped_rule_deploys_without_a_push() {
 }
 
 #[test]
-fn every_rule_file_is_tested_here() {
-    let source = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/rules.rs"));
-    for file in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap() {
+fn every_rule_file_is_tested_here_and_in_the_readme_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = read(&root.join("tests/integration/rules.rs"));
+    let readme = read(&root.join("README.md"));
+    for file in std::fs::read_dir(root.join("rules")).unwrap() {
         let name = file.unwrap().file_name().to_string_lossy().into_owned();
         assert!(source.contains(&format!("\"{name}\"")), "rules/{name} has no test in rules.rs");
+        assert!(readme.contains(&format!("\n| `{name}` | ")), "rules/{name} is not in the README's table");
     }
 }

@@ -182,6 +182,7 @@ fn a_saved_delivery_runs_as_if_received_and_dry_run_runs_nothing() {
     assert!(plan.contains("1. echo \"$WH_PROVIDER"), "{plan}");
     assert!(plan.contains("WH_REPO=Codertocat/Hello-World"), "{plan}");
     assert!(plan.contains("WH_BRANCH=master"), "{plan}");
+    assert!(plan.contains("WH_JOB_ID=(the job's id)\n"), "no stray backslash: {plan}");
     assert!(!plan.contains("SECRET=s"), "the daemon's environment is not passed: {plan}");
     assert!(!dir.path().join("ran").exists(), "a dry run runs nothing");
     assert!(!dir.path().join("state").exists(), "a dry run records nothing");

@@ -10,6 +10,17 @@ use crate::common::{fixtures, request, trigger, Daemon};
 
 #[test]
 fn a_state_dir_of_0_1_0_is_migrated_and_its_waiting_jobs_run() {
+    // A new store says it was created, once; it migrates nothing.
+    let fresh = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(
+        fresh.path(),
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  a:\n    secret: s\n    actions: [\"true\"]\n",
+        &[],
+    );
+    let log = daemon.stop_with_log();
+    assert_eq!(log.matches("job database created").count(), 1, "{log}");
+    assert!(!log.contains("job database migrated"), "{log}");
+
     let dir = tempfile::tempdir().unwrap();
     let old = fixtures().join("store-0.1.0");
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
@@ -26,7 +37,9 @@ fn a_state_dir_of_0_1_0_is_migrated_and_its_waiting_jobs_run() {
     let log = std::fs::read_to_string(dir.path().join("state/logs/6.log")).unwrap();
     assert!(log.contains("trigger manual event manual ref refs/heads/main commit abc123"), "{log}");
     assert_eq!(daemon.store().job(6).unwrap().unwrap().event.kind, EventKind::Manual);
-    assert!(daemon.log().contains("job database migrated"), "{}", daemon.log());
+    let log = daemon.log();
+    assert_eq!(log.matches("job database migrated").count(), 1, "one line for the migration: {log}");
+    assert!(log.contains("from=0 to="), "{log}");
 
     // The delivery 0.1.0 recorded is still a duplicate.
     let reply = daemon.send("/hooks/site", &request("github/push.json"));
