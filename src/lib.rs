@@ -45,6 +45,7 @@ pub mod forwarded;
 pub mod job_page;
 pub mod matcher;
 pub mod metrics;
+pub mod metrics_format;
 pub mod notify;
 pub mod notify_test;
 pub mod observe;

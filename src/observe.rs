@@ -22,8 +22,9 @@ fn json_answer(status: StatusCode, body: &serde_json::Value) -> Answer {
     res
 }
 
-/// `/health` or `/metrics` (`path`) for `client`.
-pub async fn answer(app: Arc<App>, path: &str, client: std::net::IpAddr) -> Answer {
+/// `/health` or `/metrics` (`path`) for `client`; `accept`: the request's `Accept` (the format
+/// of `/metrics`).
+pub async fn answer(app: Arc<App>, path: &str, client: std::net::IpAddr, accept: Option<&str>) -> Answer {
     if !app.settings().server.observe_from.contains(client) {
         let error = format!("requests from {client} may not read {path} (server.observe_from)");
         let mut res = json_answer(StatusCode::FORBIDDEN, &json!({ "error": error }));
@@ -33,7 +34,7 @@ pub async fn answer(app: Arc<App>, path: &str, client: std::net::IpAddr) -> Answ
     if path == "/health" {
         health(app).await
     } else {
-        metrics(app).await
+        metrics(app, crate::metrics_format::wants_openmetrics(accept)).await
     }
 }
 
@@ -89,8 +90,9 @@ async fn health(app: Arc<App>) -> Answer {
     )
 }
 
-/// `GET /metrics`: the gauges read now, then every metric in the Prometheus text format.
-async fn metrics(app: Arc<App>) -> Answer {
+/// `GET /metrics`: the gauges read now, then every metric, in OpenMetrics when the client asks
+/// for it, else in the classic Prometheus text format.
+async fn metrics(app: Arc<App>, openmetrics: bool) -> Answer {
     let depth = app.queue.depth();
     let m = &app.metrics;
     m.jobs_running.set(depth.running as i64);
@@ -100,10 +102,9 @@ async fn metrics(app: Arc<App>) -> Answer {
     if let Ok(backlog) = blocking(move || store.outbox_backlog()).await {
         m.outbox_pending.set(backlog.pending);
     }
-    let mut res = Response::new(Full::new(Bytes::from(m.render())));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    use crate::metrics_format::{classic, CLASSIC, OPENMETRICS};
+    let (text, kind) = if openmetrics { (m.render(), OPENMETRICS) } else { (classic(&m.render()), CLASSIC) };
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
     res
 }

@@ -339,7 +339,7 @@ pub async fn run(
         }
         log.note(&format!("action {n}: {}", action.run));
         let started = std::time::Instant::now();
-        let step = Step { n, steps: job.steps, lock: job.lock };
+        let step = Step { n, steps: job.steps, lock: job.lock, umask: entry.umask };
         let end = run_action(&action.run, &env, &entry.workdir, deadline, cancel, log, step).await;
         let took = humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
         match end {
@@ -392,6 +392,8 @@ struct Step<'a> {
     n: usize,
     steps: Option<&'a Steps>,
     lock: Option<&'a crate::entry_lock::EntryLock>,
+    /// The entry's `umask:`, set by the wrapper before the command.
+    umask: Option<u32>,
 }
 
 /// The `sh` that `sh -c` finds with the action's `PATH` (execvp's search, its default path when
@@ -439,6 +441,7 @@ async fn run_action(
         .arg(command)
         .arg(&marker)
         .arg(&group)
+        .arg(step.umask.map(|m| format!("{m:04o}")).unwrap_or_default())
         .current_dir(workdir)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))

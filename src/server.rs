@@ -157,7 +157,8 @@ async fn route(
             return HookError::Method.refuse(&app).map(Either::Left);
         }
         let client = forwarded::client(peer.ip(), req.headers(), &app.settings().server.trusted_proxies);
-        return crate::observe::answer(app, path, client).await.map(Either::Left);
+        let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        return crate::observe::answer(app, path, client, accept).await.map(Either::Left);
     }
     if let (true, Some(id)) = (reading, path.strip_prefix("/jobs/")) {
         return match crate::job_page::page(&app, id, req.uri().query()).await {

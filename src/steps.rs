@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The wrapper every action runs in: `sh -c WRAPPER wh-automata COMMAND MARKER GROUP`, as the
+/// The wrapper every action runs in: `sh -c WRAPPER wh-automata COMMAND MARKER GROUP [UMASK]`, as the
 /// leader of a new process group. With a record (MARKER and GROUP given), it first writes its
 /// group (its pid and the boot id) to GROUP, and starts nothing if the daemon that spawned it is
 /// already gone (a new daemon may have looked for leftovers before that write). The command
@@ -27,6 +27,7 @@ pub const WRAPPER: &str = r#"if [ -n "$3" ]; then
   printf '%s %s\n' "$$" "$boot" > "$3"
   kill -0 "$PPID" 2>/dev/null || exit 125
 fi
+if [ -n "$4" ]; then umask "$4"; fi
 sh -c "$1"; s=$?
 if [ -n "$2" ]; then printf '%s\n' "$s" > "$2"; fi
 exit "$s""#;

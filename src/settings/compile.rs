@@ -234,6 +234,10 @@ pub(super) fn entry(
     let env_vars = environment(&raw, env, &mut report);
     let timeout = timeout(raw.timeout.as_ref().map(Quantity::text).as_deref(), &mut report);
     let actions = actions(raw.actions, &mut report);
+    let umask = raw
+        .umask
+        .as_ref()
+        .and_then(|value| umask(value).map_err(|why| report.bad(format!("umask: {why}"))).ok());
     let allow_from = allow_from(raw.allow_from.as_deref(), place.networks, "the entry could never run")
         .unwrap_or_else(|problems| {
             problems.into_iter().for_each(|p| report.bad(p));
@@ -264,10 +268,26 @@ pub(super) fn entry(
         actions,
         allow_from,
         skip_deployed: raw.skip_deployed,
+        umask,
         env_file: raw.env_file,
         status,
         notify,
     })
+}
+
+/// `umask:` as written: octal digits, quoted ("0022") or not (YAML reads `022` as the number 22,
+/// whose digits are the ones meant).
+fn umask(value: &serde_yaml::Value) -> Result<u32, String> {
+    let digits = match value {
+        serde_yaml::Value::String(s) => s.trim().to_string(),
+        serde_yaml::Value::Number(n) if n.is_u64() => n.to_string(),
+        _ => return Err("octal digits, as \"0022\"".into()),
+    };
+    let octal = !digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match u32::from_str_radix(&digits, 8) {
+        Ok(mask) if octal && mask <= 0o777 => Ok(mask),
+        _ => Err(format!("{digits:?} is not a mask of octal digits from 0000 to 0777, as \"0022\"")),
+    }
 }
 
 fn matcher(raw: &RawEntry, report: &mut Report<'_, '_>) -> Option<Matcher> {

@@ -167,6 +167,8 @@ pub struct Entry {
     /// Who may send this entry's webhooks, besides the server's list (`None`: anyone).
     pub allow_from: Option<Nets>,
     pub skip_deployed: bool,
+    /// The actions' file mode creation mask (`None`: the daemon's).
+    pub umask: Option<u32>,
     /// Read when each job starts: relative to `workdir`, or absolute.
     pub env_file: Option<PathBuf>,
     /// Report each job to the commit.

@@ -122,6 +122,11 @@ pub(super) struct RawEntry {
     pub(super) skip_deployed: bool,
     /// A file of KEY=VALUE lines (relative to workdir) added to the actions' environment, read when each job starts; env: wins.
     pub(super) env_file: Option<PathBuf>,
+    /// The file mode creation mask of the actions, in octal ("0022": files others can read,
+    /// for a web server serving what a deploy wrote); default: the daemon's (the shipped
+    /// systemd unit sets 0027).
+    #[schemars(with = "Option<String>", example = &"0022")]
+    pub(super) umask: Option<serde_yaml::Value>,
     /// Time limit for the whole job (default 10m); then its process groups are killed.
     #[schemars(example = &"10m")]
     pub(super) timeout: Option<Quantity>,

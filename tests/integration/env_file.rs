@@ -1,5 +1,6 @@
-//! `env_file:`: read when each job starts, the usual `.env` forms, problems in the job's log,
-//! `env:` wins, a missing file fails the job before any action.
+//! What an entry gives its actions besides the event: `env_file:` (read when each job starts,
+//! the usual `.env` forms, problems in the job's log, `env:` wins, a missing file fails the job
+//! before any action), and `umask:`.
 
 use wh_automata::store::JobState;
 
@@ -84,4 +85,35 @@ fn an_env_file_that_is_a_device_or_a_fifo_fails_the_job_not_the_daemon() {
         .unwrap();
     assert!(rss_kb < 200 * 1024, "the daemon's peak memory is {rss_kb} kB");
     assert_eq!(daemon.get("/health").status, 200);
+}
+
+/// The shipped unit's `UMask=0027` makes what a deploy writes unreadable to a web server; an
+/// entry's `umask:` gives its actions their own mask.
+#[test]
+fn an_entry_s_umask_is_its_actions_mask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0 }\nentries:\n  web:\n    secret: s\n    match: { repo: acme/web }\n    \
+                umask: \"0022\"\n    actions: [\"mkdir -p out && echo hi > out/index.html\"]\n  plain:\n    secret: s\n    \
+                match: { repo: acme/plain }\n    umask: 077\n    actions: [\"echo hi > plain.txt\"]\n  daemon:\n    secret: s\n    \
+                match: { repo: acme/daemon }\n    actions: [\"echo hi > daemon.txt\"]\n";
+    std::fs::write(dir.path().join("settings.yaml"), yaml).unwrap();
+    let daemon = Daemon::start_with_umask(dir.path(), &[], "027");
+    for repo in ["acme/web", "acme/plain", "acme/daemon"] {
+        let body = push_body(repo, "refs/heads/main", &"a".repeat(40), &"b".repeat(40));
+        let reply = daemon.post("/hooks", &github_push(&body, "s", repo), &body);
+        assert_eq!(daemon.wait_job(reply.job_ids()[0]).state, JobState::Succeeded, "{repo}");
+    }
+    let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("out/index.html"), 0o644, "umask: \"0022\"");
+    assert_eq!(mode("out"), 0o755);
+    assert_eq!(mode("plain.txt"), 0o600, "umask: 077 (unquoted)");
+    assert_eq!(mode("daemon.txt"), 0o640, "no umask: the daemon's (027)");
+    for bad in ["\"0999\"", "\"u=rwx\"", "7777", "[1]"] {
+        std::fs::write(dir.path().join("bad.yaml"), yaml.replace("umask: 077", &format!("umask: {bad}")))
+            .unwrap();
+        let (code, stderr) = crate::common::check_settings(dir.path(), "bad.yaml");
+        assert_eq!(code, Some(1), "{bad}: {stderr}");
+        assert!(stderr.contains("entry \"plain\"") && stderr.contains("umask:"), "{bad}: {stderr}");
+    }
 }

@@ -559,7 +559,26 @@ fn metrics_are_prometheus_text_with_no_label_a_sender_chose() {
     assert_eq!(daemon.post("/hooks", &github_push(&body, "wrong", "forged"), &body).status, 401);
     // A job's end is recorded just before its entry is released in the queue.
     eventually("no job runs", || daemon.get("/metrics").body.contains("wh_automata_jobs_running 0"));
-    let text = daemon.get("/metrics").body;
+    // OpenMetrics when asked for, as a Prometheus server does; the classic text otherwise.
+    let accept = [(
+        "Accept".to_string(),
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5".to_string(),
+    )];
+    let open = crate::common::http(daemon.addr, "GET", "/metrics", &accept, b"");
+    assert!(
+        open.header("content-type").unwrap().starts_with("application/openmetrics-text"),
+        "{:?}",
+        open.headers
+    );
+    let classic = daemon.get("/metrics");
+    assert!(
+        classic.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        classic.headers
+    );
+    assert!(classic.body.contains("# TYPE wh_automata_settings_reloads_total counter"), "{}", classic.body);
+    assert!(!classic.body.contains("# EOF") && !classic.body.contains("_created"), "{}", classic.body);
+    let text = open.body;
     for name in [
         "wh_automata_build_info",
         "wh_automata_deliveries_total{provider=\"github\",result=\"queued\"} 2",
@@ -595,30 +614,38 @@ fn metrics_are_prometheus_text_with_no_label_a_sender_chose() {
                 .is_ok_and(|s| s.success())
         })
         .expect("the Python Prometheus client is needed (Debian: python3-prometheus-client; pip: prometheus-client)");
-    let parsed = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
-             names = sorted(f.name for f in p(sys.stdin.read()))\nprint(' '.join(names))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = parsed.expect("python3 runs");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the parser refuses the output: {stderr}\n{text}");
-    let names = String::from_utf8_lossy(&out.stdout);
-    for family in [
-        "wh_automata_deliveries",
-        "wh_automata_job_duration_seconds",
-        "wh_automata_outbox_pending",
-        "wh_automata_build",
+    // Each text read whole by its parser: OpenMetrics, and the classic one.
+    for (parser, text, build) in [
+        ("prometheus_client.openmetrics.parser", &text, "wh_automata_build"),
+        ("prometheus_client.parser", &classic.body, "wh_automata_build_info"),
     ] {
-        assert!(names.split_whitespace().any(|n| n == family), "{family} in {names}");
+        let parsed = std::process::Command::new(python)
+            .args([
+                "-c",
+                &format!(
+                    "import sys\nfrom {parser} import text_string_to_metric_families as p\n\
+                     names = sorted(f.name for f in p(sys.stdin.read()))\nprint(' '.join(names))"
+                ),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = parsed.expect("python3 runs");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{parser} refuses the output: {stderr}\n{text}");
+        let names = String::from_utf8_lossy(&out.stdout);
+        for family in [
+            "wh_automata_deliveries",
+            "wh_automata_job_duration_seconds",
+            "wh_automata_outbox_pending",
+            build,
+        ] {
+            assert!(names.split_whitespace().any(|n| n == family), "{parser}: {family} in {names}");
+        }
     }
 }
 

@@ -63,11 +63,16 @@ impl Upstream {
 /// Installs rule file `name` under `root` with `/srv/` moved to `root/srv/`, and settings that
 /// include it; starts the daemon with stand-ins first on PATH.
 fn start(root: &Path, name: &str, env: &[(&str, &str)]) -> Daemon {
+    start_with_umask(root, name, env, "022")
+}
+
+/// [`start`], the daemon running with `umask` (the shipped unit's is 027).
+fn start_with_umask(root: &Path, name: &str, env: &[(&str, &str)], umask: &str) -> Daemon {
     install(root, name);
     let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
     let mut all: Vec<(&str, &str)> = env.to_vec();
     all.push(("PATH", &path));
-    Daemon::start(root, &all)
+    Daemon::start_with_umask(root, &all, umask)
 }
 
 /// Installs rule file `name` under `root` (`/srv/` moved to `root/srv/`) and settings that
@@ -244,7 +249,7 @@ fn static_site_builds_a_release_and_switches_the_symlink() {
         "npm",
         "if [ \"$1\" = run ]; then mkdir -p \"$5\" && git rev-parse HEAD > \"$5/index.html\"; fi",
     );
-    let daemon = start(root, "static-site.yaml", &[("WWW_SECRET", "tok")]);
+    let daemon = start_with_umask(root, "static-site.yaml", &[("WWW_SECRET", "tok")], "027");
     let push = |before: &str, after: &str, changed: &[&str], id: &str| {
         (gitlab_headers("tok", id), gitlab("acme/www", before, after, changed))
     };
@@ -260,6 +265,10 @@ fn static_site_builds_a_release_and_switches_the_symlink() {
     let current = root.join("srv/www/current");
     assert_eq!(std::fs::read_link(&current).unwrap(), releases.join(&c1));
     assert_eq!(read(&current.join("index.html")).trim(), c1);
+    // Readable by the web server whatever the daemon's umask (its `umask: "0022"`).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(current.join("index.html")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o044, 0o044, "{mode:o}");
 
     let c2 = up.commit(&[("content/index.md", "hello again")]);
     let (h, b) = push(&c1, &c2, &["content/index.md"], "ss-2");
