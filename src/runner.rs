@@ -7,12 +7,10 @@
 //! after a grace period. Output goes to the job log with timestamps, bounded in size. Which job
 //! runs when is the queue's business; recording the outcome is the caller's.
 
-use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -23,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::env_file::{self, EnvFile};
 use crate::event::{Event, PullRequest, Trigger};
+pub use crate::job_log::Log;
 use crate::settings::{Action, Entry};
 use crate::steps::{Steps, WRAPPER};
 
@@ -93,81 +92,6 @@ impl Outcome {
                 Some(format!("action {action} could not start: {error}"))
             }
             Outcome::NoEnvFile { error } => Some(format!("env_file cannot be read: {error}")),
-        }
-    }
-}
-
-/// A job's log: a file capped at `limit` bytes, optionally echoed to stdout.
-pub struct Log {
-    file: Option<File>,
-    written: u64,
-    limit: u64,
-    truncated: bool,
-    echo: bool,
-    at_line_start: bool,
-}
-
-impl Log {
-    /// The log at `path`, appended to: a job run again (after a crash or a stop) keeps the log
-    /// of its earlier attempt above the new one.
-    pub fn create(path: &Path, limit: u64) -> std::io::Result<Log> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        let written = file.metadata()?.len();
-        let mut log = Log::new(Some(file), limit);
-        log.written = written;
-        log.truncated = written >= limit;
-        Ok(log)
-    }
-
-    /// The same log, also echoed to stdout (a foreground run).
-    pub fn echoing(mut self) -> Log {
-        self.echo = true;
-        self
-    }
-
-    pub fn new(file: Option<File>, limit: u64) -> Log {
-        Log { file, written: 0, limit, truncated: false, echo: false, at_line_start: true }
-    }
-
-    /// A line of wh-automata's own (not action output).
-    pub fn note(&mut self, text: &str) {
-        if !self.at_line_start {
-            self.output(b"\n");
-        }
-        self.output(format!("-- {text}\n").as_bytes());
-    }
-
-    /// Action output: each line gets a timestamp in the file.
-    pub fn output(&mut self, chunk: &[u8]) {
-        if self.echo {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(chunk);
-            let _ = out.flush();
-        }
-        let Some(file) = self.file.as_mut() else { return };
-        if self.truncated {
-            return;
-        }
-        let mut buf = Vec::with_capacity(chunk.len() + 32);
-        for piece in chunk.split_inclusive(|b| *b == b'\n') {
-            if self.at_line_start {
-                buf.extend_from_slice(
-                    humantime::format_rfc3339_millis(SystemTime::now()).to_string().as_bytes(),
-                );
-                buf.push(b' ');
-            }
-            buf.extend_from_slice(piece);
-            self.at_line_start = piece.ends_with(b"\n");
-        }
-        let room = self.limit.saturating_sub(self.written) as usize;
-        if buf.len() > room {
-            buf.truncate(room);
-            buf.extend_from_slice(b"\n-- log truncated: it reached the log_limit of the settings\n");
-            self.truncated = true;
-        }
-        if file.write_all(&buf).is_ok() {
-            self.written += buf.len() as u64;
         }
     }
 }
@@ -306,6 +230,7 @@ pub async fn run(
 ) -> Outcome {
     let deadline = Instant::now() + entry.timeout;
     let e = job.event;
+    log.mask(entry.mask.clone());
     log.note(&format!(
         "job {} entry {} trigger {} event {} ref {} commit {}",
         job.id,
@@ -320,6 +245,8 @@ pub async fn run(
             for problem in &file.problems {
                 log.note(&format!("env_file: {problem} (skipped)"));
             }
+            let secret = file.vars.iter().filter(|(k, _)| entry.secret_env.contains(k)).map(|(_, v)| v);
+            log.mask(entry.mask.with(secret));
             file.vars
         }
         Err(error) => {

@@ -231,7 +231,12 @@ pub(super) fn entry(
     let mut report = Report { place, problems };
     let matcher = matcher(&raw, &mut report);
     let secret = secret(&raw, env, &mut report);
-    let env_vars = environment(&raw, env, &mut report);
+    let (env_vars, env_secrets) = environment(&raw, env, &mut report);
+    for name in &raw.secret_env {
+        if !valid_env_name(name) {
+            report.bad(format!("secret_env: \"{name}\" is not a valid variable name"));
+        }
+    }
     let timeout = timeout(raw.timeout.as_ref().map(Quantity::text).as_deref(), &mut report);
     let actions = actions(raw.actions, &mut report);
     let umask = raw
@@ -254,6 +259,15 @@ pub(super) fn entry(
     if problems.len() > before {
         return None;
     }
+    // Every secret the settings know: this entry's, and every target's (an action may print
+    // any of them, and all of the daemon's environment is within its reach by inherit_env).
+    let mut known: Vec<String> = env_secrets;
+    known.extend(secret.as_ref().map(|s| s.expose_str().to_string()));
+    known.extend(status.as_ref().map(|s| s.token.expose_str().to_string()));
+    for target in place.targets.values() {
+        known.extend(super::reporting::target_secrets(target));
+    }
+    let mask = crate::mask::Mask::new(known);
     Some(Entry {
         name: place.name.to_string(),
         file: place.file.to_path_buf(),
@@ -269,6 +283,8 @@ pub(super) fn entry(
         allow_from,
         skip_deployed: raw.skip_deployed,
         umask,
+        mask,
+        secret_env: raw.secret_env,
         env_file: raw.env_file,
         status,
         notify,
@@ -344,13 +360,15 @@ fn secret(
     None
 }
 
-/// `env:` (values with `${VAR}`) and the names of `inherit_env:`.
+/// `env:` (values with `${VAR}`) and the names of `inherit_env:`; with the values read from the
+/// environment, a file or a credential (secrets, masked in logs).
 fn environment(
     raw: &RawEntry,
     env: &dyn Fn(&str) -> Option<String>,
     report: &mut Report<'_, '_>,
-) -> Vec<(String, String)> {
+) -> (Vec<(String, String)>, Vec<String>) {
     let mut vars = Vec::new();
+    let mut secrets = Vec::new();
     for (key, value) in &raw.env {
         if !valid_env_name(key) {
             report.bad(format!("env: \"{key}\" is not a valid variable name"));
@@ -358,7 +376,12 @@ fn environment(
             report.bad(format!("env: \"{key}\": names starting with WH_ are set by wh-automata"));
         }
         match expand(value, env) {
-            Ok(v) => vars.push((key.clone(), v)),
+            Ok(v) => {
+                if value.contains("${") {
+                    secrets.push(v.clone());
+                }
+                vars.push((key.clone(), v))
+            }
             Err(e) => report.bad(format!("env.{key}: {e}")),
         }
     }
@@ -367,7 +390,7 @@ fn environment(
             report.bad(format!("inherit_env: \"{key}\" is not a valid variable name"));
         }
     }
-    vars
+    (vars, secrets)
 }
 
 fn timeout(text: Option<&str>, report: &mut Report<'_, '_>) -> Duration {
@@ -480,17 +503,46 @@ pub fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             return Err("unterminated ${ (write it as ${NAME})".into());
         };
         let name = &after[..end];
-        if !valid_env_name(name) {
+        if let Some(id) = name.strip_prefix("credential:") {
+            out.push_str(&credential(id, env)?);
+        } else if !valid_env_name(name) {
             return Err(format!("\"${{{name}}}\" is not a valid variable reference"));
-        }
-        match env(name) {
-            Some(v) => out.push_str(&v),
-            None => return Err(format!("environment variable {name} is not set")),
+        } else {
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(format!("environment variable {name} is not set")),
+            }
         }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `${credential:ID}`: the systemd credential `ID`, the file `$CREDENTIALS_DIRECTORY/ID` that
+/// systemd hands the service for `LoadCredential=ID:PATH` (one trailing newline dropped).
+fn credential(id: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let plain = !id.is_empty()
+        && !id.starts_with('.')
+        && id.len() <= 255
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+    if !plain {
+        return Err(format!("\"${{credential:{id}}}\" is not a credential name (letters, digits, _ - . @)"));
+    }
+    let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return Err(format!(
+            "${{credential:{id}}}: no credentials (CREDENTIALS_DIRECTORY is not set: give the unit \
+             LoadCredential={id}:PATH)"
+        ));
+    };
+    let path = Path::new(&dir).join(id);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("${{credential:{id}}}: {}: {e}", path.display()))?;
+    let value = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    if value.is_empty() {
+        return Err(format!("${{credential:{id}}} is empty"));
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]

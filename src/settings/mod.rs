@@ -169,6 +169,10 @@ pub struct Entry {
     pub skip_deployed: bool,
     /// The actions' file mode creation mask (`None`: the daemon's).
     pub umask: Option<u32>,
+    /// The secret values the settings know, masked in this entry's job logs ([`crate::mask`]).
+    pub mask: crate::mask::Mask,
+    /// The `env_file` variables whose values are masked too.
+    pub secret_env: Vec<String>,
     /// Read when each job starts: relative to `workdir`, or absolute.
     pub env_file: Option<PathBuf>,
     /// Report each job to the commit.

@@ -122,6 +122,10 @@ pub(super) struct RawEntry {
     pub(super) skip_deployed: bool,
     /// A file of KEY=VALUE lines (relative to workdir) added to the actions' environment, read when each job starts; env: wins.
     pub(super) env_file: Option<PathBuf>,
+    /// Variables of env_file whose values are secret: written as *** in job logs, pages and
+    /// messages (values of 8 characters or more), like the secrets the settings know.
+    #[serde(default)]
+    pub(super) secret_env: Vec<String>,
     /// The file mode creation mask of the actions, in octal ("0022": files others can read,
     /// for a web server serving what a deploy wrote); default: the daemon's (the shipped
     /// systemd unit sets 0027).

@@ -42,6 +42,18 @@ pub enum TargetKind {
     Command { run: String },
 }
 
+/// The secret values of a target: its URLs that carry a token, its tokens and secrets.
+pub fn target_secrets(target: &Target) -> Vec<String> {
+    let all: Vec<&Secret> = match &target.kind {
+        TargetKind::Slack { url } | TargetKind::Discord { url } => vec![url],
+        TargetKind::Ntfy { url, token } => std::iter::once(url).chain(token.as_ref()).collect(),
+        TargetKind::Matrix { token, .. } => vec![token],
+        TargetKind::Webhook { url, secret } => std::iter::once(url).chain(secret.as_ref()).collect(),
+        TargetKind::Email { .. } | TargetKind::Command { .. } => Vec::new(),
+    };
+    all.into_iter().map(|s| s.expose_str().to_string()).collect()
+}
+
 impl TargetKind {
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -20,6 +20,7 @@ mod readme;
 mod replay;
 mod reporting;
 mod rules;
+mod secrets;
 mod settings_faults;
 mod standin;
 mod store_faults;
