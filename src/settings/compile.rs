@@ -25,6 +25,8 @@ pub(super) struct Place<'a> {
     pub dir: &'a Path,
     /// The line of each item of the entry's `actions:` list, where the text shows them.
     pub action_lines: Vec<usize>,
+    /// The entry's own keys with their lines: a problem of a key is located at it.
+    pub key_lines: Vec<(String, usize)>,
     /// The named lists of `networks:` of every settings file.
     pub networks: &'a Networks,
     pub secrets: Secrets,
@@ -76,8 +78,10 @@ struct Report<'a, 'p> {
 }
 
 impl Report<'_, '_> {
+    /// A problem at the line of the key its message names (`timeout: ...`), else at the entry.
     fn bad(&mut self, message: String) {
-        self.problems.push(problem(self.place.file, self.place.line, Some(self.place.name), message));
+        let line = super::problems::line_of_message(&self.place.key_lines, &message).or(self.place.line);
+        self.problems.push(problem(self.place.file, line, Some(self.place.name), message));
     }
 
     /// A problem at `line` when it is known, else at the entry.

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::compile::{self, Networks, Place};
-use super::problems::{action_lines, duplicate_names, entry_lines, problem, Problem, Problems};
+use super::problems::{
+    action_lines, duplicate_names, entry_lines, key_lines, line_of_message, problem, Problem, Problems,
+};
 use super::raw::{RawEntry, RawFile};
 use super::{include, Entry, Index, Secrets, Settings};
 
@@ -37,6 +39,12 @@ pub(super) fn load(
     let Some(main) = parse_file(&source, &text, &mut problems) else {
         return Err(Problems(problems));
     };
+    // Where each notification target is written: its problems are located there.
+    let target_lines = {
+        let lines: Vec<&str> = text.lines().collect();
+        let top = lines.iter().position(|l| l.trim_end() == "notify:").map(|i| i + 1);
+        top.map(|at| key_lines(&lines, at)).unwrap_or_default()
+    };
     let include_globs: Vec<PathBuf> = main.include.iter().map(|p| base.join(p)).collect();
     let mut sources =
         vec![Source { file: source.clone(), text, entries: main.entries, networks: main.networks }];
@@ -45,7 +53,7 @@ pub(super) fn load(
     }
     let networks = networks(&mut sources, &mut problems);
     let server = compile::server(&source, &base, main.server.as_ref(), &networks, &mut problems);
-    let targets = super::reporting::targets(&source, &main.notify, env, &mut problems);
+    let targets = super::reporting::targets(&source, &target_lines, &main.notify, env, &mut problems);
     let files = sources.iter().map(|s| s.file.clone()).collect();
     let entries = entries(sources, &networks, &targets, secrets, env, &mut problems);
     if !problems.is_empty() {
@@ -160,8 +168,18 @@ fn entries(
             }
             seen.insert(name.clone(), (file.clone(), line));
             let action_lines = line.map(|l| action_lines(&text_lines, l)).unwrap_or_default();
-            let place =
-                Place { name: &name, file, line, dir: &dir, action_lines, networks, secrets, targets };
+            let key_lines = line.map(|l| key_lines(&text_lines, l)).unwrap_or_default();
+            let place = Place {
+                name: &name,
+                file,
+                line,
+                dir: &dir,
+                action_lines,
+                key_lines,
+                networks,
+                secrets,
+                targets,
+            };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));
             }
@@ -184,7 +202,9 @@ fn entry(
     let raw: RawEntry = match serde_yaml::from_value(value) {
         Ok(r) => r,
         Err(e) => {
-            problems.push(problem(place.file, place.line, Some(place.name), e.to_string()));
+            let message = e.to_string();
+            let line = line_of_message(&place.key_lines, &message).or(place.line);
+            problems.push(problem(place.file, line, Some(place.name), message));
             return None;
         }
     };

@@ -130,6 +130,32 @@ pub(super) fn action_lines(lines: &[&str], entry_line: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The keys directly inside the mapping whose key is on line `at` (1-based; an entry, or the
+/// top-level `notify:`), with their 1-based lines. (`lines`: the file's lines.)
+pub(super) fn key_lines(lines: &[&str], at: usize) -> Vec<(String, usize)> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let Some(head) = lines.get(at.wrapping_sub(1)) else { return Vec::new() };
+    let content = |i: &usize| !lines[*i].trim().is_empty() && !lines[*i].trim_start().starts_with('#');
+    let body: Vec<usize> =
+        (at..lines.len()).filter(content).take_while(|i| indent(lines[*i]) > indent(head)).collect();
+    let Some(first) = body.first() else { return Vec::new() };
+    let level = indent(lines[*first]);
+    body.iter()
+        .filter(|i| indent(lines[**i]) == level)
+        .filter_map(|i| key_of(lines[*i].trim()).map(|k| (k, i + 1)))
+        .collect()
+}
+
+/// The line of the key a problem's message starts with (`timeout: ...`, `env.X: ...`,
+/// `match.branch ...`, serde's "unknown field `acions`"), among `keys`.
+pub(super) fn line_of_message(keys: &[(String, usize)], message: &str) -> Option<usize> {
+    let key: String = match message.strip_prefix("unknown field `") {
+        Some(rest) => rest.split('`').next().unwrap_or_default().to_string(),
+        None => message.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect(),
+    };
+    keys.iter().find(|(k, _)| *k == key).map(|(_, line)| *line)
+}
+
 /// The key of a `key: value` line, unquoted.
 fn key_of(line: &str) -> Option<String> {
     if let Some(rest) = line.strip_prefix('"') {

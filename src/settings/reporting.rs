@@ -272,14 +272,16 @@ pub(super) fn notify_use(
 /// The top-level `notify:` targets of the settings file `file`.
 pub(super) fn targets(
     file: &Path,
+    lines: &[(String, usize)],
     raw: &BTreeMap<String, RawTarget>,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, Arc<Target>> {
     let mut out = BTreeMap::new();
     for (name, raw) in raw {
+        let line = lines.iter().find(|(k, _)| k == name).map(|(_, l)| *l);
         let mut bad =
-            |message: String| problems.push(problem(file, None, None, format!("notify.{name}: {message}")));
+            |message: String| problems.push(problem(file, line, None, format!("notify.{name}: {message}")));
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             bad("a target's name may only hold letters, digits, '_' and '-'".into());
             continue;

@@ -45,12 +45,13 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
     (
         "unknown key",
         "entries:\n  blog:\n    secret: x\n    actions: [\"true\"]\n    acions: [x]\n",
-        &["settings.yaml:2", "entry \"blog\"", "unknown field `acions`"],
+        // At the bad key, not at the entry's first line.
+        &["settings.yaml:5: entry \"blog\"", "unknown field `acions`"],
     ),
     (
         "bad regex",
         "entries:\n  blog:\n    match: { branch: \"^(main\" }\n    secret: x\n    actions: [\"true\"]\n",
-        &["settings.yaml:2", "entry \"blog\"", "match.branch is not a valid regex"],
+        &["settings.yaml:3: entry \"blog\"", "match.branch is not a valid regex"],
     ),
     (
         "unknown provider",
@@ -106,6 +107,16 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
         "not yaml",
         "entries:\n  blog: [\n",
         &["settings.yaml"],
+    ),
+    (
+        "a notification target of two kinds",
+        "notify:\n  ok: { slack: \"https://hooks.example.com/a\" }\n  team:\n    slack: \"https://hooks.example.com/a\"\n    discord: \"https://discord.example.com/b\"\nentries:\n  blog:\n    secret: x\n    actions: [\"true\"]\n",
+        &["settings.yaml:3: notify.team: one kind per target, not slack and discord"],
+    ),
+    (
+        "a bad timeout, at its line",
+        "entries:\n  blog:\n    secret: x\n    timeout: forever\n    actions: [\"true\"]\n",
+        &["settings.yaml:4: entry \"blog\": timeout"],
     ),
     (
         "a state_dir too long for the control socket",
