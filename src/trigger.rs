@@ -220,29 +220,35 @@ fn read_saved(file: &Path, args: &TriggerArgs) -> Result<saved::Saved, Fail> {
 fn dry_run(entry: &Entry, event: &Event) {
     let context =
         JobContext { id: 0, trigger: Trigger::Manual, event, payload: None, steps: None, lock: None };
+    // Secrets are shown masked, as in a job's log.
+    let mut mask = entry.mask.clone();
+    let mut notes = Vec::new();
+    let from_file = match runner::env_file(entry) {
+        Ok(file) => {
+            notes.extend(file.problems.iter().map(|p| format!("  (env_file: {p}: skipped)")));
+            mask = mask.with(file.vars.iter().filter(|(k, _)| entry.secret_env.contains(k)).map(|(_, v)| v));
+            file.vars
+        }
+        Err(error) => {
+            notes.push(format!("  (env_file cannot be read: {error}: the job would fail)"));
+            Vec::new()
+        }
+    };
     println!("entry {} ({}), dry run: nothing runs", entry.name, entry.file.display());
     println!("workdir {}", entry.workdir.display());
     println!("timeout {}", humantime::format_duration(entry.timeout));
     println!("actions:");
     for (i, action) in entry.actions.iter().enumerate() {
+        let run = mask.text(&action.run);
         match runner::skip_reason(action, event) {
-            None => println!("  {}. {}", i + 1, action.run),
-            Some(why) => println!("  {}. {}   (skipped: {why})", i + 1, action.run),
+            None => println!("  {}. {run}", i + 1),
+            Some(why) => println!("  {}. {run}   (skipped: {why})", i + 1),
         }
     }
     println!("environment:");
-    let from_file = match runner::env_file(entry) {
-        Ok(file) => {
-            for problem in &file.problems {
-                println!("  (env_file: {problem}: skipped)");
-            }
-            file.vars
-        }
-        Err(error) => {
-            println!("  (env_file cannot be read: {error}: the job would fail)");
-            Vec::new()
-        }
-    };
+    for note in notes {
+        println!("{note}");
+    }
     for (name, value) in runner::environment(entry, &context, &from_file) {
         let value = match name.as_str() {
             "WH_JOB_ID" => "(the job's id)".to_string(),
@@ -251,7 +257,7 @@ fn dry_run(entry: &Entry, event: &Event) {
         };
         // Control characters escaped (a payload's value must not drive the terminal); quotes
         // and backslashes as they are.
-        println!("  {name}={}", crate::printable::shown(&value, usize::MAX));
+        println!("  {name}={}", crate::printable::shown(&mask.text(&value), usize::MAX));
     }
 }
 

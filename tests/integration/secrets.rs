@@ -79,6 +79,15 @@ fn secrets_an_action_prints_are_masked_in_logs_pages_and_messages() {
             assert!(!text.contains(secret), "{secret} in the message: {text}");
         }
     }
+    // A dry run shows the environment as a log would: secrets masked.
+    let out = crate::common::trigger(dir.path(), &["settings.yaml", "site", "--dry-run"], &env);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(plan.contains("API_TOKEN=***") && plan.contains("DB_PASSWORD=***"), "{plan}");
+    assert!(plan.contains("PLAIN=not-a-secret-value") && plan.contains("SHORT=main"), "{plan}");
+    for secret in secrets {
+        assert!(!plan.contains(secret), "{secret} in the dry run: {plan}");
+    }
     // The status went with the token read from the credential.
     let status = seen.iter().find(|r| r.path.starts_with("/gh/")).expect("a status");
     assert_eq!(status.header("authorization"), "Bearer ghp_token-from-a-credential");
