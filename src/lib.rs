@@ -18,11 +18,13 @@
 //! - [`worker`]: the worker pool: one job per entry at a time, each job's end recorded once;
 //!   [`entry_lock`] holds an entry across processes (foreground runs, leftovers of a killed run);
 //! - [`app`]: the shared state: settings snapshot, load status, store, queue, recording jobs,
-//!   [`metrics`]; [`report`] decides what each change of a job sends;
+//!   [`metrics`] (written in either text format by [`metrics_format`]); [`report`] decides what
+//!   each change of a job sends;
 //! - [`queue`]: the bounded queue (newest event of an entry and ref wins);
 //! - [`store`]: the durable job record (SQLite, versioned schema), job logs and the outbox;
-//!   [`job_page`] shows one job;
-//! - [`runner`]: an entry's actions run with `sh -c`: environment, timeout, log;
+//! - [`runner`]: an entry's actions run with `sh -c`: environment, timeout; their output in the
+//!   [`job_log`], with the secrets the settings know written as `***` by [`mask`];
+//!   [`printable`] escapes what reaches a terminal or a page;
 //! - [`providers`]: one adapter per git host: detect it, check the signature over the raw
 //!   bytes, normalise the payload into an [`event::Event`];
 //! - [`settings`]: the settings file, read in two phases (raw, then validated and compiled);
