@@ -7,8 +7,8 @@
 //! - [`daemon`]: wires the parts below together and stops them in order;
 //! - [`trigger`]: `wh-automata-trigger`: manual runs, job lists and logs, explaining a saved delivery;
 //! - [`server`]: the HTTP front (limits, routes, answers): receive, detect, authenticate,
-//!   normalise, match, record, answer; [`observe`] answers `/health` and `/metrics` and
-//!   [`job_page`] a job's page, each to whom may read it;
+//!   normalise, match, record, answer; one module per endpoint (`/hooks`, `/health`,
+//!   `/metrics`, [`server::jobs`]), each answering only whom may read it;
 //! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
 //! - [`reload`]: the file watcher that swaps in new settings when they are valid;
 //! - [`outbox`]: the sender of what jobs' changes wrote to the outbox (each destination on
@@ -45,14 +45,12 @@ pub mod env_file;
 pub mod event;
 pub mod forwarded;
 pub mod job_log;
-pub mod job_page;
 pub mod mask;
 pub mod matcher;
 pub mod metrics;
 pub mod metrics_format;
 pub mod notify;
 pub mod notify_test;
-pub mod observe;
 pub mod outbound;
 pub mod outbox;
 pub mod outbox_schedule;

@@ -1,0 +1,194 @@
+//! The HTTP front: hyper 1, HTTP/1 only (a reverse proxy in front does TLS).
+//!
+//! Routes: `POST {path}/{entry}` (one entry), `POST {path}` (every entry whose matcher fits and
+//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`. A webhook
+//! reads top to bottom in `hooks::hook`: receive (size limit) → detect provider → authenticate (raw
+//! bytes) → normalise → match → record and queue → answer. A routed request is normalised
+//! first, to authenticate it only against the entries for its repository: its cost does not
+//! grow with the number of entries.
+//! The answer never waits for actions. Limits: body size (refused before reading past it),
+//! header read timeout, body read timeout, a cap on connections.
+//! `answers::HookError::answer` is the one place that maps errors to statuses.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::app::App;
+use crate::connections::{Admission, Conn, Connections, Place};
+use crate::forwarded;
+use jobs::{LogStream, PageError};
+
+mod answers;
+mod health;
+mod hooks;
+mod identify;
+pub mod jobs;
+mod metrics;
+
+use answers::HookError;
+
+/// How long open connections get to finish when the daemon stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` resolves, then lets open connections finish (briefly).
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let settings = app.settings();
+    let table =
+        Connections::new(settings.server.max_connections, settings.server.max_connections_per_address);
+    let header_timeout = settings.server.header_timeout;
+    drop(settings);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let proxy = app.settings().server.trusted_proxies.contains(peer.ip());
+        let Some(place) = place_for(&table, peer.ip(), proxy).await else {
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let conn = place.conn.clone();
+        let service = service_fn(move |req| {
+            let (app, conn) = (app.clone(), conn.clone());
+            async move {
+                conn.receiving();
+                let answer = route(app, req, peer, &conn).await;
+                conn.idle();
+                Ok::<_, Infallible>(answer)
+            }
+        });
+        let served = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let served = graceful.watch(served);
+        tokio::spawn(async move {
+            // Dropping the connection closes it: when the table wants its place back.
+            tokio::select! {
+                _ = served => {}
+                _ = place.conn.evicted() => {}
+            }
+            drop(place);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(CLOSE_GRACE, graceful.shutdown()).await.is_err() {
+        warn!("connections still open after the close grace period; dropping them");
+    }
+}
+
+/// A place for a new connection from `ip`: `None` when its address has its share (a trusted
+/// `proxy` has none: the clients behind it share its address), or when
+/// every place is taken by requests being handled for longer than a second. Otherwise the
+/// oldest connection that has not delivered a request gives its place.
+async fn place_for(table: &Arc<Connections>, ip: IpAddr, proxy: bool) -> Option<Place> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match table.admit(ip, proxy) {
+            Admission::Admitted(place) => return Some(place),
+            Admission::AddressFull => return None,
+            Admission::Full => {
+                table.evict_slowest();
+                if tokio::time::timeout_at(until, table.freed()).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) type Answer = Response<Full<Bytes>>;
+
+/// An answer with a JSON body, serialised straight from `body` (no intermediate `Value` on the
+/// paths of refused and ignored requests).
+pub(crate) fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
+    let text =
+        serde_json::to_vec(body).unwrap_or_else(|_| br#"{"error":"cannot write the answer"}"#.to_vec());
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    res
+}
+
+/// What the server answers with: JSON (and short text), or a job's page streamed.
+pub type Body = Either<Full<Bytes>, LogStream>;
+
+/// Who may read what, settled once for every path: `/hooks` for `server.allow_from` (and the
+/// signatures), `/health` and `/metrics` for `server.observe_from`, `/jobs/<id>` for the link
+/// that carries the job's key.
+async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    conn: &Conn,
+) -> Response<Body> {
+    let path = req.uri().path();
+    let reading = req.method() == Method::GET || req.method() == Method::HEAD;
+    if path == "/health" || path == "/metrics" {
+        if !reading {
+            return HookError::Method.refuse(&app).map(Either::Left);
+        }
+        // What the daemon tells about itself is for `server.observe_from` only: the queue, the
+        // outbox's last error and the settings' problems are not for strangers.
+        let client = forwarded::client(peer.ip(), req.headers(), &app.settings().server.trusted_proxies);
+        if !app.settings().server.observe_from.contains(client) {
+            let error = format!("requests from {client} may not read {path} (server.observe_from)");
+            let mut res = json_answer(StatusCode::FORBIDDEN, &serde_json::json!({ "error": error }));
+            res.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return res.map(Either::Left);
+        }
+        let answer = if path == "/health" {
+            health::health(app).await
+        } else {
+            let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            metrics::metrics(app, crate::metrics_format::wants_openmetrics(accept)).await
+        };
+        return answer.map(Either::Left);
+    }
+    if let (true, Some(id)) = (reading, path.strip_prefix("/jobs/")) {
+        return match jobs::page(&app, id, req.uri().query()).await {
+            Ok(stream) => {
+                let mut res = Response::new(Either::Right(stream));
+                let headers = res.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                headers.insert("x-content-type-options", header::HeaderValue::from_static("nosniff"));
+                headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+                headers.insert("referrer-policy", header::HeaderValue::from_static("no-referrer"));
+                res
+            }
+            Err(PageError::NotFound) => {
+                HookError::NoRoute(PageError::NotFound.to_string()).answer().map(Either::Left)
+            }
+            Err(PageError::Store(e)) => HookError::Internal(e.to_string()).answer().map(Either::Left),
+        };
+    }
+    hooks::hooks(app, req, peer, conn).await.map(Either::Left)
+}
