@@ -22,6 +22,7 @@
 //! read), `saved.rs` (deliveries kept in files).
 
 mod bitbucket;
+pub mod catalogue;
 mod gitea;
 mod github;
 mod github_shape;
