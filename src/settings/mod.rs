@@ -11,6 +11,7 @@
 
 mod actions;
 mod compile;
+mod expand;
 pub mod include;
 mod load;
 mod problems;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use globset::GlobSet;
 
-pub use compile::expand;
+pub use expand::expand;
 pub use load::NO_ENTRIES;
 pub use problems::{Problem, Problems};
 pub use raw::json_schema;

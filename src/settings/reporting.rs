@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::compile::expand;
+use super::expand::expand;
 use super::problems::{problem, Problem};
 use super::raw::{RawNotifyUse, RawStatus, RawTarget, SecretText};
 use super::Secret;
