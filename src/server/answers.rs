@@ -1,9 +1,12 @@
-//! The answers of `/hooks`: why a webhook was refused ([`HookError`], the one place that maps
-//! errors to statuses) and the bodies of `queued`, `duplicate`, `pong` and `ignored`.
+//! The answers of the HTTP front: JSON answers, why a webhook was refused ([`HookError`], the
+//! one place that maps errors to statuses) and the bodies of `queued`, `duplicate`, `pong` and
+//! `ignored`.
 
 use std::fmt;
 
-use http::{header, StatusCode};
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
 use serde_json::{json, Value};
 use tracing::debug;
 
@@ -12,7 +15,19 @@ use crate::event::{Event, EventKind};
 use crate::providers::{AuthError, PayloadError};
 use crate::tally::{self, Outcome};
 
-use super::{json_answer, Answer};
+/// An answer of the HTTP front.
+pub(super) type Answer = Response<Full<Bytes>>;
+
+/// An answer with a JSON body, serialised straight from `body` (no intermediate `Value` on the
+/// paths of refused and ignored requests).
+pub(super) fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
+    let text =
+        serde_json::to_vec(body).unwrap_or_else(|_| br#"{"error":"cannot write the answer"}"#.to_vec());
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    res
+}
 
 /// Suggested wait when the queue is full.
 const RETRY_AFTER_SECS: u64 = 10;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::json;
 
-use super::{json_answer, Answer};
+use super::answers::{json_answer, Answer};
 use crate::app::{blocking, App};
 
 /// An outbox whose oldest item is older than this makes `/health` degraded.

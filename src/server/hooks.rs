@@ -4,15 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request};
+use http::{header, Method, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, debug_span, field, info, warn, Instrument};
 
 use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::connections::Conn;
-use crate::event::{Event, EventKind, Provider};
+use crate::event::{EventKind, Provider};
 use crate::forwarded;
 use crate::providers::{self, AuthError};
 use crate::settings::{Entry, Settings};
@@ -20,9 +19,8 @@ use crate::store::NewJob;
 use crate::tally::{self, Outcome};
 use crate::throttle::Throttle;
 
-use super::answers::*;
-use super::identify::*;
-use super::Answer;
+use super::answers::{answer, ignored, not_run, summary, Answer, HookError};
+use super::identify::{detect, identify, match_entries, Matched, Received, OFF_REACTOR};
 
 /// `POST {path}` and `POST {path}/<entry>`.
 pub(super) async fn hooks(
@@ -111,25 +109,6 @@ pub(super) fn refused_signature(key: &str, whom: &str, error: &AuthError, client
             "request refused for {whom}: {error}; check that the secret set on the host's webhook is the entry's"
         );
     }
-}
-
-/// A request as received: within the limits, its body whole.
-#[derive(Clone)]
-pub(super) struct Received {
-    pub(super) headers: HeaderMap,
-    pub(super) body: Bytes,
-}
-
-/// Which entries authenticated a request, and its events.
-pub(super) struct Authentic {
-    pub(super) entries: Vec<Arc<Entry>>,
-    pub(super) events: Vec<Event>,
-}
-
-/// The jobs an event makes, and why each other entry was not one of them.
-pub(super) struct Matched {
-    pub(super) jobs: Vec<NewJob>,
-    pub(super) reasons: Vec<(String, String)>,
 }
 
 /// A webhook, top to bottom.

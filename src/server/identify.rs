@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::event::{Event, EventKind, Provider, Trigger};
@@ -12,8 +13,26 @@ use crate::providers::{self, AuthError, PayloadError};
 use crate::settings::{Entry, Settings};
 use crate::store::NewJob;
 
-use super::answers::*;
-use super::hooks::*;
+use super::answers::HookError;
+
+/// A request as received: within the limits, its body whole.
+#[derive(Clone)]
+pub(super) struct Received {
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+}
+
+/// Which entries authenticated a request, and its events.
+pub(super) struct Authentic {
+    pub(super) entries: Vec<Arc<Entry>>,
+    pub(super) events: Vec<Event>,
+}
+
+/// The jobs an event makes, and why each other entry was not one of them.
+pub(super) struct Matched {
+    pub(super) jobs: Vec<NewJob>,
+    pub(super) reasons: Vec<(String, String)>,
+}
 
 /// Bodies larger than this are authenticated and parsed off the async threads.
 pub(super) const OFF_REACTOR: usize = 64 * 1024;

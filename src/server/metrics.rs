@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header, Response};
 use http_body_util::Full;
 
-use super::Answer;
+use super::answers::Answer;
 use crate::app::{blocking, App};
 
 /// `GET /metrics`: the gauges read now, then every metric, in OpenMetrics when the client asks

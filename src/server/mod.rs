@@ -39,7 +39,7 @@ mod identify;
 pub mod jobs;
 mod metrics;
 
-use answers::HookError;
+use answers::{json_answer, HookError};
 
 /// How long open connections get to finish when the daemon stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -120,19 +120,6 @@ async fn place_for(table: &Arc<Connections>, ip: IpAddr, proxy: bool) -> Option<
             }
         }
     }
-}
-
-pub(crate) type Answer = Response<Full<Bytes>>;
-
-/// An answer with a JSON body, serialised straight from `body` (no intermediate `Value` on the
-/// paths of refused and ignored requests).
-pub(crate) fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Answer {
-    let text =
-        serde_json::to_vec(body).unwrap_or_else(|_| br#"{"error":"cannot write the answer"}"#.to_vec());
-    let mut res = Response::new(Full::new(Bytes::from(text)));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    res
 }
 
 /// What the server answers with: JSON (and short text), or a job's page streamed.
