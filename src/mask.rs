@@ -27,14 +27,7 @@ impl Mask {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut needles: Vec<Vec<u8>> = values
-            .into_iter()
-            .map(|v| v.as_ref().as_bytes().to_vec())
-            .filter(|v| v.len() >= SHORTEST)
-            .collect();
-        needles.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-        needles.dedup();
-        Mask { needles }
+        Mask::default().with(values)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,10 +40,12 @@ impl Mask {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut all: Vec<String> =
-            self.needles.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
-        all.extend(more.into_iter().map(|s| s.as_ref().to_string()));
-        Mask::new(all)
+        let mut needles = self.needles.clone();
+        needles
+            .extend(more.into_iter().map(|v| v.as_ref().as_bytes().to_vec()).filter(|v| v.len() >= SHORTEST));
+        needles.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        needles.dedup();
+        Mask { needles }
     }
 
     fn longest(&self) -> usize {

@@ -103,15 +103,8 @@ pub fn run(
                 let remote = store.and_then(|s| s.remote_id(job.id, crate::report::STATUS).ok().flatten());
                 let url = link(job.id);
                 let sent = runtime.block_on(async {
-                    let to = crate::status::destination(&status, sink).map_err(|e| match e {
-                        crate::status::Unsendable::Invalid(why) => crate::outbound::SendError::Invalid(why),
-                        crate::status::Unsendable::NotPublic(np) => {
-                            crate::outbound::SendError::Invalid(format!(
-                            "the repository is on {:?}, not its provider's public host: set status.api_url",
-                            np.host.chars().take(100).collect::<String>()
-                        ))
-                        }
-                    })?;
+                    let to = crate::status::destination(&status, sink)
+                        .map_err(|e| crate::outbound::SendError::Invalid(e.to_string()))?;
                     let deployment = match remote {
                         None if to.is_deployment(sink) => {
                             Some(crate::status::create_deployment(&client, &status, sink, &to).await?)

@@ -62,7 +62,7 @@ fn destinations(settings: &Settings) -> Vec<String> {
         .iter()
         .filter(|e| e.status.is_some())
         .map(|e| crate::store::destination(STATUS, &e.name));
-    let targets = settings.targets.keys().map(|t| format!("notify:{t}"));
+    let targets = settings.targets.keys().map(|t| crate::report::target_sink(t));
     statuses.chain(targets).collect()
 }
 
@@ -77,11 +77,11 @@ pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<
     loop {
         let now = Instant::now();
         let dests = destinations(&app.settings());
-        let mut wanted = schedule.wanted(&dests, now, IN_FLIGHT.saturating_sub(lanes.len()));
+        let wanted = schedule.wanted(&dests, now, IN_FLIGHT.saturating_sub(lanes.len()));
         let look_for_strays = dests != known || now >= strays_at;
         let store = app.store.clone();
         let read = {
-            let (dests, wanted) = (dests.clone(), std::mem::take(&mut wanted));
+            let dests = dests.clone();
             blocking(move || -> Result<Vec<Item>, StoreError> {
                 let mut items = Vec::new();
                 for (dest, n) in &wanted {
@@ -211,15 +211,16 @@ async fn send_status(
 ) -> Sent {
     let to = match crate::status::destination(report, sink) {
         Ok(to) => to,
-        Err(crate::status::Unsendable::Invalid(why)) => return Sent::Dropped(why),
-        Err(crate::status::Unsendable::NotPublic(np)) => {
-            let host: String = np.host.chars().take(100).collect();
-            if NOT_PUBLIC.admit(&format!("{}\n{host}", item.entry)).is_some() {
-                warn!(entry = %item.entry, host = ?host, "no commit status: the event's repository is not on its \
-                    provider's public host, and the entry's status has no api_url (set status.api_url to this \
-                    host's API to report to it)");
+        Err(unsendable) => {
+            if let crate::status::Unsendable::NotPublic(np) = &unsendable {
+                let host: String = np.host.chars().take(100).collect();
+                if NOT_PUBLIC.admit(&format!("{}\n{host}", item.entry)).is_some() {
+                    warn!(entry = %item.entry, host = ?host, "no commit status: the event's repository is not on \
+                        its provider's public host, and the entry's status has no api_url (set status.api_url to \
+                        this host's API to report to it)");
+                }
             }
-            return Sent::Dropped(format!("the repository is on {host:?}, and status.api_url is not set"));
+            return Sent::Dropped(unsendable.to_string());
         }
     };
     let job = item.job;

@@ -109,6 +109,12 @@ pub struct JobContext<'a> {
     pub lock: Option<&'a crate::entry_lock::EntryLock>,
 }
 
+/// The secrets a job of `entry` masks: the ones its settings know, and the values of the
+/// `env_file` variables (`from_file`) it lists in `secret_env`.
+pub fn secrets(entry: &Entry, from_file: &[(String, String)]) -> crate::mask::Mask {
+    entry.mask.with(from_file.iter().filter(|(k, _)| entry.secret_env.contains(k)).map(|(_, v)| v))
+}
+
 /// The variables of the entry's `env_file`, read now (when a job starts), with the problems
 /// of its lines; `Err` when it cannot be read at all. A `WH_*` name in it is a problem: those
 /// are the event's.
@@ -245,8 +251,7 @@ pub async fn run(
             for problem in &file.problems {
                 log.note(&format!("env_file: {problem} (skipped)"));
             }
-            let secret = file.vars.iter().filter(|(k, _)| entry.secret_env.contains(k)).map(|(_, v)| v);
-            log.mask(entry.mask.with(secret));
+            log.mask(secrets(entry, &file.vars));
             file.vars
         }
         Err(error) => {

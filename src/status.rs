@@ -205,8 +205,8 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Where and for what a report's status goes, once checked: the API, the host, the commit and
-/// repository as they may go into a path.
+/// Where a report's status goes, once checked: the host and its API (the commit and the
+/// repository were found fit to go into a path).
 pub struct Destination {
     host: Host,
     api: String,
@@ -218,6 +218,19 @@ pub enum Unsendable {
     /// The repository is not on its provider's public host and the settings name no API.
     NotPublic(NotPublic),
     Invalid(String),
+}
+
+impl std::fmt::Display for Unsendable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsendable::NotPublic(np) => write!(
+                f,
+                "the repository is on {:?}, not its provider's public host, and status.api_url is not set",
+                np.host.chars().take(100).collect::<String>()
+            ),
+            Unsendable::Invalid(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Checks that `report` can get a status through `sink`, and where it goes.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::cli::TriggerArgs;
 use crate::control::{self, Reply, Request};
 use crate::event::{Event, Trigger};
+use crate::printable::shown;
 use crate::providers::{self, saved};
 use crate::runner::{self, JobContext, Log};
 use crate::settings::{self, Entry, Settings};
@@ -226,7 +227,7 @@ fn dry_run(entry: &Entry, event: &Event) {
     let from_file = match runner::env_file(entry) {
         Ok(file) => {
             notes.extend(file.problems.iter().map(|p| format!("  (env_file: {p}: skipped)")));
-            mask = mask.with(file.vars.iter().filter(|(k, _)| entry.secret_env.contains(k)).map(|(_, v)| v));
+            mask = runner::secrets(entry, &file.vars);
             file.vars
         }
         Err(error) => {
@@ -257,7 +258,7 @@ fn dry_run(entry: &Entry, event: &Event) {
         };
         // Control characters escaped (a payload's value must not drive the terminal); quotes
         // and backslashes as they are.
-        println!("  {name}={}", crate::printable::shown(&mask.text(&value), usize::MAX));
+        println!("  {name}={}", shown(&mask.text(&value), usize::MAX));
     }
 }
 
@@ -426,12 +427,6 @@ fn took(job: &Job) -> String {
 
 /// The widest cell of `--jobs`.
 const CELL: usize = 60;
-
-/// `text` as it may reach a terminal: control characters escaped (a value from a payload must
-/// not move the cursor or forge a line), at most `max` characters (then `…`).
-fn shown(text: &str, max: usize) -> String {
-    crate::printable::shown(text, max)
-}
 
 /// `--notify-test ENTRY`: the tokens and URLs must be the real ones, so the variables they
 /// name must be set here.

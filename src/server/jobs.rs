@@ -9,7 +9,6 @@
 //! small one, however many are read at once.
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -73,32 +72,34 @@ pub async fn page(app: &Arc<App>, id: &str, query: Option<&str>) -> Result<LogSt
     .await?;
     let (job, log) = found.ok_or(PageError::NotFound)?;
     let (tx, pieces) = mpsc::channel(AHEAD);
-    let head = render(&job, "");
-    tokio::task::spawn_blocking(move || stream_log(head, &log, tx));
+    tokio::spawn(stream_log(head(&job), log, tx));
     Ok(LogStream { pieces })
 }
 
-/// Sends `head`, then the log at `path` piece by piece, until its end or the client is gone.
-fn stream_log(head: String, path: &std::path::Path, tx: mpsc::Sender<Bytes>) {
-    if tx.blocking_send(Bytes::from(head)).is_err() {
+/// Sends `head`, then the log at `path` piece by piece, until its end or the client is gone. A
+/// reader that does not read holds no thread: the task waits on the channel, and each read of
+/// the file is a short one.
+async fn stream_log(head: String, path: std::path::PathBuf, tx: mpsc::Sender<Bytes>) {
+    use tokio::io::AsyncReadExt;
+    if tx.send(Bytes::from(head)).await.is_err() {
         return;
     }
-    let Ok(mut file) = std::fs::File::open(path) else { return };
+    let Ok(mut file) = tokio::fs::File::open(&path).await else { return };
     let mut text = LogText::default();
     let mut buf = vec![0u8; PIECE];
     loop {
-        let n = match file.read(&mut buf) {
+        let n = match file.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let piece = text.push(&buf[..n]);
-        if !piece.is_empty() && tx.blocking_send(Bytes::from(piece)).is_err() {
+        if !piece.is_empty() && tx.send(Bytes::from(piece)).await.is_err() {
             return;
         }
     }
     let rest = text.finish();
     if !rest.is_empty() {
-        let _ = tx.blocking_send(Bytes::from(rest));
+        let _ = tx.send(Bytes::from(rest)).await;
     }
 }
 
@@ -108,8 +109,8 @@ fn when(ms: Option<i64>) -> String {
     })
 }
 
-/// The head of `job`'s page, then `log` (escaped).
-pub fn render(job: &Job, log: &str) -> String {
+/// The head of `job`'s page: what ran, for which event, how it ended; its log follows.
+fn head(job: &Job) -> String {
     let e = &job.event;
     let mut out = format!("wh-automata job {}\n\n", job.id);
     let mut line = |k: &str, v: &str| {
@@ -138,6 +139,5 @@ pub fn render(job: &Job, log: &str) -> String {
     line("started", &when(job.started_at));
     line("finished", &when(job.finished_at));
     out.push_str("\n--- log ---\n");
-    escape_into(&mut out, log, true);
     out
 }
