@@ -107,6 +107,10 @@ pub struct TriggerArgs {
     /// For a saved delivery: which entries match it, and why the others do not.
     #[arg(long, value_name = "FILE", conflicts_with = "entry")]
     pub explain: Option<PathBuf>,
+    /// With --explain: the address the delivery came from, so that `allow_from` is applied
+    /// as the daemon would (a saved delivery does not say).
+    #[arg(long, value_name = "ADDR", requires = "explain")]
+    pub from: Option<std::net::IpAddr>,
     /// Send a test message to each notification target of ENTRY, and its latest job's status
     /// to the commit again; print each result (exit 1 if one failed).
     #[arg(long, value_name = "ENTRY", conflicts_with_all = ["entry", "jobs", "log", "explain", "dry_run"])]

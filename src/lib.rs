@@ -44,6 +44,7 @@ pub mod entry_lock;
 pub mod env_file;
 pub mod event;
 pub mod forwarded;
+pub mod intake;
 pub mod job_log;
 pub mod mask;
 pub mod matcher;

@@ -26,6 +26,7 @@ pub(super) const ADAPTER: Adapter = Adapter {
     authenticate,
     parse,
     infer_event,
+    quick: None,
 };
 
 fn authenticate(

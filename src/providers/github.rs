@@ -12,6 +12,7 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::github_shape::{self, Host};
+use super::quick;
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
 use crate::settings::Secret;
@@ -24,6 +25,7 @@ pub(super) const ADAPTER: Adapter = Adapter {
     authenticate,
     parse,
     infer_event: github_shape::infer_event,
+    quick: Some(quick::push),
 };
 
 fn authenticate(

@@ -30,7 +30,7 @@ mod gitlab;
 mod gogs;
 mod json;
 mod pruned;
-pub mod quick;
+mod quick;
 pub mod saved;
 mod signature;
 
@@ -76,6 +76,9 @@ pub enum PayloadError {
 /// The longest ref, repository or event name accepted (git itself refuses much shorter refs).
 const MAX_NAME: usize = 1024;
 
+/// A prefix reader: (host, event name, body) to the event's matching fields.
+type QuickRead = fn(Provider, &str, &[u8]) -> Option<Event>;
+
 /// What one host's adapter knows. Header names are lowercase.
 pub(crate) struct Adapter {
     provider: Provider,
@@ -91,6 +94,9 @@ pub(crate) struct Adapter {
     parse: fn(&str, &Value) -> Result<Vec<Event>, PayloadError>,
     /// The event name a body of this shape has, for saved deliveries without headers.
     infer_event: fn(&Value) -> Option<String>,
+    /// Reads a push's matching fields from the body without building the rest (the prefix
+    /// reader of the host's payload shape), or leaves the event to [`Adapter::parse`].
+    quick: Option<QuickRead>,
 }
 
 /// Gitea and Forgejo also send Gogs and GitHub headers, and Gogs sends GitHub's, so the most
@@ -131,14 +137,74 @@ pub fn event_header(provider: Provider) -> &'static str {
     adapter(provider).event_headers[0]
 }
 
-/// The request's delivery id, as the provider names it.
-pub fn delivery_id(provider: Provider, headers: &HeaderMap) -> Option<String> {
-    adapter(provider)
-        .delivery_headers
-        .iter()
-        .find_map(|n| header(headers, n))
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(str::to_string)
+/// A request of a known host, its headers read once: the adapter that speaks for the host, the
+/// event name and the delivery id. Each later step (authenticate, read quickly, parse) asks
+/// the adapter once.
+pub struct HostRequest<'a> {
+    adapter: &'static Adapter,
+    headers: &'a HeaderMap,
+    event_name: &'a str,
+    delivery_id: Option<&'a str>,
+}
+
+/// The request's host, from its headers (`None`: no known host's headers).
+pub fn identify(headers: &HeaderMap) -> Option<HostRequest<'_>> {
+    detect(headers).map(|provider| HostRequest::of(provider, headers))
+}
+
+impl<'a> HostRequest<'a> {
+    /// A request taken to be `provider`'s (a saved delivery whose provider is given).
+    pub fn of(provider: Provider, headers: &'a HeaderMap) -> HostRequest<'a> {
+        let adapter = adapter(provider);
+        let delivery_id = adapter
+            .delivery_headers
+            .iter()
+            .find_map(|n| header(headers, n))
+            .filter(|v| !v.is_empty() && v.len() <= 200);
+        HostRequest { adapter, headers, event_name: event_name(headers, adapter.event_headers), delivery_id }
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.adapter.provider
+    }
+
+    /// The delivery id, as the host names it.
+    pub fn delivery_id(&self) -> Option<&'a str> {
+        self.delivery_id
+    }
+
+    /// Checks the raw body against one secret, in constant time.
+    pub fn authenticate(&self, body: &[u8], secret: &Secret, allow_sha1: bool) -> Result<(), AuthError> {
+        (self.adapter.authenticate)(self.headers, body, secret, allow_sha1)
+    }
+
+    /// A push's matching fields, read without the rest of the payload, when the host's shape
+    /// allows it; `None`: only [`HostRequest::parse`] can say.
+    pub fn quick(&self, body: &[u8]) -> Option<Event> {
+        let mut event =
+            self.adapter.quick.and_then(|read| read(self.adapter.provider, self.event_name, body))?;
+        event.delivery_id = self.delivery_id.map(str::to_string);
+        Some(event)
+    }
+
+    /// The events of the payload: one, or (Bitbucket) one per changed ref.
+    pub fn parse(&self, body: &[u8]) -> Result<Vec<Event>, PayloadError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(PayloadError::Empty);
+        }
+        let json = json_body(self.headers, body)?;
+        self.events_of(&json)
+    }
+
+    /// The events of a payload already parsed as JSON.
+    fn events_of(&self, json: &Value) -> Result<Vec<Event>, PayloadError> {
+        let mut events = (self.adapter.parse)(self.event_name, json)?;
+        for e in &mut events {
+            check_values(e)?;
+            e.delivery_id = self.delivery_id.map(str::to_string);
+        }
+        Ok(events)
+    }
 }
 
 /// Checks the request against one secret, over the raw body bytes, in constant time.
@@ -149,28 +215,12 @@ pub fn authenticate(
     secret: &Secret,
     allow_sha1: bool,
 ) -> Result<(), AuthError> {
-    (adapter(provider).authenticate)(headers, body, secret, allow_sha1)
+    HostRequest::of(provider, headers).authenticate(body, secret, allow_sha1)
 }
 
 /// Turns an authenticated request into events: one, or (Bitbucket) one per changed ref.
 pub fn parse(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, PayloadError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(PayloadError::Empty);
-    }
-    let json = json_body(headers, body)?;
-    events_of(provider, headers, &json)
-}
-
-/// The events of a payload already parsed as JSON.
-fn events_of(provider: Provider, headers: &HeaderMap, json: &Value) -> Result<Vec<Event>, PayloadError> {
-    let adapter = adapter(provider);
-    let mut events = (adapter.parse)(event_name(headers, adapter.event_headers), json)?;
-    let delivery = delivery_id(provider, headers);
-    for e in &mut events {
-        check_values(e)?;
-        e.delivery_id = delivery.clone();
-    }
-    Ok(events)
+    HostRequest::of(provider, headers).parse(body)
 }
 
 /// Refuses values that no host sends and that would reach logs, answers and the environment
@@ -293,7 +343,7 @@ mod tests {
                     _ => serde_json::from_slice(&body).unwrap(),
                 };
                 let pruned = parse(provider, &h, &body);
-                assert_eq!(pruned, events_of(provider, &h, &whole), "{name}");
+                assert_eq!(pruned, HostRequest::of(provider, &h).events_of(&whole), "{name}");
                 parsed += usize::from(pruned.is_ok());
                 assert!(json_body(&h, &body).unwrap().to_string().len() <= whole.to_string().len());
             }
@@ -311,7 +361,7 @@ mod tests {
         for root in [fixtures.clone(), fixtures.join("corpus2")] {
             for (name, h, body) in corpus(&root) {
                 let provider = detect(&h).unwrap();
-                let Some(q) = quick::push(provider, &h, &body) else { continue };
+                let Some(q) = HostRequest::of(provider, &h).quick(&body) else { continue };
                 let full = parse(provider, &h, &body)
                     .unwrap_or_else(|e| panic!("{name}: quick read, full refused: {e}"));
                 let f = &full[0];

@@ -12,7 +12,7 @@ use tracing::debug;
 
 use crate::app::{App, EnqueueError, Enqueued};
 use crate::event::{Event, EventKind};
-use crate::providers::{AuthError, PayloadError};
+use crate::intake::Refusal;
 use crate::tally::{self, Outcome};
 
 /// An answer of the HTTP front.
@@ -46,18 +46,9 @@ pub(super) enum HookError {
     #[error("cannot read the body: {0}")]
     Body(String),
     #[error(transparent)]
-    Payload(#[from] PayloadError),
-    /// Not authentic, with whom it was checked against: that part is for the log, never the
-    /// answer (a stranger learns nothing about the settings). `key` groups the warnings: the
-    /// entries involved, never a name the sender chose, so a flood cannot flood the log.
-    #[error("{error}")]
-    Unauthentic { error: AuthError, whom: String, key: String },
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
-    #[error("nothing to route by: the payload names no repository; send it to {0}/<entry>")]
-    NothingToRoute(String),
-    #[error("requests from {0} are not allowed here (allow_from)")]
-    Forbidden(std::net::IpAddr),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -69,14 +60,12 @@ impl HookError {
             HookError::Method => StatusCode::METHOD_NOT_ALLOWED,
             HookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HookError::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            HookError::Body(_) | HookError::Payload(_) => StatusCode::BAD_REQUEST,
-            HookError::Unauthentic { .. } => StatusCode::UNAUTHORIZED,
+            HookError::Body(_) => StatusCode::BAD_REQUEST,
+            HookError::Refused(r) => StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST),
             HookError::Enqueue(EnqueueError::Full) => StatusCode::SERVICE_UNAVAILABLE,
             HookError::Enqueue(EnqueueError::Store(_)) | HookError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            HookError::NothingToRoute(_) => StatusCode::BAD_REQUEST,
-            HookError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -87,11 +76,10 @@ impl HookError {
             HookError::Method => "method_not_allowed",
             HookError::TooLarge(_) => "too_large",
             HookError::SlowBody => "too_slow",
-            HookError::Body(_) | HookError::Payload(_) | HookError::NothingToRoute(_) => "bad_request",
-            HookError::Unauthentic { .. } => "unauthentic",
+            HookError::Body(_) => "bad_request",
+            HookError::Refused(r) => r.result(),
             HookError::Enqueue(EnqueueError::Full) => "queue_full",
             HookError::Enqueue(EnqueueError::Store(_)) | HookError::Internal(_) => "error",
-            HookError::Forbidden(_) => "forbidden",
         }
     }
 
@@ -112,7 +100,8 @@ impl HookError {
         if let HookError::Enqueue(EnqueueError::Full) = self {
             res.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
         }
-        if let HookError::TooLarge(_) | HookError::SlowBody | HookError::Forbidden(_) = self {
+        if let HookError::TooLarge(_) | HookError::SlowBody | HookError::Refused(Refusal::Forbidden(_)) = self
+        {
             // The rest of the body is not read: this connection cannot be reused.
             res.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }

@@ -1,5 +1,6 @@
-//! `POST {path}` and `POST {path}/<entry>`: a webhook, top to bottom: `allow_from`, receive
-//! (size and time limits), then [`super::identify`], match, `skip_deployed`, record, answer.
+//! `POST {path}` and `POST {path}/<entry>`: a webhook, top to bottom: admitted
+//! ([`intake::admit`]), received within the size and time limits, decided ([`intake::decide`]),
+//! recorded and queued, answered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,16 +12,21 @@ use tracing::{debug, debug_span, field, info, warn, Instrument};
 
 use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::connections::Conn;
-use crate::event::{EventKind, Provider};
+use crate::event::Provider;
 use crate::forwarded;
-use crate::providers::{self, AuthError};
-use crate::settings::{Entry, Settings};
-use crate::store::NewJob;
+use crate::intake::{self, Decision, Delivery, Refusal, Signatures};
+use crate::providers::AuthError;
 use crate::tally::{self, Outcome};
 use crate::throttle::Throttle;
 
 use super::answers::{answer, ignored, not_run, summary, Answer, HookError};
-use super::identify::{detect, identify, match_entries, Matched, Received, OFF_REACTOR};
+
+/// A request as received: within the limits, its body whole.
+#[derive(Clone)]
+pub(super) struct Received {
+    pub(super) headers: http::HeaderMap,
+    pub(super) body: bytes::Bytes,
+}
 
 /// `POST {path}` and `POST {path}/<entry>`.
 pub(super) async fn hooks(
@@ -72,7 +78,9 @@ pub(super) async fn hooks(
             let status = e.status().as_u16();
             tally::count(Outcome::Refused(status));
             span.in_scope(|| match &e {
-                HookError::Unauthentic { error, whom, key } => refused_signature(key, whom, error, client),
+                HookError::Refused(Refusal::Unauthentic { error, whom, key }) => {
+                    refused_signature(key, whom, error, client)
+                }
                 _ => debug!(status, reason = %e, "refused"),
             });
             e.answer()
@@ -111,7 +119,7 @@ pub(super) fn refused_signature(key: &str, whom: &str, error: &AuthError, client
     }
 }
 
-/// A webhook, top to bottom.
+/// A webhook, top to bottom: admitted, received, handed to the intake once, recorded.
 pub(super) async fn hook(
     app: Arc<App>,
     req: Request<Incoming>,
@@ -121,126 +129,78 @@ pub(super) async fn hook(
     counted: &mut Counted,
 ) -> Result<Answer, HookError> {
     let settings = app.settings();
-    allowed(&settings, target.as_deref(), client)?;
+    intake::admit(&settings, target.as_deref(), client)?;
     let request = receive(req, settings.server.max_body, settings.server.body_timeout).await?;
     conn.handling();
-    let provider = detect(&request)?;
-    counted.provider = Some(provider);
-    let authentic = if request.body.len() > OFF_REACTOR {
+    let decide = move |request: &Received| {
+        let delivery = Delivery {
+            headers: &request.headers,
+            body: &request.body,
+            target: target.as_deref(),
+            client: Some(client),
+            signatures: Signatures::Check,
+        };
+        intake::decide(&settings, &delivery)
+    };
+    let decided = if request.body.len() > intake::LARGE {
         // Hashing and parsing a large body takes milliseconds: not on the threads that serve
         // every other connection.
-        let (settings, request) = (settings.clone(), request.clone());
-        off_thread(move || identify(&settings, target.as_deref(), provider, &request))
-            .await
-            .map_err(|p| HookError::Internal(p.to_string()))??
+        let request = request.clone();
+        off_thread(move || decide(&request)).await.map_err(|p| HookError::Internal(p.to_string()))?
     } else {
-        identify(&settings, target.as_deref(), provider, &request)?
+        decide(&request)
     };
-    if let Some(e) = authentic.events.first() {
-        tracing::Span::current().record("repo", e.repo.as_str());
+    let span = tracing::Span::current();
+    let decision = match decided {
+        Ok(decision) => decision,
+        Err(refused) => {
+            counted.provider = refused.provider;
+            if let Some(provider) = refused.provider {
+                span.record("provider", provider.as_str());
+            }
+            return Err(refused.why.into());
+        }
+    };
+    counted.provider = Some(decision.provider);
+    span.record("provider", decision.provider.as_str());
+    if let Some(d) = &decision.delivery_id {
+        span.record("delivery", d.as_str());
     }
-    let mut authentic = authentic;
-    let forbidden = allowed_entries(&mut authentic.entries, client);
-    if authentic.entries.is_empty() && !forbidden.is_empty() {
-        return Err(HookError::Forbidden(client));
+    if let Some(e) = decision.events.first() {
+        span.record("repo", e.repo.as_str());
     }
-    let mut matched = match_entries(&authentic);
-    matched.reasons.extend(forbidden);
-    skip_deployed(&app, &settings, &mut matched).await?;
-    if matched.jobs.is_empty() {
-        let ping = authentic.events.iter().any(|e| e.kind == EventKind::Ping);
-        counted.result = if ping { "pong" } else { "ignored" };
-        return Ok(not_run(&authentic.events, &matched.reasons));
+    if decision.jobs.is_empty() {
+        counted.result = if decision.is_ping() { "pong" } else { "ignored" };
+        return Ok(not_run(&decision.events, &decision.reasons));
     }
-    let delivery = providers::delivery_id(provider, &request.headers);
-    let repo = matched.jobs[0].event.repo.clone();
-    let mut enqueued = record(&app, provider, request, matched.jobs).await?;
+    let (decision, recorded) = record(&app, decision, request.body).await?;
+    let enqueued = match recorded {
+        Recorded::Skipped => {
+            counted.result = "ignored";
+            return Ok(not_run(&decision.events, &decision.reasons));
+        }
+        Recorded::Enqueued(enqueued) => enqueued,
+    };
     if enqueued.queued.is_empty() && enqueued.seen.is_empty() {
         // Replays only: authentic, and not run, with why.
         counted.result = "ignored";
-        matched.reasons.append(&mut enqueued.replays);
-        return Ok(ignored(&authentic.events, &matched.reasons));
+        let mut reasons = decision.reasons;
+        reasons.extend(enqueued.replays);
+        return Ok(ignored(&decision.events, &reasons));
     }
     counted.result = if enqueued.queued.is_empty() { "duplicate" } else { "queued" };
-    info!(%client, %provider, delivery = delivery.as_deref().unwrap_or("-"), %repo, "{}", summary(&enqueued));
+    let repo = decision.jobs.first().map_or("", |j| j.event.repo.as_str());
+    let provider = decision.provider;
+    let delivery = decision.delivery_id.as_deref().unwrap_or("-");
+    info!(%client, %provider, delivery, %repo, "{}", summary(&enqueued));
     Ok(answer(enqueued))
 }
 
-/// `allow_from`, before the body is read: the server's list, then the entry's in the path, or,
-/// for a routed request, whether any entry allows the client at all.
-pub(super) fn allowed(
-    settings: &Settings,
-    target: Option<&str>,
-    client: std::net::IpAddr,
-) -> Result<(), HookError> {
-    let fits = |list: &Option<crate::allow::Nets>| list.as_ref().is_none_or(|nets| nets.contains(client));
-    if !fits(&settings.server.allow_from) {
-        return Err(HookError::Forbidden(client));
-    }
-    let entry_fits = match target {
-        Some(name) => settings.entry(name).is_none_or(|e| fits(&e.allow_from)),
-        None => settings.entries.is_empty() || settings.entries.iter().any(|e| fits(&e.allow_from)),
-    };
-    if entry_fits {
-        Ok(())
-    } else {
-        Err(HookError::Forbidden(client))
-    }
-}
-
-/// Drops the authentic entries whose `allow_from` does not hold `client`; returns why each was.
-pub(super) fn allowed_entries(
-    entries: &mut Vec<Arc<Entry>>,
-    client: std::net::IpAddr,
-) -> Vec<(String, String)> {
-    let mut dropped = Vec::new();
-    entries.retain(|e| {
-        let ok = e.allow_from.as_ref().is_none_or(|nets| nets.contains(client));
-        if !ok {
-            dropped.push((e.name.clone(), format!("the client {client} is not in the entry's allow_from")));
-        }
-        ok
-    });
-    dropped
-}
-
-/// `skip_deployed: true`: a job for the commit its entry last deployed successfully is not
-/// queued; it is answered as ignored, with the job that deployed it.
-pub(super) async fn skip_deployed(
-    app: &Arc<App>,
-    settings: &Settings,
-    matched: &mut Matched,
-) -> Result<(), HookError> {
-    let wanted: Vec<String> = matched
-        .jobs
-        .iter()
-        .filter(|j| settings.entry(&j.entry).is_some_and(|e| e.skip_deployed))
-        .filter(|j| !j.event.after.is_empty() && j.event.after != crate::event::ZERO_SHA)
-        .map(|j| j.entry.clone())
-        .collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let store = app.store.clone();
-    let deployed = blocking(move || {
-        wanted.into_iter().map(|e| store.last_deployed(&e).map(|d| (e, d))).collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| HookError::Enqueue(EnqueueError::Store(e)))?;
-    matched.jobs.retain(|job| {
-        let last = deployed.iter().find(|(e, _)| *e == job.entry).and_then(|(_, d)| d.as_ref());
-        match last {
-            Some((id, commit)) if *commit == job.event.after => {
-                let short = &commit[..commit.len().min(7)];
-                matched
-                    .reasons
-                    .push((job.entry.clone(), format!("commit {short} already deployed by job {id}")));
-                false
-            }
-            _ => true,
-        }
-    });
-    Ok(())
+/// What became of a decision's jobs.
+enum Recorded {
+    /// `skip_deployed` left none.
+    Skipped,
+    Enqueued(Enqueued),
 }
 
 /// Receives the body within `max_body` (refused from `Content-Length` before reading past it)
@@ -269,19 +229,29 @@ pub(super) async fn receive(
     Ok(Received { headers: parts.headers, body })
 }
 
-/// Records the jobs durably and queues them (off the async threads).
-pub(super) async fn record(
+/// Asks the store what `skip_deployed` needs, then records the jobs durably and queues them,
+/// in one trip off the async threads.
+async fn record(
     app: &Arc<App>,
-    provider: Provider,
-    request: Received,
-    jobs: Vec<NewJob>,
-) -> Result<Enqueued, HookError> {
-    let key = providers::delivery_id(provider, &request.headers).map(|d| format!("{provider}:{d}"));
+    decision: Decision,
+    body: bytes::Bytes,
+) -> Result<(Decision, Recorded), HookError> {
     let app2 = app.clone();
-    match blocking(move || app2.enqueue(key.as_deref(), request.body, jobs)).await {
-        Ok(enqueued) => {
+    let recorded = blocking(move || {
+        let mut decision = decision;
+        decision.skip_deployed(|entry| app2.store.last_deployed(entry)).map_err(EnqueueError::Store)?;
+        if decision.jobs.is_empty() {
+            return Ok((decision, Recorded::Skipped));
+        }
+        let key = decision.delivery_key();
+        let enqueued = app2.enqueue(key.as_deref(), body, decision.jobs.clone());
+        enqueued.map(|e| (decision, Recorded::Enqueued(e)))
+    })
+    .await;
+    match recorded {
+        Ok(recorded) => {
             app.store_works();
-            Ok(enqueued)
+            Ok(recorded)
         }
         Err(EnqueueError::Store(e)) => {
             app.store_failed("cannot record a delivery's jobs (answered 500)", &e);

@@ -35,7 +35,6 @@ use jobs::{LogStream, PageError};
 mod answers;
 mod health;
 mod hooks;
-mod identify;
 pub mod jobs;
 mod metrics;
 

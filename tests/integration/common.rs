@@ -11,6 +11,7 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// One request description of `tests/fixtures/requests`.
+#[derive(Clone)]
 pub struct Request {
     /// `github/push.json`
     pub name: String,

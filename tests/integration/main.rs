@@ -9,6 +9,7 @@ mod corpus;
 mod daemon;
 mod deliveries;
 mod env_file;
+mod explain;
 mod faults;
 mod first_hour;
 mod generated;
