@@ -118,8 +118,7 @@ pub struct TriggerArgs {
 }
 
 fn parse_provider(name: &str) -> Result<Provider, String> {
-    Provider::from_name(name)
-        .ok_or_else(|| format!("unknown provider {name:?}: github, gitlab, gogs, gitea or bitbucket"))
+    Provider::from_name(name).ok_or_else(|| format!("unknown provider {name:?}: {}", Provider::names()))
 }
 
 /// The levels `WH_LOG` may name.

@@ -48,6 +48,34 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// Every name `match.provider` takes: each host's, its aliases, and `any`.
+    pub const NAMES: [&'static str; 7] = ["github", "gitlab", "gogs", "gitea", "forgejo", "bitbucket", "any"];
+
+    /// The names, for messages: `github, gitlab, gogs, gitea, forgejo, bitbucket or any`.
+    pub fn names() -> String {
+        let (last, rest) = Provider::NAMES.split_last().unwrap_or((&"", &[]));
+        format!("{} or {last}", rest.join(", "))
+    }
+}
+
+/// A `match.provider` in the settings' JSON Schema: one of [`Provider::NAMES`].
+pub struct ProviderName;
+
+impl schemars::JsonSchema for ProviderName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProviderName".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "enum": Provider::NAMES })
+    }
+}
+
 impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

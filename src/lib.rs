@@ -63,6 +63,7 @@ pub mod queue;
 pub mod reload;
 pub mod report;
 pub mod runner;
+pub mod secret;
 pub mod server;
 pub mod settings;
 pub mod signals;

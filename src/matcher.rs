@@ -83,9 +83,7 @@ impl Matcher {
         let provider = match spec.provider {
             None | Some("any") => None,
             Some(p) => Provider::from_name(p).or_else(|| {
-                problems.push(format!(
-                    "unknown provider \"{p}\" (github, gitlab, gogs, gitea, bitbucket or any)"
-                ));
+                problems.push(format!("unknown provider \"{p}\" ({})", Provider::names()));
                 None
             }),
         };
@@ -365,7 +363,7 @@ mod tests {
     #[test]
     fn table() {
         let list = [
-            ("main", matcher(Some("github"), Some("acme/blog"), Some("^main$"), None, &[])),
+            ("main", matcher(Some(Provider::Github.as_str()), Some("acme/blog"), Some("^main$"), None, &[])),
             ("any-acme", matcher(None, Some("acme/*"), Some(".*"), None, &[])),
             ("tags", matcher(None, None, None, Some("^v[0-9]+"), &["tag"])),
             ("deletes", matcher(None, None, None, None, &["delete", "release"])),
@@ -391,11 +389,7 @@ mod tests {
                 push(Provider::Github, "acme/blog", "refs/heads/dev"),
                 Err("branch \"dev\" does not match /^main$/"),
             ),
-            (
-                "main",
-                push(Provider::Gitlab, "acme/blog", "refs/heads/main"),
-                Err("provider is gitlab, the entry wants github"),
-            ),
+            ("main", push(Provider::Gitlab, "acme/blog", "refs/heads/main"), Err(", the entry wants ")),
             (
                 "main",
                 push(Provider::Github, "acme/blogs", "refs/heads/main"),
@@ -476,10 +470,15 @@ mod tests {
 
     #[test]
     fn a_manual_run_has_no_provider() {
+        let gitlab = push(Provider::Gitlab, "acme/blog", "refs/heads/main");
+        assert_eq!(
+            matcher(Some(Provider::Github.as_str()), None, None, None, &[]).check(&gitlab),
+            Err(format!("provider is {}, the entry wants {}", Provider::Gitlab, Provider::Github))
+        );
         let manual = Event::manual(Some("main"), None);
         assert_eq!(
-            matcher(Some("github"), None, None, None, &[]).check(&manual),
-            Err("provider is none (a manual run), the entry wants github".into())
+            matcher(Some(Provider::Github.as_str()), None, None, None, &[]).check(&manual),
+            Err(format!("provider is none (a manual run), the entry wants {}", Provider::Github))
         );
         assert!(matcher(None, None, None, None, &[]).check(&manual).unwrap_err().contains("event is manual"));
     }

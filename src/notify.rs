@@ -77,7 +77,7 @@ pub fn text(report: &Report, link: Option<&str>) -> String {
         }
         out.push('\n');
     }
-    let mut facts = vec![format!("job {} {}", report.job, report.state.replace('_', " "))];
+    let mut facts = vec![format!("job {} {}", report.job, report.state.as_str().replace('_', " "))];
     if let Some(d) = report.duration() {
         facts.push(format!("after {d}"));
     }
@@ -238,10 +238,10 @@ async fn command(run: &str, report: &Report, link: Option<&str>, message: &str) 
     let vars = [
         ("WH_ENTRY", report.entry.clone()),
         ("WH_JOB_ID", report.job.to_string()),
-        ("WH_TRIGGER", report.trigger.clone()),
-        ("WH_STATE", report.state.clone()),
+        ("WH_TRIGGER", report.trigger.as_str().to_string()),
+        ("WH_STATE", report.state.as_str().to_string()),
         ("WH_NOTIFY", report.kind.clone()),
-        ("WH_PROVIDER", report.provider.clone()),
+        ("WH_PROVIDER", report.provider_name().to_string()),
         ("WH_EVENT", report.provider_event.clone()),
         ("WH_REPO", report.repo.clone()),
         ("WH_REPO_URL", report.repo_url.clone()),

@@ -99,7 +99,7 @@ pub fn run(
             }),
             Some(job) => {
                 let mut status = report.clone();
-                status.kind = status.state.clone();
+                status.kind = status.state.as_str().to_string();
                 let remote = store.and_then(|s| s.remote_id(job.id, crate::report::STATUS).ok().flatten());
                 let url = link(job.id);
                 let sent = runtime.block_on(async {

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Provider, ZERO_SHA};
+use crate::event::{Provider, Trigger, ZERO_SHA};
 use crate::settings::{Entry, NotifyOn, Settings};
 use crate::store::{Change, JobState, Outgoing, Reporter};
 
@@ -27,13 +27,15 @@ pub fn target_sink(target: &str) -> String {
 pub struct Report {
     pub job: i64,
     pub entry: String,
-    pub trigger: String,
+    pub trigger: Trigger,
     /// The job's state after the change.
-    pub state: String,
+    pub state: JobState,
     /// What a message is about: failed, timed_out, recovered, succeeded, started, cancelled,
     /// test; for a status, the job's state.
     pub kind: String,
-    pub provider: String,
+    /// The host of the event; `None` for a manual run's.
+    #[serde(with = "provider_name")]
+    pub provider: Option<Provider>,
     pub provider_event: String,
     pub repo: String,
     pub repo_url: String,
@@ -61,10 +63,10 @@ impl Report {
         Report {
             job: change.job,
             entry: change.entry.to_string(),
-            trigger: change.trigger.as_str().to_string(),
-            state: change.state.as_str().to_string(),
+            trigger: change.trigger,
+            state: change.state,
             kind: kind.to_string(),
-            provider: e.provider_name().to_string(),
+            provider: e.provider,
             provider_event: e.provider_event.clone(),
             repo: e.repo.clone(),
             repo_url: e.repo_url.clone(),
@@ -86,6 +88,39 @@ impl Report {
         }
     }
 
+    /// The host's name (`github`), empty for a manual run's event.
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.map_or("", Provider::as_str)
+    }
+
+    /// A report of a push of `acme/blog` to main, for tests.
+    #[cfg(test)]
+    pub fn test_report() -> Report {
+        Report {
+            job: 1,
+            entry: "site".into(),
+            trigger: Trigger::Webhook,
+            state: JobState::Queued,
+            kind: "queued".into(),
+            provider: Some(Provider::Github),
+            provider_event: "push".into(),
+            repo: "acme/blog".into(),
+            repo_url: "https://git.example/acme/blog".into(),
+            git_ref: "refs/heads/main".into(),
+            branch: Some("main".into()),
+            tag: None,
+            commit: "a".repeat(40),
+            commit_message: String::new(),
+            pusher: String::new(),
+            duration_ms: None,
+            exit_code: None,
+            reason: None,
+            superseded_by: None,
+            log_tail: Vec::new(),
+            at: 0,
+        }
+    }
+
     /// The commit, shortened as people read it.
     pub fn short_commit(&self) -> &str {
         short(&self.commit)
@@ -97,6 +132,28 @@ impl Report {
             ..=999 => format!("{}ms", ms.max(0)),
             _ => humantime::format_duration(std::time::Duration::from_secs(ms as u64 / 1000)).to_string(),
         })
+    }
+}
+
+/// A report's provider in the outbox, as its name (`""` for none: what earlier versions wrote
+/// for a manual run's event, so their waiting items still read).
+mod provider_name {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    use crate::event::Provider;
+
+    pub fn serialize<S: Serializer>(provider: &Option<Provider>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(provider.map_or("", Provider::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Provider>, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Provider::from_name(&name)
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("unknown provider {name:?}")))
     }
 }
 
@@ -225,4 +282,33 @@ pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
             clean
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the outbox holds reads back the same; an item written before the report was typed
+    /// (a manual run's provider as `""`) still reads; an unknown state is an error, not a
+    /// default.
+    #[test]
+    fn reports_read_back_typed() {
+        let mut r = Report::test_report();
+        for provider in [None, Some(Provider::Github), Some(Provider::Bitbucket)] {
+            for state in JobState::ALL {
+                r.provider = provider;
+                r.state = state;
+                let text = serde_json::to_string(&r).unwrap();
+                assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), r);
+            }
+        }
+        let mut old = serde_json::to_value(Report::test_report()).unwrap();
+        old["provider"] = "".into();
+        old["trigger"] = "manual".into();
+        old["state"] = "timed_out".into();
+        let read: Report = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!((read.provider, read.trigger, read.state), (None, Trigger::Manual, JobState::TimedOut));
+        old["state"] = "paused".into();
+        assert!(serde_json::from_value::<Report>(old).is_err());
+    }
 }

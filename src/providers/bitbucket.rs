@@ -14,9 +14,10 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::json::{first_str, string_at};
+use super::status::{ApiCall, Status, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
-use crate::settings::Secret;
+use crate::secret::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Bitbucket,
@@ -27,6 +28,7 @@ pub(super) const ADAPTER: Adapter = Adapter {
     parse,
     infer_event,
     quick: None,
+    status: |key| Some(if is_server(key) { &SERVER_STATUS } else { &CLOUD_STATUS }),
 };
 
 fn authenticate(
@@ -40,7 +42,7 @@ fn authenticate(
 
 fn parse(key: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     let key = key.to_string();
-    let server = json.get("eventKey").is_some() || key.starts_with("pr:") || key == "repo:refs_changed";
+    let server = is_server(&key) || json.get("eventKey").is_some();
     let mut event = Event::new(Provider::Bitbucket, &key);
     if server {
         server_repo(
@@ -234,5 +236,56 @@ fn infer_event(json: &Value) -> Option<String> {
         Some("repo:push".to_string())
     } else {
         None
+    }
+}
+
+/// The event keys only Bitbucket Server / Data Center sends (Cloud's are `repo:push`,
+/// `pullrequest:*`, ...): the one rule that tells the two apart, for payloads and statuses.
+fn is_server(key: &str) -> bool {
+    ["repo:refs_changed", "repo:modified", "repo:forked", "repo:comment:", "pr:", "mirror:", "diagnostics:"]
+        .iter()
+        .any(|k| key.starts_with(k))
+}
+
+/// Bitbucket Cloud's build statuses (`POST /repositories/{repo}/commit/{sha}/statuses/build`).
+static CLOUD_STATUS: StatusApi = StatusApi {
+    public: Some(("https://bitbucket.org", "https://api.bitbucket.org/2.0")),
+    words: ["INPROGRESS", "INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"],
+    request: |s, api| {
+        build_status(s, api, format!("{}/repositories/{}/commit/{}/statuses/build", s.api, s.repo, s.commit))
+    },
+    deployments: None,
+};
+
+/// Bitbucket Server's build statuses (`POST /rest/build-status/1.0/commits/{sha}`); it has no
+/// word for "stopped".
+static SERVER_STATUS: StatusApi = StatusApi {
+    public: None,
+    words: ["INPROGRESS", "INPROGRESS", "SUCCESSFUL", "FAILED", "FAILED"],
+    request: |s, api| build_status(s, api, format!("{}/rest/build-status/1.0/commits/{}", s.api, s.commit)),
+    deployments: None,
+};
+
+fn build_status(s: &Status, api: &StatusApi, url: String) -> ApiCall {
+    // The key is at most 40 characters on Bitbucket Cloud; the URL is required.
+    let key: String = s.context.chars().take(40).collect();
+    let link = s.link.map(str::to_string).unwrap_or_else(|| s.repo_url.trim_end_matches(".git").into());
+    let body = serde_json::json!({
+        "key": key,
+        "state": api.word(s.phase),
+        "name": s.context,
+        "url": link,
+        "description": s.description,
+    });
+    ApiCall { url, headers: vec![("authorization", auth(s.token))], body }
+}
+
+/// Basic auth (`user:password`) or a bearer token, as Bitbucket takes either.
+fn auth(token: &str) -> String {
+    use base64::Engine;
+    if token.contains(':') {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(token))
+    } else {
+        format!("Bearer {token}")
     }
 }

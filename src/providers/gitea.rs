@@ -14,9 +14,10 @@ use serde_json::Value;
 
 use super::github_shape::{self, Host};
 use super::quick;
+use super::status::{commit_status_body, ApiCall, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
-use crate::settings::Secret;
+use crate::secret::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Gitea,
@@ -27,6 +28,7 @@ pub(super) const ADAPTER: Adapter = Adapter {
     parse,
     infer_event: github_shape::infer_event,
     quick: Some(quick::push),
+    status: |_| Some(&STATUS),
 };
 
 fn authenticate(
@@ -71,3 +73,16 @@ fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     let name = if name == "pull_request_sync" { "pull_request" } else { name };
     github_shape::parse(&HOST, name, json)
 }
+
+/// Gitea's and Forgejo's commit status API has GitHub's shape, with its own auth header; they
+/// are self-hosted (Codeberg included), so a status needs `status.api_url`.
+static STATUS: StatusApi = StatusApi {
+    public: None,
+    words: ["pending", "pending", "success", "failure", "error"],
+    request: |s, api| ApiCall {
+        url: format!("{}/repos/{}/statuses/{}", s.api, s.repo, s.commit),
+        headers: vec![("authorization", format!("token {}", s.token))],
+        body: commit_status_body(s, api),
+    },
+    deployments: None,
+};

@@ -13,9 +13,10 @@ use serde_json::Value;
 
 use super::github_shape::{self, Host};
 use super::quick;
+use super::status::{commit_status_body, ApiCall, Deployments, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
-use crate::settings::Secret;
+use crate::secret::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Github,
@@ -26,6 +27,7 @@ pub(super) const ADAPTER: Adapter = Adapter {
     parse,
     infer_event: github_shape::infer_event,
     quick: Some(quick::push),
+    status: |_| Some(&STATUS),
 };
 
 fn authenticate(
@@ -52,4 +54,59 @@ const HOST: Host = Host {
 
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     github_shape::parse(&HOST, name, json)
+}
+
+/// Commit statuses (`POST /repos/{repo}/statuses/{sha}`), or the Deployments API for an entry
+/// with `deployment:`.
+static STATUS: StatusApi = StatusApi {
+    public: Some(("https://github.com", "https://api.github.com")),
+    words: ["pending", "pending", "success", "failure", "error"],
+    request: |s, api| {
+        call(format!("{}/repos/{}/statuses/{}", s.api, s.repo, s.commit), s.token, commit_status_body(s, api))
+    },
+    deployments: Some(Deployments {
+        words: ["queued", "in_progress", "success", "failure", "error"],
+        create: |s, of| {
+            let body = serde_json::json!({
+                "ref": s.commit,
+                "environment": of.environment,
+                "auto_merge": false,
+                "required_contexts": [],
+                "description": format!("{} job {}", of.entry, of.job),
+                "payload": { "job": of.job, "entry": of.entry },
+            });
+            call(format!("{}/repos/{}/deployments", s.api, s.repo), s.token, body)
+        },
+        made: |answer| {
+            let made: Value = serde_json::from_slice(answer).unwrap_or_default();
+            match made.get("id").and_then(Value::as_i64) {
+                Some(id) => Ok(id.to_string()),
+                None => Err(format!(
+                    "GitHub made no deployment: {}",
+                    made.get("message").and_then(Value::as_str).unwrap_or("no id in its answer")
+                )),
+            }
+        },
+        status: |s, id, environment, deployments| {
+            let mut body = serde_json::json!({
+                "state": deployments.word(s.phase),
+                "description": s.description,
+                "environment": environment,
+            });
+            if let Some(link) = s.link {
+                body["log_url"] = link.into();
+            }
+            call(format!("{}/repos/{}/deployments/{id}/statuses", s.api, s.repo), s.token, body)
+        },
+    }),
+};
+
+/// A request to GitHub's REST API, with the media type and version it documents.
+fn call(url: String, token: &str, body: Value) -> ApiCall {
+    let headers = vec![
+        ("authorization", format!("Bearer {token}")),
+        ("accept", "application/vnd.github+json".to_string()),
+        ("x-github-api-version", "2022-11-28".to_string()),
+    ];
+    ApiCall { url, headers, body }
 }

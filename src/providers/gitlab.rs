@@ -14,9 +14,10 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::json::{ci_conclusion, find_commit, first_str, read_push, require_repo, string_at};
+use super::status::{segment, ApiCall, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Ci, Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
-use crate::settings::Secret;
+use crate::secret::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Gitlab,
@@ -27,6 +28,7 @@ pub(super) const ADAPTER: Adapter = Adapter {
     parse,
     infer_event,
     quick: None,
+    status: |_| Some(&STATUS),
 };
 
 fn authenticate(
@@ -169,3 +171,26 @@ fn infer_event(json: &Value) -> Option<String> {
     };
     Some(name.to_string())
 }
+
+/// Commit statuses, with the ref and the name (`POST /projects/{path}/statuses/{sha}`).
+static STATUS: StatusApi = StatusApi {
+    public: Some(("https://gitlab.com", "https://gitlab.com/api/v4")),
+    words: ["pending", "running", "success", "failed", "canceled"],
+    request: |s, api| {
+        let mut body = serde_json::json!({
+            "state": api.word(s.phase),
+            "ref": s.git_ref,
+            "name": s.context,
+            "description": s.description,
+        });
+        if let Some(link) = s.link {
+            body["target_url"] = link.into();
+        }
+        ApiCall {
+            url: format!("{}/projects/{}/statuses/{}", s.api, segment(s.repo), s.commit),
+            headers: vec![("private-token", s.token.to_string())],
+            body,
+        }
+    },
+    deployments: None,
+};

@@ -15,7 +15,7 @@ use super::github_shape::{self, Host};
 use super::quick;
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
-use crate::settings::Secret;
+use crate::secret::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Gogs,
@@ -26,6 +26,7 @@ pub(super) const ADAPTER: Adapter = Adapter {
     parse,
     infer_event: github_shape::infer_event,
     quick: Some(quick::push),
+    status: |_| None,
 };
 
 fn authenticate(

@@ -33,12 +33,14 @@ mod pruned;
 mod quick;
 pub mod saved;
 mod signature;
+pub mod status;
 
 use http::HeaderMap;
 use serde_json::Value;
 
 use crate::event::{Event, Provider};
-use crate::settings::Secret;
+use crate::secret::Secret;
+use status::StatusApi;
 
 /// Why a request was not accepted as authentic (answered 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +99,8 @@ pub(crate) struct Adapter {
     /// Reads a push's matching fields from the body without building the rest (the prefix
     /// reader of the host's payload shape), or leaves the event to [`Adapter::parse`].
     quick: Option<QuickRead>,
+    /// The commit status API an event of this name reports to, if the host has one.
+    status: fn(&str) -> Option<&'static StatusApi>,
 }
 
 /// Gitea and Forgejo also send Gogs and GitHub headers, and Gogs sends GitHub's, so the most
@@ -135,6 +139,22 @@ fn event_name<'a>(headers: &'a HeaderMap, names: &[&str]) -> &'a str {
 /// The header that names the event of `provider`'s requests (for saved deliveries).
 pub fn event_header(provider: Provider) -> &'static str {
     adapter(provider).event_headers[0]
+}
+
+/// The commit status API of `provider`'s event `event_name` (its own name, as its header
+/// says), if the host has one.
+pub fn status_api(provider: Provider, event_name: &str) -> Option<&'static StatusApi> {
+    (adapter(provider).status)(event_name)
+}
+
+/// Whether `provider` can have a status on a commit at all (Gogs cannot).
+pub fn has_status_api(provider: Provider) -> bool {
+    status_api(provider, "").is_some()
+}
+
+/// Whether `provider` has a Deployments API (GitHub).
+pub fn has_deployments(provider: Provider) -> bool {
+    status_api(provider, "").is_some_and(|api| api.deployments().is_some())
 }
 
 /// A request of a known host, its headers read once: the adapter that speaks for the host, the

@@ -21,7 +21,6 @@ mod units;
 
 use crate::allow::Nets;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,33 +121,7 @@ pub struct Server {
     pub sendmail: PathBuf,
 }
 
-/// A webhook secret. Its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// A secret not read (a manual run's, which checks no signature; `--explain` then says
-    /// the signature does not match).
-    fn unread() -> Secret {
-        Secret("\0not read: a manual run checks no signature".into())
-    }
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-    pub fn expose_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// One entry: a matcher, how to authenticate, and the actions to run.
 #[derive(Debug)]

@@ -150,7 +150,7 @@ pub(super) struct RawEntry {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMatch {
     /// The git host (default any).
-    #[schemars(extend("enum" = ["github", "gitlab", "gogs", "gitea", "forgejo", "bitbucket", "any"]))]
+    #[schemars(with = "Option<crate::event::ProviderName>")]
     pub(super) provider: Option<String>,
     /// owner/name (GitLab: the whole namespace path); a glob (acme/*) is allowed.
     pub(super) repo: Option<String>,
@@ -179,7 +179,7 @@ pub(super) struct RawStatus {
     pub(super) token_file: Option<PathBuf>,
     /// The status's name on the commit (default wh-automata/<entry>).
     pub(super) context: Option<String>,
-    /// The host's API (default: derived from the event: https://api.github.com, <host>/api/v1, <host>/api/v4, ...).
+    /// The host's API (default: the public API of the host the event comes from, for a repository on that public host).
     pub(super) api_url: Option<String>,
     /// GitHub only: report through the Deployments API, to this environment.
     pub(super) deployment: Option<String>,

@@ -180,8 +180,8 @@ pub(super) fn status(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
 ) -> Option<StatusSink> {
-    if provider == Some(crate::event::Provider::Gogs) {
-        problems.push("status: Gogs has no commit status API; remove `status:` from this entry".into());
+    if let Some(p) = provider.filter(|p| !crate::providers::has_status_api(*p)) {
+        problems.push(format!("status: {p} has no commit status API; remove `status:` from this entry"));
         return None;
     }
     let token = match (&raw.token, &raw.token_file) {
@@ -203,8 +203,8 @@ pub(super) fn status(
             problems.push(e);
         }
     }
-    if raw.deployment.is_some() && provider.is_some_and(|p| p != crate::event::Provider::Github) {
-        problems.push("status.deployment is GitHub's Deployments API: the entry matches another host".into());
+    if let Some(p) = provider.filter(|p| raw.deployment.is_some() && !crate::providers::has_deployments(*p)) {
+        problems.push(format!("status.deployment needs a host with a Deployments API, and {p} has none"));
     }
     if let Some(env_name) = &raw.deployment {
         if env_name.trim().is_empty() {

@@ -1,13 +1,13 @@
 //! What the store keeps of a job, and how a row becomes one: by column name, with the job's
 //! state and trigger parsed strictly (an unknown value is an error, never a default).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::event::{Event, Trigger};
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,

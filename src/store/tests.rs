@@ -16,9 +16,9 @@ fn new_ids(inserted: Inserted) -> Vec<i64> {
 fn insert_dedupe_recover_finish() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let ids = new_ids(store.insert(Some("github:d1"), b"{}", &[job("a"), job("b")]).unwrap());
+    let ids = new_ids(store.insert(Some("host:d1"), b"{}", &[job("a"), job("b")]).unwrap());
     assert_eq!(ids.len(), 2);
-    let again = store.insert(Some("github:d1"), b"{}", &[job("a")]).unwrap();
+    let again = store.insert(Some("host:d1"), b"{}", &[job("a")]).unwrap();
     assert!(again.is_duplicate());
     assert_eq!(
         again.seen,
@@ -43,8 +43,8 @@ fn insert_dedupe_recover_finish() {
 
     // A new webhook job supersedes the waiting ones of its entry and ref as it is recorded, in
     // the same transaction: the older one's payload goes, and it can no longer start.
-    let old = new_ids(store.insert(Some("github:d2"), b"{}", &[job("e")]).unwrap());
-    let inserted = store.insert(Some("github:d3"), b"{}", &[job("e")]).unwrap();
+    let old = new_ids(store.insert(Some("host:d2"), b"{}", &[job("e")]).unwrap());
+    let inserted = store.insert(Some("host:d3"), b"{}", &[job("e")]).unwrap();
     assert_eq!(inserted.superseded, vec![(old[0], inserted.new[0].0)]);
     let new = new_ids(inserted);
     let superseded = store.job(old[0]).unwrap().unwrap();
@@ -70,9 +70,9 @@ fn insert_dedupe_recover_finish() {
     assert!(stale.reason.unwrap().contains(&format!("job {}", new[0])));
 
     // A running job is not superseded: it ends as its actions do.
-    let running = new_ids(store.insert(Some("github:d4"), b"{}", &[job("g")]).unwrap());
+    let running = new_ids(store.insert(Some("host:d4"), b"{}", &[job("g")]).unwrap());
     assert!(store.mark_running(running[0]).unwrap());
-    let newer = store.insert(Some("github:d5"), b"{}", &[job("g")]).unwrap();
+    let newer = store.insert(Some("host:d5"), b"{}", &[job("g")]).unwrap();
     assert!(newer.superseded.is_empty());
     assert!(!store.supersede(running[0], newer.new[0].0).unwrap());
     assert_eq!(store.job(running[0]).unwrap().unwrap().state, JobState::Running);
@@ -147,8 +147,8 @@ fn a_database_written_by_0_1_0_opens_migrated() {
     let site = store.job(1).unwrap().unwrap();
     assert_eq!((site.event.provider, site.event.name()), (Some(crate::event::Provider::Github), "push"));
     // Its deliveries are still known, its waiting jobs still wait, with their payloads.
-    let again =
-        store.insert(Some("github:f3c465a4-e181-53a7-b951-9e31bc243d75"), b"{}", &[job("site")]).unwrap();
+    let key = format!("{}:f3c465a4-e181-53a7-b951-9e31bc243d75", crate::event::Provider::Github);
+    let again = store.insert(Some(&key), b"{}", &[job("site")]).unwrap();
     assert!(again.is_duplicate(), "{again:?}");
     assert_eq!((again.seen[0].id, again.seen[0].entry.as_str()), (1, "site"));
     assert_eq!(store.unfinished().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), [5, 6]);
@@ -181,35 +181,35 @@ fn an_unknown_state_or_trigger_is_an_error_not_a_default() {
 fn a_redelivery_reruns_only_what_did_not_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let first = new_ids(store.insert(Some("github:r1"), b"{}", &[job("a"), job("b"), job("c")]).unwrap());
+    let first = new_ids(store.insert(Some("p1:r1"), b"{}", &[job("a"), job("b"), job("c")]).unwrap());
     store.finish(first[0], JobState::Failed, Some(1), Some("action 1 failed")).unwrap();
     store.finish(first[1], JobState::Succeeded, Some(0), None).unwrap();
     store.finish(first[2], JobState::TimedOut, None, Some("timed out")).unwrap();
 
-    let again = store.insert(Some("github:r1"), b"{}", &[job("a"), job("b"), job("c")]).unwrap();
+    let again = store.insert(Some("p1:r1"), b"{}", &[job("a"), job("b"), job("c")]).unwrap();
     assert_eq!(again.new.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [0, 2], "a and c run again");
     assert_eq!(
         again.seen,
         vec![Seen { id: first[1], entry: "b".into(), state: JobState::Succeeded, newer: None }]
     );
     // The rerun of a is its latest job now: while it waits, a third delivery runs nothing.
-    let third = store.insert(Some("github:r1"), b"{}", &[job("a")]).unwrap();
+    let third = store.insert(Some("p1:r1"), b"{}", &[job("a")]).unwrap();
     assert!(third.is_duplicate());
     assert_eq!(third.seen[0].id, again.new[0].0);
     // Another provider's delivery with the same id is another delivery.
-    assert_eq!(new_ids(store.insert(Some("gitea:r1"), b"{}", &[job("a")]).unwrap()).len(), 1);
+    assert_eq!(new_ids(store.insert(Some("p2:r1"), b"{}", &[job("a")]).unwrap()).len(), 1);
     // A failed job with a newer one of its entry and ref since: not run again (an older
     // commit never deploys after a newer one); the answer names the newer job.
-    let old = new_ids(store.insert(Some("github:r3"), b"{}", &[job("f")]).unwrap());
+    let old = new_ids(store.insert(Some("p1:r3"), b"{}", &[job("f")]).unwrap());
     store.finish(old[0], JobState::Failed, Some(1), None).unwrap();
-    let newer = new_ids(store.insert(Some("github:r4"), b"{}", &[job("f")]).unwrap());
-    let again = store.insert(Some("github:r3"), b"{}", &[job("f")]).unwrap();
+    let newer = new_ids(store.insert(Some("p1:r4"), b"{}", &[job("f")]).unwrap());
+    let again = store.insert(Some("p1:r3"), b"{}", &[job("f")]).unwrap();
     assert!(again.is_duplicate());
     assert_eq!(again.seen[0].newer, Some(newer[0]));
     // A cancelled job runs again too.
-    let c = new_ids(store.insert(Some("github:r2"), b"{}", &[job("d")]).unwrap());
+    let c = new_ids(store.insert(Some("p1:r2"), b"{}", &[job("d")]).unwrap());
     store.finish(c[0], JobState::Cancelled, None, Some("cancelled")).unwrap();
-    assert_eq!(store.insert(Some("github:r2"), b"{}", &[job("d")]).unwrap().new.len(), 1);
+    assert_eq!(store.insert(Some("p1:r2"), b"{}", &[job("d")]).unwrap().new.len(), 1);
 }
 
 /// Deliveries recorded at the same instant share commits (a group commit) and each caller gets
@@ -226,11 +226,11 @@ fn simultaneous_deliveries_are_each_recorded_once() {
                 for i in 0..20 {
                     let entry = format!("e{t}-{i}");
                     let inserted =
-                        store.insert(Some(&format!("github:g{t}-{i}")), b"{}", &[job(&entry)]).unwrap();
+                        store.insert(Some(&format!("p1:g{t}-{i}")), b"{}", &[job(&entry)]).unwrap();
                     got.push((entry, new_ids(inserted)[0]));
                 }
                 // The same delivery from every thread at once.
-                let same = store.insert(Some("github:same"), b"{}", &[job("same")]).unwrap();
+                let same = store.insert(Some("p1:same"), b"{}", &[job("same")]).unwrap();
                 (got, same)
             })
         })
@@ -256,7 +256,7 @@ fn simultaneous_deliveries_are_each_recorded_once() {
 fn a_delivery_that_fails_half_way_is_not_recorded_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let older = new_ids(store.insert(Some("github:a"), b"{}", &[job("e")]).unwrap());
+    let older = new_ids(store.insert(Some("p1:a"), b"{}", &[job("e")]).unwrap());
     let count = |sql: &str| store.conn().query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
     let payloads = count("SELECT COUNT(*) FROM payloads");
     store
@@ -266,13 +266,13 @@ fn a_delivery_that_fails_half_way_is_not_recorded_at_all() {
              BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
         )
         .unwrap();
-    let err = store.insert(Some("github:b"), b"{\"x\":1}", &[job("e")]).unwrap_err();
+    let err = store.insert(Some("p1:b"), b"{\"x\":1}", &[job("e")]).unwrap_err();
     assert!(err.to_string().contains("injected fault"), "{err}");
     assert_eq!(count("SELECT COUNT(*) FROM payloads"), payloads, "the payload was rolled back");
     assert_eq!(count("SELECT COUNT(*) FROM jobs"), 1, "the job was rolled back");
     assert_eq!(store.job(older[0]).unwrap().unwrap().state, JobState::Queued, "nothing superseded");
     store.conn().execute_batch("DROP TRIGGER refuse").unwrap();
-    let again = store.insert(Some("github:b"), b"{}", &[job("e")]).unwrap();
+    let again = store.insert(Some("p1:b"), b"{}", &[job("e")]).unwrap();
     assert_eq!(again.superseded, vec![(older[0], again.new[0].0)], "the same delivery records later");
 }
 
@@ -283,7 +283,7 @@ fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
     let store = Store::open(dir.path()).unwrap();
     let ids: Vec<i64> = (0..30)
         .map(|i| {
-            new_ids(store.insert(Some(&format!("github:p{i}")), b"{}", &[job(&format!("e{i}"))]).unwrap())[0]
+            new_ids(store.insert(Some(&format!("p1:p{i}")), b"{}", &[job(&format!("e{i}"))]).unwrap())[0]
         })
         .collect();
     for (i, id) in ids.iter().enumerate() {

@@ -663,7 +663,7 @@ site:\n    secret: s\n    actions: [\"true\"]\n    notify: { to: [team, nobody],
     let (code, stderr) = crate::common::check_settings(dir.path(), "settings.yaml");
     assert_eq!(code, Some(1), "{stderr}");
     for said in [
-        "Gogs has no commit status API",
+        "gogs has no commit status API",
         "notify.team: slack is not an http:// or https:// URL",
         "notify.two: one kind per target, not slack and discord",
         "notify: no target \"nobody\" under the top-level notify:",
