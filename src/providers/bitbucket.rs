@@ -29,6 +29,11 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event,
     quick: None,
     status: |key| Some(if is_server(key) { &SERVER_STATUS } else { &CLOUD_STATUS }),
+    events: EVENTS,
+    event_prefixes: &["pullrequest:", "pr:"],
+    looks_like: |json| {
+        json.get("eventKey").is_some() || json.get("push").is_some() || json.get("pullrequest").is_some()
+    },
 };
 
 fn authenticate(
@@ -289,3 +294,28 @@ fn auth(token: &str) -> String {
         format!("Bearer {token}")
     }
 }
+
+/// The event names the host is known to send besides the normalised kinds (`--check` warns
+/// about a `match.event` outside them: most often a typo).
+const EVENTS: &[&str] = &[
+    "repo:push",
+    "repo:fork",
+    "repo:updated",
+    "repo:transfer",
+    "repo:commit_comment_created",
+    "repo:commit_status_created",
+    "repo:commit_status_updated",
+    "repo:refs_changed",
+    "repo:modified",
+    "repo:forked",
+    "repo:comment:added",
+    "repo:comment:edited",
+    "repo:comment:deleted",
+    "repo:secret_detected",
+    "issue:created",
+    "issue:updated",
+    "issue:comment_created",
+    "mirror:repo_synchronized",
+    "diagnostics:ping",
+    "project:modified",
+];

@@ -1,158 +1,17 @@
 //! The event names each host is known to send, besides the normalised kinds: `--check` warns
-//! about a `match.event` outside its provider's list, since it is most often a typo.
+//! about a `match.event` outside its provider's list, since it is most often a typo. Each
+//! host's list is in its adapter.
 
+use super::{adapter, Adapter, DETECTION_ORDER};
 use crate::event::{EventKind, Provider};
-
-/// Event names each host is known to send (besides the normalised kinds): a name outside its
-/// provider's list is accepted but `--check` warns, since it is most often a typo.
-const KNOWN_EVENTS: &[(Provider, &[&str])] = &[
-    (
-        Provider::Github,
-        &[
-            "branch_protection_rule",
-            "check_run",
-            "check_suite",
-            "code_scanning_alert",
-            "commit_comment",
-            "create",
-            "delete",
-            "dependabot_alert",
-            "deploy_key",
-            "deployment",
-            "deployment_protection_rule",
-            "deployment_review",
-            "deployment_status",
-            "discussion",
-            "discussion_comment",
-            "fork",
-            "gollum",
-            "installation",
-            "installation_repositories",
-            "issue_comment",
-            "issues",
-            "label",
-            "member",
-            "membership",
-            "merge_group",
-            "meta",
-            "milestone",
-            "organization",
-            "package",
-            "page_build",
-            "project",
-            "project_card",
-            "project_column",
-            "public",
-            "pull_request_review",
-            "pull_request_review_comment",
-            "pull_request_review_thread",
-            "push",
-            "registry_package",
-            "release",
-            "repository",
-            "repository_dispatch",
-            "repository_import",
-            "secret_scanning_alert",
-            "security_advisory",
-            "sponsorship",
-            "star",
-            "status",
-            "team",
-            "team_add",
-            "watch",
-            "workflow_dispatch",
-            "workflow_job",
-            "workflow_run",
-        ],
-    ),
-    (
-        Provider::Gitea,
-        &[
-            "create",
-            "delete",
-            "fork",
-            "issues",
-            "issue_assign",
-            "issue_label",
-            "issue_milestone",
-            "issue_comment",
-            "pull_request_assign",
-            "pull_request_label",
-            "pull_request_milestone",
-            "pull_request_comment",
-            "pull_request_review_approved",
-            "pull_request_review_rejected",
-            "pull_request_review_comment",
-            "pull_request_approved",
-            "pull_request_rejected",
-            "pull_request_sync",
-            "pull_request_review_request",
-            "wiki",
-            "repository",
-            "release",
-            "package",
-            "status",
-            "workflow_run",
-            "workflow_job",
-        ],
-    ),
-    (Provider::Gogs, &["create", "delete", "fork", "issues", "issue_comment", "release"]),
-    (
-        Provider::Gitlab,
-        &[
-            "tag_push",
-            "merge_request",
-            "issue",
-            "note",
-            "pipeline",
-            "build",
-            "wiki_page",
-            "deployment",
-            "feature_flag",
-            "release",
-            "emoji",
-            "access_token",
-            "member",
-            "subgroup",
-            "project",
-            "vulnerability",
-        ],
-    ),
-    (
-        Provider::Bitbucket,
-        &[
-            "repo:push",
-            "repo:fork",
-            "repo:updated",
-            "repo:transfer",
-            "repo:commit_comment_created",
-            "repo:commit_status_created",
-            "repo:commit_status_updated",
-            "repo:refs_changed",
-            "repo:modified",
-            "repo:forked",
-            "repo:comment:added",
-            "repo:comment:edited",
-            "repo:comment:deleted",
-            "repo:secret_detected",
-            "issue:created",
-            "issue:updated",
-            "issue:comment_created",
-            "mirror:repo_synchronized",
-            "diagnostics:ping",
-            "project:modified",
-        ],
-    ),
-];
-
-/// Bitbucket's pull request event keys, known by prefix.
-const KNOWN_PREFIXES: &[&str] = &["pullrequest:", "pr:"];
 
 /// Whether `name` is an event name `provider` is known to send (any host when `None`).
 pub fn known_event(provider: Option<Provider>, name: &str) -> bool {
+    let knows =
+        |a: &Adapter| a.events.contains(&name) || a.event_prefixes.iter().any(|x| name.starts_with(x));
     EventKind::from_name(name).is_some()
-        || KNOWN_EVENTS.iter().filter(|(p, _)| provider.is_none_or(|want| *p == want)).any(|(p, names)| {
-            names.contains(&name)
-                || (*p == Provider::Bitbucket && KNOWN_PREFIXES.iter().any(|x| name.starts_with(x)))
-        })
+        || match provider {
+            Some(p) => knows(adapter(p)),
+            None => DETECTION_ORDER.iter().any(|a| knows(a)),
+        }
 }

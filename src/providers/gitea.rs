@@ -29,6 +29,11 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event: github_shape::infer_event,
     quick: Some(quick::push),
     status: |_| Some(&STATUS),
+    events: EVENTS,
+    event_prefixes: &[],
+    looks_like: |json| {
+        json.get("total_commits").is_some() || json.pointer("/repository/internal_tracker").is_some()
+    },
 };
 
 fn authenticate(
@@ -86,3 +91,34 @@ static STATUS: StatusApi = StatusApi {
     },
     deployments: None,
 };
+
+/// The event names the host is known to send besides the normalised kinds (`--check` warns
+/// about a `match.event` outside them: most often a typo).
+const EVENTS: &[&str] = &[
+    "create",
+    "delete",
+    "fork",
+    "issues",
+    "issue_assign",
+    "issue_label",
+    "issue_milestone",
+    "issue_comment",
+    "pull_request_assign",
+    "pull_request_label",
+    "pull_request_milestone",
+    "pull_request_comment",
+    "pull_request_review_approved",
+    "pull_request_review_rejected",
+    "pull_request_review_comment",
+    "pull_request_approved",
+    "pull_request_rejected",
+    "pull_request_sync",
+    "pull_request_review_request",
+    "wiki",
+    "repository",
+    "release",
+    "package",
+    "status",
+    "workflow_run",
+    "workflow_job",
+];

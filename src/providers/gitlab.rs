@@ -29,6 +29,9 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event,
     quick: None,
     status: |_| Some(&STATUS),
+    events: EVENTS,
+    event_prefixes: &[],
+    looks_like: |json| json.get("object_kind").is_some(),
 };
 
 fn authenticate(
@@ -194,3 +197,24 @@ static STATUS: StatusApi = StatusApi {
     },
     deployments: None,
 };
+
+/// The event names the host is known to send besides the normalised kinds (`--check` warns
+/// about a `match.event` outside them: most often a typo).
+const EVENTS: &[&str] = &[
+    "tag_push",
+    "merge_request",
+    "issue",
+    "note",
+    "pipeline",
+    "build",
+    "wiki_page",
+    "deployment",
+    "feature_flag",
+    "release",
+    "emoji",
+    "access_token",
+    "member",
+    "subgroup",
+    "project",
+    "vulnerability",
+];

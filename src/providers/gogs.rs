@@ -27,6 +27,9 @@ pub(super) const ADAPTER: Adapter = Adapter {
     infer_event: github_shape::infer_event,
     quick: Some(quick::push),
     status: |_| None,
+    events: EVENTS,
+    event_prefixes: &[],
+    looks_like: |_| true,
 };
 
 fn authenticate(
@@ -55,3 +58,7 @@ const HOST: Host = Host {
 fn parse(name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     github_shape::parse(&HOST, name, json)
 }
+
+/// The event names the host is known to send besides the normalised kinds (`--check` warns
+/// about a `match.event` outside them: most often a typo).
+const EVENTS: &[&str] = &["create", "delete", "fork", "issues", "issue_comment", "release"];

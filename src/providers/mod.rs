@@ -101,12 +101,30 @@ pub(crate) struct Adapter {
     quick: Option<QuickRead>,
     /// The commit status API an event of this name reports to, if the host has one.
     status: fn(&str) -> Option<&'static StatusApi>,
+    /// The event names the host is known to send, and the prefixes of more (see
+    /// [`catalogue`]).
+    events: &'static [&'static str],
+    event_prefixes: &'static [&'static str],
+    /// Whether a body has this host's shape (a saved delivery without headers), asked in
+    /// [`SHAPE_ORDER`].
+    looks_like: fn(&Value) -> bool,
 }
 
 /// Gitea and Forgejo also send Gogs and GitHub headers, and Gogs sends GitHub's, so the most
 /// specific host is asked first.
 const DETECTION_ORDER: [&Adapter; 5] =
     [&gitea::ADAPTER, &gogs::ADAPTER, &github::ADAPTER, &gitlab::ADAPTER, &bitbucket::ADAPTER];
+
+/// The order in which a body's shape is matched to a host: the most distinctive shapes first;
+/// Gogs, whose shape is GitHub's without its extras, takes what is left.
+const SHAPE_ORDER: [&Adapter; 5] =
+    [&gitlab::ADAPTER, &bitbucket::ADAPTER, &github::ADAPTER, &gitea::ADAPTER, &gogs::ADAPTER];
+
+/// The host whose payloads look like `json`.
+pub(crate) fn infer_provider(json: &Value) -> Provider {
+    let last = SHAPE_ORDER[SHAPE_ORDER.len() - 1];
+    SHAPE_ORDER.iter().find(|a| (a.looks_like)(json)).unwrap_or(&last).provider
+}
 
 fn adapter(provider: Provider) -> &'static Adapter {
     match provider {

@@ -10,7 +10,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{detect, event_header, infer_event};
+use super::{detect, event_header, infer_event, infer_provider};
 use crate::event::Provider;
 
 /// A delivery read from a file.
@@ -96,24 +96,6 @@ fn split_headers(text: &[u8]) -> Result<(HeaderMap, Vec<u8>), String> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The provider whose payloads look like this one.
-fn infer_provider(json: &Value) -> Provider {
-    if json.get("object_kind").is_some() {
-        Provider::Gitlab
-    } else if json.get("eventKey").is_some()
-        || json.get("push").is_some()
-        || json.get("pullrequest").is_some()
-    {
-        Provider::Bitbucket
-    } else if json.pointer("/repository/node_id").is_some() || json.get("zen").is_some() {
-        Provider::Github
-    } else if json.get("total_commits").is_some() || json.pointer("/repository/internal_tracker").is_some() {
-        Provider::Gitea
-    } else {
-        Provider::Gogs
-    }
 }
 
 #[cfg(test)]
