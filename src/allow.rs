@@ -4,58 +4,33 @@
 
 use std::net::IpAddr;
 
-/// One network: an address and how many of its leading bits must match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Net {
-    addr: IpAddr,
-    prefix: u8,
-}
+use ipnet::IpNet;
 
-impl Net {
-    fn parse(text: &str) -> Result<Net, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| {
-            format!("\"{text}\" is not an address or a network (192.0.2.0/24, 2001:db8::/32)")
-        })?;
-        let addr = addr.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("\"{text}\": the prefix length must be 0 to {max}"))?,
-        };
-        Ok(Net { addr, prefix })
-    }
-
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                same_prefix(u32::from(net).into(), u32::from(ip).into(), 32, self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                same_prefix(u128::from(net), u128::from(ip), 128, self.prefix)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Whether the first `prefix` of `bits` bits of `a` and `b` are the same.
-fn same_prefix(a: u128, b: u128, bits: u32, prefix: u8) -> bool {
-    let prefix = u32::from(prefix);
-    prefix == 0 || (a ^ b) >> (bits - prefix) == 0
+/// One network, parsed from a CIDR or a single address; an IPv4-mapped IPv6 address is the
+/// IPv4 one it maps.
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    let not_a_net = || format!("\"{text}\" is not an address or a network (192.0.2.0/24, 2001:db8::/32)");
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let addr = addr.trim().parse::<IpAddr>().map_err(|_| not_a_net())?.to_canonical();
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("\"{text}\": the prefix length must be 0 to {max}"))?,
+    };
+    IpNet::new(addr, prefix).map_err(|_| not_a_net())
 }
 
 /// A list of networks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Nets(Vec<Net>);
+pub struct Nets(Vec<IpNet>);
 
 impl Nets {
     /// Parses every item; `Err` holds one message per item that is not a network.
@@ -63,7 +38,7 @@ impl Nets {
         let mut nets = Vec::new();
         let mut problems = Vec::new();
         for item in items {
-            match Net::parse(item.as_ref()) {
+            match parse_net(item.as_ref()) {
                 Ok(n) => nets.push(n),
                 Err(e) => problems.push(e),
             }
@@ -77,14 +52,12 @@ impl Nets {
 
     /// The loopback addresses, IPv4 and IPv6.
     pub fn loopback() -> Nets {
-        Nets(vec![
-            Net { addr: std::net::Ipv4Addr::LOCALHOST.into(), prefix: 32 },
-            Net { addr: std::net::Ipv6Addr::LOCALHOST.into(), prefix: 128 },
-        ])
+        Nets(vec![IpAddr::from(std::net::Ipv4Addr::LOCALHOST).into(), IpAddr::from(std::net::Ipv6Addr::LOCALHOST).into()])
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(ip))
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
     }
 }
 

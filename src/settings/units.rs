@@ -48,26 +48,20 @@ fn parse_any_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Parses `1 MiB`, `512KiB`, `2MB`, `100k`, or a bare number of bytes.
+/// Parses `1 MiB`, `512KiB`, `2MB`, `100k`, or a bare number of bytes (the units of
+/// `bytesize`: K, M, G are powers of 1000, Ki, Mi, Gi of 1024, any case, `B` optional).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if digits == 0 {
+    if !s.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(format!("\"{text}\" is not a size like 1 MiB or 512 KiB"));
     }
-    let n: u64 = s[..digits].parse().map_err(|_| format!("\"{text}\": number too large"))?;
-    let unit = s[digits..].trim().to_ascii_lowercase();
-    let factor: u64 = match unit.as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1024,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1024 * 1024,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1024 * 1024 * 1024,
-        _ => return Err(format!("\"{text}\": unknown unit (B, KiB, MiB, GiB, KB, MB, GB)")),
-    };
-    n.checked_mul(factor).ok_or_else(|| format!("\"{text}\" is too large"))
+    let size: bytesize::ByteSize =
+        s.parse().map_err(|_| format!("\"{text}\": not a size (a number and B, KiB, MiB, GiB, KB, MB or GB)"))?;
+    // Sizes are parsed through floating point: what does not fit is refused, not rounded.
+    match size.as_u64() {
+        u64::MAX => Err(format!("\"{text}\" is too large")),
+        n => Ok(n),
+    }
 }
 
 #[cfg(test)]
