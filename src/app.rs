@@ -14,11 +14,11 @@ use tracing::{error, info, warn};
 
 use crate::event::Trigger;
 use crate::metrics::{Metrics, ResultLabel};
-use crate::queue::{Full, Queue, Waiting};
-use crate::report::Reports;
-use crate::runner::{Outcome, KILL_GRACE};
+use crate::jobs::queue::{Full, Queue, Waiting};
+use crate::telling::policy::Reports;
+use crate::jobs::runner::{Outcome, KILL_GRACE};
 use crate::settings::{self, Problems, Settings};
-use crate::steps::{self, Ended};
+use crate::jobs::action_records::{self, Ended};
 use crate::store::{JobState, NewJob, Seen, Store, StoreError};
 
 /// What `/health` says about the settings.
@@ -44,7 +44,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
-    /// Told when statuses or messages are written to the outbox ([`crate::outbox`]).
+    /// Told when statuses or messages are written to the outbox ([`crate::outbox_sender`]).
     pub outbox_wake: Arc<tokio::sync::Notify>,
     source: PathBuf,
 }
@@ -285,13 +285,13 @@ impl App {
     /// the daemon was down or just before it died, is recorded as they ended; the others run
     /// again from the start ([`Store::unfinished`]).
     fn settle_interrupted(&self) -> Result<(), StoreError> {
-        let stopped = steps::stop_leftovers(self.store.steps_root(), KILL_GRACE);
+        let stopped = action_records::stop_leftovers(self.store.steps_root(), KILL_GRACE);
         if stopped > 0 {
             warn!(groups = stopped, "stopped the processes that jobs of the previous run left running");
         }
         for id in self.store.running()? {
             let dir = self.store.steps_path(id);
-            let ended = match steps::read(&dir) {
+            let ended = match action_records::read(&dir) {
                 Ended::Succeeded => Some((JobState::Succeeded, Some(0), None)),
                 Ended::Failed { action, code } => {
                     let outcome = Outcome::Failed { action, exit_code: Some(code) };
@@ -311,7 +311,7 @@ impl App {
         }
         // No job runs now: every record of running actions is stale.
         for dir in std::fs::read_dir(self.store.steps_root())?.flatten() {
-            steps::remove(&dir.path());
+            action_records::remove(&dir.path());
         }
         Ok(())
     }

@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::{control, reload, server, settings, systemd, worker};
+use crate::worker;
+use crate::{control, reload, server, settings, systemd};
 
 /// Runs the daemon until `stops` counts one stop (a second one kills the running jobs without
 /// waiting for the grace period); see [`crate::signals::count_stops`]. `on_listening` is told the
@@ -39,7 +40,7 @@ pub async fn run(
         App::new(settings)
             .with_context(|| format!("cannot open the job store in {}", state_dir.display()))?,
     );
-    let client = crate::outbound::Outbound::new(app.settings().server.ca_file.as_deref())
+    let client = crate::telling::outbound::Outbound::new(app.settings().server.ca_file.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot set up outbound HTTPS: {e}"))?;
     let control_socket = control::bind(&state_dir)?;
     let recovered = app.recover()?;
@@ -58,9 +59,9 @@ pub async fn run(
     let (stop_control, control_stop) = watch::channel(false);
     let control = tokio::spawn(control::serve(app.clone(), control_socket, control_stop));
     let _watcher = reload::watch(app.clone())?;
-    let tally = tokio::spawn(crate::tally::report());
+    let tally = tokio::spawn(crate::refusal_log::report());
     let (stop_outbox, outbox_stop) = watch::channel(false);
-    let outbox = tokio::spawn(crate::outbox::deliver(app.clone(), client, outbox_stop));
+    let outbox = tokio::spawn(crate::outbox_sender::deliver(app.clone(), client, outbox_stop));
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
@@ -87,7 +88,7 @@ pub async fn run(
     let _ = stop_outbox.send(true);
     let _ = outbox.await;
     tally.abort();
-    if let Some(line) = crate::tally::take() {
+    if let Some(line) = crate::refusal_log::take() {
         info!("requests not run since the last count: {line}");
     }
     info!("stopped; waiting and interrupted jobs stay recorded for the next start");

@@ -17,12 +17,12 @@ use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::app::{blocking, App, Panicked};
-use crate::entry_lock::EntryLock;
+use crate::jobs::entry_lock::EntryLock;
 use crate::event::{Event, Trigger};
-use crate::queue::Waiting;
-use crate::runner::{self, JobContext, Log, Outcome};
+use crate::jobs::queue::Waiting;
+use crate::jobs::runner::{self, JobContext, Log, Outcome};
 use crate::settings::Entry;
-use crate::steps::{self, Steps};
+use crate::jobs::action_records::{self, Steps};
 use crate::store::{JobState, Store, StoreError};
 
 /// Everything a job's work needs, owned.
@@ -103,7 +103,7 @@ pub fn finish_job(store: &Store, id: i64, finished: &Finished) -> Result<(), Sto
         state => store.finish(id, state, finished.exit_code, finished.reason.as_deref())?,
     }
     // Only once the end is recorded: until then, the record of its actions tells a new start.
-    steps::remove(&store.steps_path(id));
+    action_records::remove(&store.steps_path(id));
     store.remove_payload_file(id);
     Ok(())
 }
@@ -310,7 +310,7 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
         if !store.mark_running(id)? {
             // Superseded since it was read: nothing of it may stay behind.
             drop((steps, log));
-            steps::remove(&store.steps_path(id));
+            action_records::remove(&store.steps_path(id));
             store.remove_payload_file(id);
             let _ = std::fs::remove_file(store.log_path(id));
             return Ok(None);
@@ -391,7 +391,7 @@ mod tests {
         let body = bytes::Bytes::from_static(b"{}");
         let inserted = app.store.insert_shared(None, body, &[job], Some(reservation.replaces())).unwrap();
         let newer = inserted.new[0].0;
-        let waiting = crate::queue::Waiting { id: newer, entry: "site".into(), key };
+        let waiting = crate::jobs::queue::Waiting { id: newer, entry: "site".into(), key };
         app.queue.push(reservation, vec![waiting]);
         let (_cancel_tx, cancel) = watch::channel(false);
         assert!(matches!(run_job(&app, &taken, &work, cancel).await, Taken::Done));
@@ -458,7 +458,7 @@ mod tests {
         }
         // The entry is released just after the end is recorded.
         let released = tokio::time::timeout(Duration::from_secs(5), async {
-            while app.queue.depth() != crate::queue::Depth::default() {
+            while app.queue.depth() != crate::jobs::queue::Depth::default() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });

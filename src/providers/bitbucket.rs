@@ -17,7 +17,7 @@ use super::json::{first_str, string_at};
 use super::status::{ApiCall, Status, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Bitbucket,

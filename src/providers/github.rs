@@ -16,7 +16,7 @@ use super::quick;
 use super::status::{commit_status_body, ApiCall, Deployments, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Github,

@@ -17,7 +17,7 @@ use super::json::{ci_conclusion, find_commit, first_str, read_push, require_repo
 use super::status::{segment, ApiCall, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Ci, Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Gitlab,

@@ -15,7 +15,7 @@ use super::github_shape::{self, Host};
 use super::quick;
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 pub(super) const ADAPTER: Adapter = Adapter {
     provider: Provider::Gogs,

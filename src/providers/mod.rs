@@ -39,7 +39,7 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use crate::event::{Event, Provider};
-use crate::secret::Secret;
+use crate::secrets::Secret;
 use status::StatusApi;
 
 /// Why a request was not accepted as authentic (answered 401).

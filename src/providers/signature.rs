@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{header, AuthError};
-use crate::secret::Secret;
+use crate::secrets::Secret;
 
 /// `algo=hex` signatures in `primary`, falling back to `X-Hub-Signature`: GitHub's
 /// `X-Hub-Signature-256` (with its legacy SHA-1 `X-Hub-Signature`), and Bitbucket's

@@ -1,6 +1,6 @@
 //! What each host's commit status API is: where it lives, its words for a job's phase, and
 //! the request it documents (method, path, auth header, JSON fields). Pure: the outbox's sink
-//! ([`crate::status`]) sends what is built here. Gogs has none; GitHub also has the
+//! ([`crate::telling::status`]) sends what is built here. Gogs has none; GitHub also has the
 //! Deployments API.
 
 use serde_json::Value;

@@ -11,13 +11,13 @@ use hyper::body::Incoming;
 use tracing::{debug, debug_span, field, info, warn, Instrument};
 
 use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
-use crate::connections::Conn;
+use crate::admission::Conn;
 use crate::event::Provider;
 use crate::forwarded;
 use crate::intake::{self, Decision, Delivery, Refusal, Signatures};
 use crate::providers::AuthError;
-use crate::tally::{self, Outcome};
-use crate::throttle::Throttle;
+use crate::refusal_log::{self, Outcome};
+use crate::warn_limit::Throttle;
 
 use super::answers::{answer, ignored, not_run, summary, Answer, HookError};
 
@@ -76,7 +76,7 @@ pub(super) async fn hooks(
         Err(e) => {
             metrics.delivery(counted.provider(), e.result());
             let status = e.status().as_u16();
-            tally::count(Outcome::Refused(status));
+            refusal_log::count(Outcome::Refused(status));
             span.in_scope(|| match &e {
                 HookError::Refused(Refusal::Unauthentic { error, whom, key }) => {
                     refused_signature(key, whom, error, client)

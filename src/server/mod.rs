@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tracing::warn;
 
 use crate::app::App;
-use crate::connections::{Admission, Conn, Connections, Place};
+use crate::admission::{Admission, Conn, Connections, Place};
 use crate::forwarded;
 use jobs::{LogStream, PageError};
 

@@ -272,7 +272,7 @@ pub(super) fn entry(
     for target in place.targets.values() {
         known.extend(super::reporting::target_secrets(target));
     }
-    let mask = crate::mask::Mask::new(known);
+    let mask = crate::secrets::mask::Mask::new(known);
     Some(Entry {
         name: place.name.to_string(),
         file: place.file.to_path_buf(),

@@ -121,7 +121,7 @@ pub struct Server {
     pub sendmail: PathBuf,
 }
 
-pub use crate::secret::Secret;
+pub use crate::secrets::Secret;
 
 /// One entry: a matcher, how to authenticate, and the actions to run.
 #[derive(Debug)]
@@ -143,8 +143,8 @@ pub struct Entry {
     pub skip_deployed: bool,
     /// The actions' file mode creation mask (`None`: the daemon's).
     pub umask: Option<u32>,
-    /// The secret values the settings know, masked in this entry's job logs ([`crate::mask`]).
-    pub mask: crate::mask::Mask,
+    /// The secret values the settings know, masked in this entry's job logs ([`crate::secrets::mask`]).
+    pub mask: crate::secrets::mask::Mask,
     /// The `env_file` variables whose values are masked too.
     pub secret_env: Vec<String>,
     /// Read when each job starts: relative to `workdir`, or absolute.

@@ -1,6 +1,6 @@
 //! Phase two of what tells people what happened: an entry's `status:` (the commit on the host)
 //! and `notify:` (named targets), the top-level `notify:` targets, and their secrets resolved.
-//! Nothing here sends anything; `crate::status` and `crate::notify` do.
+//! Nothing here sends anything; `crate::telling::status` and `crate::telling::notify` do.
 
 use std::collections::BTreeMap;
 use std::path::Path;

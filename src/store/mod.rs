@@ -26,7 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
 use outbox::Facts;
-pub use outbox::{destination, Backlog, Change, Item, Outgoing, Reporter};
+pub use outbox::{destination, Backlog, Change, Item, Outgoing, Reporter, STATUS_SINK};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
 
@@ -161,7 +161,7 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Where the actions of running jobs are recorded ([`crate::steps`]).
+    /// Where the actions of running jobs are recorded ([`crate::jobs::action_records`]).
     pub fn steps_root(&self) -> &Path {
         &self.steps
     }

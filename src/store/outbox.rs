@@ -106,10 +106,13 @@ pub struct Backlog {
     pub oldest_error: Option<String>,
 }
 
+/// The sink name of commit statuses in the outbox.
+pub const STATUS_SINK: &str = "status";
+
 /// Where the items of `sink` for `entry` go: an entry's statuses (its `api_url` and token), or
 /// one notification target.
 pub fn destination(sink: &str, entry: &str) -> String {
-    if sink == crate::report::STATUS {
+    if sink == STATUS_SINK {
         format!("status:{entry}")
     } else {
         sink.to_string()

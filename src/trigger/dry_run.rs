@@ -2,7 +2,7 @@
 
 use crate::event::{Event, Trigger};
 use crate::printable::shown;
-use crate::runner::{self, JobContext};
+use crate::jobs::runner::{self, JobContext};
 use crate::settings::Entry;
 
 pub(super) fn dry_run(entry: &Entry, event: &Event) {

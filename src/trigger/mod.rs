@@ -116,7 +116,7 @@ impl Mode {
 fn run(args: TriggerArgs) -> Result<u8, Fail> {
     let loaded = load(&args.settings)?;
     // Before anything opens the store: root acts as the owner of state_dir.
-    crate::owner::become_owner_of(&loaded.settings.server.state_dir).map_err(|e| Fail(EXIT_USAGE, e))?;
+    crate::run_as::become_owner_of(&loaded.settings.server.state_dir).map_err(|e| Fail(EXIT_USAGE, e))?;
     match Mode::of(&args) {
         Mode::Jobs { limit } => jobs::list_jobs(&loaded.settings, limit),
         Mode::Log { id, follow } => jobs::print_log(&loaded.settings, id, follow),

@@ -37,7 +37,7 @@ pub(super) fn notify_test(loaded: &Loaded, name: &str, path: &Path) -> Result<u8
     }
     let store = open_store(settings)?;
     let mut out = std::io::stdout();
-    match crate::notify_test::run(settings, &entry, store.as_ref(), &mut out) {
+    match crate::telling::notify_test::run(settings, &entry, store.as_ref(), &mut out) {
         Ok(true) => Ok(0),
         Ok(false) => Ok(1),
         Err(e) => Err(Fail(EXIT_USAGE, e)),

@@ -9,7 +9,7 @@ use crate::cli::TriggerArgs;
 use crate::control::{self, Reply, Request};
 use crate::event::{Event, Trigger};
 use crate::providers;
-use crate::runner::{self, JobContext, Log};
+use crate::jobs::runner::{self, JobContext, Log};
 use crate::settings::{Entry, Settings};
 use crate::signals;
 use crate::store::{JobState, NewJob, Store};
@@ -175,7 +175,7 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
     // manual run (or what a killed one left running) to end first.
     let state_dir = &settings.server.state_dir;
     let name = &entry.name;
-    let lock = crate::entry_lock::EntryLock::take(
+    let lock = crate::jobs::entry_lock::EntryLock::take(
         state_dir,
         name,
         || eprintln!("entry {name} is running in another process (the daemon, or another manual run): waiting for it"),
@@ -189,7 +189,7 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
     let recorded = Store::open(&settings.server.state_dir)
         .inspect(|store| {
             let shared = Arc::new(std::sync::RwLock::new(settings.clone()));
-            store.set_reporter(Arc::new(crate::report::Reports::new(shared, Arc::default())));
+            store.set_reporter(Arc::new(crate::telling::policy::Reports::new(shared, Arc::default())));
         })
         .and_then(|store| store.insert_foreground(&job).map(|id| (store, id)))
         .map_err(|e| eprintln!("note: this run is not recorded ({e})"))

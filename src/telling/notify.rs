@@ -17,8 +17,8 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::outbound::{Outbound, SendError};
-use crate::report::Report;
+use crate::telling::outbound::{Outbound, SendError};
+use crate::telling::policy::Report;
 use crate::settings::{Target, TargetKind};
 
 /// What a message needs besides its report and target.
@@ -230,7 +230,7 @@ async fn mail(
 async fn command(run: &str, report: &Report, link: Option<&str>, message: &str) -> Result<(), SendError> {
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c").arg(run).env_clear();
-    for name in crate::runner::BASE_ENV {
+    for name in crate::jobs::runner::BASE_ENV {
         if let Ok(value) = std::env::var(name) {
             cmd.env(name, value);
         }

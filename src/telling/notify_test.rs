@@ -5,8 +5,8 @@
 use std::io::Write;
 
 use crate::event::{Event, Trigger};
-use crate::outbound::Outbound;
-use crate::report::Report;
+use crate::telling::outbound::Outbound;
+use crate::telling::policy::Report;
 use crate::settings::{Entry, Settings};
 use crate::store::{now_ms, Change, Job, JobState, Store};
 
@@ -74,12 +74,12 @@ pub fn run(
             let url = (report.job > 0).then(|| link(report.job)).flatten();
             // A delivery id of its own, in a form no outbox item has (`<store id>-<item id>`).
             let id = format!("test-{}-{}", now_ms(), std::process::id());
-            let cx = crate::notify::Context {
+            let cx = crate::telling::notify::Context {
                 link: url.as_deref(),
                 sendmail: &settings.server.sendmail,
                 item: &id,
             };
-            let result = runtime.block_on(crate::notify::send(&client, &report, target, &cx));
+            let result = runtime.block_on(crate::telling::notify::send(&client, &report, target, &cx));
             print(Tried {
                 what: format!("{name} ({})", target.kind.as_str()),
                 result: result.map(|()| "delivered".to_string()).map_err(|e| e.to_string()),
@@ -100,18 +100,18 @@ pub fn run(
             Some(job) => {
                 let mut status = report.clone();
                 status.kind = status.state.as_str().to_string();
-                let remote = store.and_then(|s| s.remote_id(job.id, crate::report::STATUS).ok().flatten());
+                let remote = store.and_then(|s| s.remote_id(job.id, crate::telling::policy::STATUS).ok().flatten());
                 let url = link(job.id);
                 let sent = runtime.block_on(async {
-                    let to = crate::status::destination(&status, sink)
-                        .map_err(|e| crate::outbound::SendError::Invalid(e.to_string()))?;
+                    let to = crate::telling::status::destination(&status, sink)
+                        .map_err(|e| crate::telling::outbound::SendError::Invalid(e.to_string()))?;
                     let deployment = match remote {
                         None if to.is_deployment(sink) => {
-                            Some(crate::status::create_deployment(&client, &status, sink, &to).await?)
+                            Some(crate::telling::status::create_deployment(&client, &status, sink, &to).await?)
                         }
                         other => other,
                     };
-                    crate::status::send(&client, &status, sink, &to, url.as_deref(), deployment.as_deref())
+                    crate::telling::status::send(&client, &status, sink, &to, url.as_deref(), deployment.as_deref())
                         .await
                 });
                 print(Tried {

@@ -8,8 +8,8 @@
 //!
 //! Lanes share a destination ([`crate::store::destination`]: an entry's status API, or one
 //! target), and a destination that fails fails for all of its lanes: so each destination has its
-//! own schedule ([`crate::outbox_schedule`]), on the monotonic clock. One that answers has up to
-//! [`PER_DEST`] lanes in flight; one that failed is paused (from 250 ms, doubling, at most
+//! own schedule ([`crate::telling::schedule`]), on the monotonic clock. One that answers has up to
+//! [`PER_DEST`](crate::telling::schedule::PER_DEST) lanes in flight; one that failed is paused (from 250 ms, doubling, at most
 //! 5 minutes), then tried with one item at a time until it answers again. A dead API thus holds
 //! a few places at most, and the others' items go out meanwhile. An item is tried for
 //! `server.notify_retry_for`; one a server refuses as malformed is dropped at once.
@@ -30,17 +30,15 @@ use tracing::{debug, info, warn};
 
 use crate::app::{blocking, App};
 use crate::metrics::TargetLabels;
-use crate::outbound::{Outbound, SendError};
-use crate::outbox_schedule::Schedule;
-use crate::report::{Report, STATUS};
+use crate::telling::outbound::{Outbound, SendError};
+use crate::telling::schedule::Schedule;
+use crate::telling::policy::{Report, STATUS};
 use crate::settings::Settings;
 use crate::store::{now_ms, Item, StoreError};
-use crate::throttle::Throttle;
+use crate::warn_limit::Throttle;
 
 /// Lanes delivered at once, in all.
 const IN_FLIGHT: usize = 16;
-/// Lanes of one destination delivered at once while it answers.
-pub const PER_DEST: usize = 4;
 /// How often items for an entry or target no longer in the settings are looked for.
 const STRAYS_EVERY: Duration = Duration::from_secs(60);
 /// How long the sender goes on delivering what is due once the daemon stops.
@@ -62,7 +60,7 @@ fn destinations(settings: &Settings) -> Vec<String> {
         .iter()
         .filter(|e| e.status.is_some())
         .map(|e| crate::store::destination(STATUS, &e.name));
-    let targets = settings.targets.keys().map(|t| crate::report::target_sink(t));
+    let targets = settings.targets.keys().map(|t| crate::telling::policy::target_sink(t));
     statuses.chain(targets).collect()
 }
 
@@ -187,8 +185,8 @@ async fn send(app: &App, client: &Outbound, item: &Item) -> Sent {
         };
         let sendmail = settings.server.sendmail.clone();
         drop(settings);
-        let cx = crate::notify::Context { link: link.as_deref(), sendmail: &sendmail, item: &item.delivery };
-        match crate::notify::send(client, &report, &target, &cx).await {
+        let cx = crate::telling::notify::Context { link: link.as_deref(), sendmail: &sendmail, item: &item.delivery };
+        match crate::telling::notify::send(client, &report, &target, &cx).await {
             Ok(()) => Sent::Delivered,
             Err(e) => Sent::Failed(e),
         }
@@ -209,10 +207,10 @@ async fn send_status(
     sink: &crate::settings::StatusSink,
     link: Option<&str>,
 ) -> Sent {
-    let to = match crate::status::destination(report, sink) {
+    let to = match crate::telling::status::destination(report, sink) {
         Ok(to) => to,
         Err(unsendable) => {
-            if let crate::status::Unsendable::NotPublic(np) = &unsendable {
+            if let crate::telling::status::Unsendable::NotPublic(np) = &unsendable {
                 let host: String = np.host.chars().take(100).collect();
                 if NOT_PUBLIC.admit(&format!("{}\n{host}", item.entry)).is_some() {
                     warn!(entry = %item.entry, host = ?host, "no commit status: the event's repository is not on \
@@ -230,7 +228,7 @@ async fn send_status(
         Err(e) => return Sent::Failed(SendError::Transport(format!("job store: {e}"))),
     };
     if deployment.is_none() && to.is_deployment(sink) {
-        let made = match crate::status::create_deployment(client, report, sink, &to).await {
+        let made = match crate::telling::status::create_deployment(client, report, sink, &to).await {
             Ok(made) => made,
             Err(e) => return Sent::Failed(e),
         };
@@ -241,7 +239,7 @@ async fn send_status(
         }
         deployment = Some(made);
     }
-    match crate::status::send(client, report, sink, &to, link, deployment.as_deref()).await {
+    match crate::telling::status::send(client, report, sink, &to, link, deployment.as_deref()).await {
         Ok(()) => Sent::Delivered,
         Err(e) => Sent::Failed(e),
     }

@@ -113,10 +113,12 @@ impl Connections {
     }
 
     /// How many connections are open.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().open.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 
 use crate::env_file::{self, EnvFile};
 use crate::event::{Event, PullRequest, Trigger};
-pub use crate::job_log::Log;
+pub use crate::jobs::job_log::Log;
 use crate::settings::{Action, Entry};
-use crate::steps::{Steps, WRAPPER};
+use crate::jobs::action_records::{Steps, WRAPPER};
 
 /// Variables passed through from the daemon's environment when set.
 pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];
@@ -105,13 +105,13 @@ pub struct JobContext<'a> {
     /// Where the actions' process groups and ends are recorded (the daemon's jobs).
     pub steps: Option<&'a Steps>,
     /// The entry's lock, held for the job: each action's standard input, so that its processes
-    /// hold the entry too ([`crate::entry_lock`]).
-    pub lock: Option<&'a crate::entry_lock::EntryLock>,
+    /// hold the entry too ([`crate::jobs::entry_lock`]).
+    pub lock: Option<&'a crate::jobs::entry_lock::EntryLock>,
 }
 
 /// The secrets a job of `entry` masks: the ones its settings know, and the values of the
 /// `env_file` variables (`from_file`) it lists in `secret_env`.
-pub fn secrets(entry: &Entry, from_file: &[(String, String)]) -> crate::mask::Mask {
+pub fn secrets(entry: &Entry, from_file: &[(String, String)]) -> crate::secrets::mask::Mask {
     entry.mask.with(from_file.iter().filter(|(k, _)| entry.secret_env.contains(k)).map(|(_, v)| v))
 }
 
@@ -323,7 +323,7 @@ enum ActionEnd {
 struct Step<'a> {
     n: usize,
     steps: Option<&'a Steps>,
-    lock: Option<&'a crate::entry_lock::EntryLock>,
+    lock: Option<&'a crate::jobs::entry_lock::EntryLock>,
     /// The entry's `umask:`, set by the wrapper before the command.
     umask: Option<u32>,
 }
@@ -358,7 +358,7 @@ async fn run_action(
 ) -> ActionEnd {
     let marker = step.steps.map(|s| s.marker(step.n)).unwrap_or_default();
     let group = step.steps.map(Steps::group_file).unwrap_or_default();
-    let stdin = match step.lock.map(crate::entry_lock::EntryLock::stdin) {
+    let stdin = match step.lock.map(crate::jobs::entry_lock::EntryLock::stdin) {
         None => Stdio::null(),
         Some(Ok(stdin)) => stdin,
         Some(Err(e)) => {

@@ -2,7 +2,7 @@
 //! the store. It reads the current settings: an entry with `status:` reports every change to
 //! the commit; one with `notify:` tells its targets about the changes they asked for, once per
 //! failing streak. What is sent is a [`Report`]: the facts of that moment, written to the
-//! outbox with the change; the sinks ([`crate::status`], [`crate::notify`]) word it.
+//! outbox with the change; the sinks ([`crate::telling::status`], [`crate::telling::notify`]) word it.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -14,8 +14,7 @@ use crate::event::{Provider, Trigger, ZERO_SHA};
 use crate::settings::{Entry, NotifyOn, Settings};
 use crate::store::{Change, JobState, Outgoing, Reporter};
 
-/// The sink name of commit statuses in the outbox.
-pub const STATUS: &str = "status";
+pub use crate::store::STATUS_SINK as STATUS;
 
 /// The sink name of a notification target in the outbox.
 pub fn target_sink(target: &str) -> String {

@@ -6,10 +6,10 @@ use bytes::Bytes;
 use http::{header, Method, Request};
 use http_body_util::Full;
 
-use crate::outbound::{Outbound, SendError};
+use crate::telling::outbound::{Outbound, SendError};
 use crate::providers::status::{ApiCall, DeploymentOf, Phase, Status, StatusApi};
 use crate::providers::{self, status::NotPublic};
-use crate::report::{short, Report};
+use crate::telling::policy::{short, Report};
 use crate::settings::StatusSink;
 use crate::store::JobState;
 

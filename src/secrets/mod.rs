@@ -29,3 +29,5 @@ impl fmt::Debug for Secret {
         f.write_str("Secret(<redacted>)")
     }
 }
+
+pub mod mask;

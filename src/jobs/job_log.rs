@@ -1,13 +1,13 @@
 //! A job's log file: what its actions print, each line with a timestamp, the lines of
 //! wh-automata's own (`-- ...`), capped at `server.log_limit`, with the secrets the settings
-//! know masked as it is written ([`crate::mask`]).
+//! know masked as it is written ([`crate::secrets::mask`]).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::mask::{Mask, Masking};
+use crate::secrets::mask::{Mask, Masking};
 
 /// A job's log: a file capped at `limit` bytes, optionally echoed to stdout.
 pub struct Log {
@@ -17,7 +17,7 @@ pub struct Log {
     truncated: bool,
     echo: bool,
     at_line_start: bool,
-    /// The secrets masked as the output is written ([`crate::mask`]).
+    /// The secrets masked as the output is written ([`crate::secrets::mask`]).
     masking: Masking,
 }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::outbox::PER_DEST;
+/// Lanes of one destination delivered at once while it answers.
+pub const PER_DEST: usize = 4;
+
 
 /// The first rest after a failure, doubled at each one that follows.
 const FIRST_PAUSE: Duration = Duration::from_millis(250);

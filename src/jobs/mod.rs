@@ -1,0 +1,10 @@
+//! Jobs: the bounded queue (newest event of an entry and ref wins), the worker pool (one job
+//! per entry at a time), the runner (an entry's actions with `sh -c`), what a job writes (its
+//! log, with the secrets the settings know masked; its action records), and the entry's lock
+//! across processes.
+
+pub mod action_records;
+pub mod entry_lock;
+pub mod job_log;
+pub mod queue;
+pub mod runner;
