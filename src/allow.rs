@@ -52,7 +52,10 @@ impl Nets {
 
     /// The loopback addresses, IPv4 and IPv6.
     pub fn loopback() -> Nets {
-        Nets(vec![IpAddr::from(std::net::Ipv4Addr::LOCALHOST).into(), IpAddr::from(std::net::Ipv6Addr::LOCALHOST).into()])
+        Nets(vec![
+            IpAddr::from(std::net::Ipv4Addr::LOCALHOST).into(),
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST).into(),
+        ])
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {

@@ -13,13 +13,13 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::event::Trigger;
-use crate::metrics::{Metrics, ResultLabel};
-use crate::jobs::queue::{Full, Queue, Waiting};
-use crate::telling::policy::Reports;
-use crate::jobs::runner::{Outcome, KILL_GRACE};
-use crate::settings::{self, Problems, Settings};
 use crate::jobs::action_records::{self, Ended};
+use crate::jobs::queue::{Full, Queue, Waiting};
+use crate::jobs::runner::{Outcome, KILL_GRACE};
+use crate::metrics::{Metrics, ResultLabel};
+use crate::settings::{self, Problems, Settings};
 use crate::store::{JobState, NewJob, Seen, Store, StoreError};
+use crate::telling::policy::Reports;
 
 /// What `/health` says about the settings.
 #[derive(Debug, Clone, Serialize)]

@@ -1,37 +1,33 @@
-//! wh-automata: a rule-driven webhook automation engine.
+//! wh-automata: a rule-driven webhook automation engine. A git host calls the daemon on a
+//! push; the daemon decides which entries of its settings it is for, records their jobs and
+//! runs each entry's actions in the background, one job per entry at a time.
 //!
-//! A git host calls the daemon on a push; the request travels top to bottom through these parts:
+//! A webhook's path, top to bottom (see `ARCHITECTURE.md` for the drawing):
+//! [`server`] (sockets, limits, routes) hands the received delivery once to [`intake`]
+//! (admit, authenticate through the host's adapter in [`providers`], match, `skip_deployed`),
+//! records the jobs in [`store`] and queues them ([`app`], [`jobs::queue`]); the [`worker`]
+//! pool runs them with [`jobs::runner`]; each change of a job writes what it sends to the
+//! outbox in the same transaction ([`telling::policy`]), which the [`outbox_sender`] delivers
+//! ([`telling::status`], [`telling::notify`]).
 //!
-//! From the top (what the binaries call) down; each imports only from below it:
+//! The layers, each importing only from the ones below it:
 //!
-//! - [`daemon`]: wires the parts below together and stops them in order;
-//! - [`trigger`]: `wh-automata-trigger`: manual runs, job lists and logs, explaining a saved delivery;
-//! - [`server`]: the HTTP front (limits, routes, answers): receive, detect, authenticate,
-//!   normalise, match, record, answer; one module per endpoint (`/hooks`, `/health`,
-//!   `/metrics`, [`server::jobs`]), each answering only whom may read it;
-//! - [`control`]: the owner-only Unix socket through which `wh-automata-trigger` queues manual runs;
-//! - [`reload`]: the file watcher that swaps in new settings when they are valid;
-//! - [`outbox`]: the sender of what jobs' changes wrote to the outbox (each destination on
-//!   its own [`outbox_schedule`]): [`status`] (the commit
-//!   on the host) and [`notify`] (chat, mail, a command), through [`outbound`] (the one HTTPS
-//!   client); [`notify_test`] sends the same by hand;
-//! - [`worker`]: the worker pool: one job per entry at a time, each job's end recorded once;
-//!   [`entry_lock`] holds an entry across processes (foreground runs, leftovers of a killed run);
-//! - [`app`]: the shared state: settings snapshot, load status, store, queue, recording jobs,
-//!   [`metrics`] (written in either text format by [`metrics_format`]); [`report`] decides what
-//!   each change of a job sends;
-//! - [`queue`]: the bounded queue (newest event of an entry and ref wins);
-//! - [`store`]: the durable job record (SQLite, versioned schema), job logs and the outbox;
-//! - [`runner`]: an entry's actions run with `sh -c`: environment, timeout; their output in the
-//!   [`job_log`], with the secrets the settings know written as `***` by [`mask`];
-//!   [`printable`] escapes what reaches a terminal or a page;
-//! - [`providers`]: one adapter per git host: detect it, check the signature over the raw
-//!   bytes, normalise the payload into an [`event::Event`];
-//! - [`settings`]: the settings file, read in two phases (raw, then validated and compiled);
-//! - [`matcher`]: which entries fit an event, and why the others do not;
-//! - [`event`]: the one normalised event;
-//! - [`signals`], [`systemd`], [`cli`]: stop signals, service manager notices, command lines;
-//!   [`tally`] and [`throttle`]: counts and warnings in place of a log line per request.
+//! 1. the binaries' entry points: [`daemon`] (wires the parts and stops them in order) and
+//!    [`trigger`] (`wh-automata-trigger`: one file per mode);
+//! 2. the ways in and the runners: [`server`] (one module per endpoint), [`control`] (the
+//!    owner-only socket of manual runs), [`reload`] (the settings watcher), [`worker`],
+//!    [`outbox_sender`];
+//! 3. [`app`]: the shared state (settings snapshot, store, queue, [`metrics`]);
+//! 4. [`telling`]: what a job's change sends, and how (statuses, notifications, HTTPS);
+//! 5. [`intake`]: what a delivery asks for, without a socket (also `--explain`'s);
+//! 6. [`jobs`]: queue, runner, job log, action records, the entry's lock;
+//! 7. [`store`]: the durable job record (SQLite), job logs, the outbox;
+//! 8. [`settings`] (read in two phases, raw then compiled), [`matcher`], [`providers`] (one
+//!    adapter per git host: every fact about a host is there), [`secrets`];
+//! 9. the ground: [`event`] (the one normalised event, and the one enum of host names),
+//!    [`allow`], [`admission`], [`forwarded`], [`printable`], [`metrics_format`],
+//!    [`refusal_log`] and [`warn_limit`] (a count or one warning in place of a log line per
+//!    request), [`run_as`], [`env_file`], [`preflight`], [`signals`], [`systemd`], [`cli`].
 #![forbid(unsafe_code)]
 
 pub(crate) mod admission;
@@ -43,8 +39,8 @@ pub mod daemon;
 pub(crate) mod env_file;
 pub mod event;
 pub(crate) mod forwarded;
-pub(crate) mod jobs;
 pub(crate) mod intake;
+pub(crate) mod jobs;
 pub(crate) mod matcher;
 pub(crate) mod metrics;
 pub(crate) mod metrics_format;

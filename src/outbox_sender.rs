@@ -30,11 +30,11 @@ use tracing::{debug, info, warn};
 
 use crate::app::{blocking, App};
 use crate::metrics::TargetLabels;
-use crate::telling::outbound::{Outbound, SendError};
-use crate::telling::schedule::Schedule;
-use crate::telling::policy::{Report, STATUS};
 use crate::settings::Settings;
 use crate::store::{now_ms, Item, StoreError};
+use crate::telling::outbound::{Outbound, SendError};
+use crate::telling::policy::{Report, STATUS};
+use crate::telling::schedule::Schedule;
 use crate::warn_limit::Throttle;
 
 /// Lanes delivered at once, in all.
@@ -185,7 +185,11 @@ async fn send(app: &App, client: &Outbound, item: &Item) -> Sent {
         };
         let sendmail = settings.server.sendmail.clone();
         drop(settings);
-        let cx = crate::telling::notify::Context { link: link.as_deref(), sendmail: &sendmail, item: &item.delivery };
+        let cx = crate::telling::notify::Context {
+            link: link.as_deref(),
+            sendmail: &sendmail,
+            item: &item.delivery,
+        };
         match crate::telling::notify::send(client, &report, &target, &cx).await {
             Ok(()) => Sent::Delivered,
             Err(e) => Sent::Failed(e),

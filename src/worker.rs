@@ -17,12 +17,12 @@ use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::app::{blocking, App, Panicked};
-use crate::jobs::entry_lock::EntryLock;
 use crate::event::{Event, Trigger};
+use crate::jobs::action_records::{self, Steps};
+use crate::jobs::entry_lock::EntryLock;
 use crate::jobs::queue::Waiting;
 use crate::jobs::runner::{self, JobContext, Log, Outcome};
 use crate::settings::Entry;
-use crate::jobs::action_records::{self, Steps};
 use crate::store::{JobState, Store, StoreError};
 
 /// Everything a job's work needs, owned.

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 
 use crate::env_file::{self, EnvFile};
 use crate::event::{Event, PullRequest, Trigger};
+use crate::jobs::action_records::{Steps, WRAPPER};
 pub use crate::jobs::job_log::Log;
 use crate::settings::{Action, Entry};
-use crate::jobs::action_records::{Steps, WRAPPER};
 
 /// Variables passed through from the daemon's environment when set.
 pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ"];

@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, debug_span, field, info, warn, Instrument};
 
-use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::admission::Conn;
+use crate::app::{blocking, off_thread, App, EnqueueError, Enqueued};
 use crate::event::Provider;
 use crate::forwarded;
 use crate::intake::{self, Decision, Delivery, Refusal, Signatures};

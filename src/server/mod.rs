@@ -27,8 +27,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::app::App;
 use crate::admission::{Admission, Conn, Connections, Place};
+use crate::app::App;
 use crate::forwarded;
 use jobs::{LogStream, PageError};
 

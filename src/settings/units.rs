@@ -55,8 +55,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if !s.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(format!("\"{text}\" is not a size like 1 MiB or 512 KiB"));
     }
-    let size: bytesize::ByteSize =
-        s.parse().map_err(|_| format!("\"{text}\": not a size (a number and B, KiB, MiB, GiB, KB, MB or GB)"))?;
+    let size: bytesize::ByteSize = s
+        .parse()
+        .map_err(|_| format!("\"{text}\": not a size (a number and B, KiB, MiB, GiB, KB, MB or GB)"))?;
     // Sizes are parsed through floating point: what does not fit is refused, not rounded.
     match size.as_u64() {
         u64::MAX => Err(format!("\"{text}\" is too large")),

@@ -17,9 +17,9 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::settings::{Target, TargetKind};
 use crate::telling::outbound::{Outbound, SendError};
 use crate::telling::policy::Report;
-use crate::settings::{Target, TargetKind};
 
 /// What a message needs besides its report and target.
 pub struct Context<'a> {

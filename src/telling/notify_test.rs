@@ -5,10 +5,10 @@
 use std::io::Write;
 
 use crate::event::{Event, Trigger};
-use crate::telling::outbound::Outbound;
-use crate::telling::policy::Report;
 use crate::settings::{Entry, Settings};
 use crate::store::{now_ms, Change, Job, JobState, Store};
+use crate::telling::outbound::Outbound;
+use crate::telling::policy::Report;
 
 /// One line of the result: what was tried, and how it went.
 pub struct Tried {
@@ -100,19 +100,27 @@ pub fn run(
             Some(job) => {
                 let mut status = report.clone();
                 status.kind = status.state.as_str().to_string();
-                let remote = store.and_then(|s| s.remote_id(job.id, crate::telling::policy::STATUS).ok().flatten());
+                let remote =
+                    store.and_then(|s| s.remote_id(job.id, crate::telling::policy::STATUS).ok().flatten());
                 let url = link(job.id);
                 let sent = runtime.block_on(async {
                     let to = crate::telling::status::destination(&status, sink)
                         .map_err(|e| crate::telling::outbound::SendError::Invalid(e.to_string()))?;
                     let deployment = match remote {
-                        None if to.is_deployment(sink) => {
-                            Some(crate::telling::status::create_deployment(&client, &status, sink, &to).await?)
-                        }
+                        None if to.is_deployment(sink) => Some(
+                            crate::telling::status::create_deployment(&client, &status, sink, &to).await?,
+                        ),
                         other => other,
                     };
-                    crate::telling::status::send(&client, &status, sink, &to, url.as_deref(), deployment.as_deref())
-                        .await
+                    crate::telling::status::send(
+                        &client,
+                        &status,
+                        sink,
+                        &to,
+                        url.as_deref(),
+                        deployment.as_deref(),
+                    )
+                    .await
                 });
                 print(Tried {
                     what,

@@ -14,7 +14,6 @@ use tokio::time::Instant;
 /// Lanes of one destination delivered at once while it answers.
 pub const PER_DEST: usize = 4;
 
-
 /// The first rest after a failure, doubled at each one that follows.
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
 /// The longest rest.

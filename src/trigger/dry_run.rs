@@ -1,8 +1,8 @@
 //! `--dry-run`: the actions and the environment that would run, secrets masked; nothing runs.
 
 use crate::event::{Event, Trigger};
-use crate::printable::shown;
 use crate::jobs::runner::{self, JobContext};
+use crate::printable::shown;
 use crate::settings::Entry;
 
 pub(super) fn dry_run(entry: &Entry, event: &Event) {
