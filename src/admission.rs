@@ -42,14 +42,14 @@ pub struct Conn {
 }
 
 /// A connection's place in the table; given back when dropped.
-pub struct Place {
+pub struct Slot {
     of: Arc<Connections>,
     pub conn: Arc<Conn>,
 }
 
 /// Whether a new connection may stay.
 pub enum Admission {
-    Admitted(Place),
+    Admitted(Slot),
     /// Its address has its share: closed at once.
     AddressFull,
     /// Every place is taken.
@@ -86,7 +86,7 @@ impl Connections {
         });
         inner.open.insert(conn.id, conn.clone());
         *inner.by_address.entry(ip).or_insert(0) += 1;
-        Admission::Admitted(Place { of: self.clone(), conn })
+        Admission::Admitted(Slot { of: self.clone(), conn })
     }
 
     /// Asks the oldest connection that has no request being handled to close: idle ones
@@ -146,7 +146,7 @@ impl Conn {
     }
 }
 
-impl Drop for Place {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut inner = self.of.lock();
         inner.open.remove(&self.conn.id);
@@ -170,7 +170,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn admitted(a: Admission) -> Place {
+    fn admitted(a: Admission) -> Slot {
         match a {
             Admission::Admitted(p) => p,
             _ => panic!("not admitted"),
@@ -204,7 +204,7 @@ mod tests {
         drop((a1, c1, d1));
         assert!(table.is_empty());
         // A proxy's address has no share, only the total cap.
-        let proxied: Vec<Place> = (0..3).map(|_| admitted(table.admit(ip("127.0.0.1"), true))).collect();
+        let proxied: Vec<Slot> = (0..3).map(|_| admitted(table.admit(ip("127.0.0.1"), true))).collect();
         assert!(matches!(table.admit(ip("127.0.0.1"), true), Admission::Full));
         drop(proxied);
     }

@@ -59,7 +59,7 @@ pub async fn run(
     let (stop_control, control_stop) = watch::channel(false);
     let control = tokio::spawn(control::serve(app.clone(), control_socket, control_stop));
     let _watcher = reload::watch(app.clone())?;
-    let tally = tokio::spawn(crate::refusal_log::report());
+    let refusals = tokio::spawn(crate::refusal_log::report());
     let (stop_outbox, outbox_stop) = watch::channel(false);
     let outbox = tokio::spawn(crate::outbox_sender::deliver(app.clone(), client, outbox_stop));
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -87,7 +87,7 @@ pub async fn run(
     // outbox for the next start.
     let _ = stop_outbox.send(true);
     let _ = outbox.await;
-    tally.abort();
+    refusals.abort();
     if let Some(line) = crate::refusal_log::take() {
         info!("requests not run since the last count: {line}");
     }

@@ -35,7 +35,7 @@ use crate::store::{now_ms, Item, StoreError};
 use crate::telling::outbound::{Outbound, SendError};
 use crate::telling::policy::{Report, STATUS};
 use crate::telling::schedule::Schedule;
-use crate::warn_limit::Throttle;
+use crate::warn_limit::WarnLimit;
 
 /// Lanes delivered at once, in all.
 const IN_FLIGHT: usize = 16;
@@ -148,7 +148,7 @@ pub async fn deliver(app: Arc<App>, client: Outbound, mut stop: watch::Receiver<
 
 /// Failing targets are warned about at most once a minute each: a host down for a day must
 /// not fill the log with one line per try of every item.
-static WARNINGS: Throttle = Throttle::new(Duration::from_secs(60));
+static WARNINGS: WarnLimit = WarnLimit::new(Duration::from_secs(60));
 
 /// The target's name as logs and metrics show it.
 fn target_name(item: &Item) -> &str {
@@ -199,7 +199,7 @@ async fn send(app: &App, client: &Outbound, item: &Item) -> Sent {
 
 /// Events of hosts that get no status for want of `status.api_url` are warned about once a day
 /// per entry and host.
-static NOT_PUBLIC: Throttle = Throttle::new(Duration::from_secs(24 * 60 * 60));
+static NOT_PUBLIC: WarnLimit = WarnLimit::new(Duration::from_secs(24 * 60 * 60));
 
 /// One try of a status. A GitHub deployment is made first, and its id recorded before any of
 /// its statuses is posted: a failed post is tried again on the same deployment.

@@ -15,7 +15,7 @@ pub const EVERY: Duration = Duration::from_secs(60);
 
 /// The kinds counted, each with its words in the summary.
 #[derive(Debug, Clone, Copy)]
-pub enum Outcome {
+pub enum Kind {
     Ignored,
     Ping,
     /// Refused with this HTTP status (400, 401, 403, 404, 405, 408, 413, 503, ...).
@@ -29,11 +29,11 @@ static PINGS: AtomicU64 = AtomicU64::new(0);
 static REFUSED: [AtomicU64; STATUSES.len() + 1] = [const { AtomicU64::new(0) }; STATUSES.len() + 1];
 
 /// Counts one request.
-pub fn count(outcome: Outcome) {
+pub fn count(outcome: Kind) {
     let counter = match outcome {
-        Outcome::Ignored => &IGNORED,
-        Outcome::Ping => &PINGS,
-        Outcome::Refused(status) => {
+        Kind::Ignored => &IGNORED,
+        Kind::Ping => &PINGS,
+        Kind::Refused(status) => {
             &REFUSED[STATUSES.iter().position(|s| *s == status).unwrap_or(STATUSES.len())]
         }
     };
@@ -88,12 +88,12 @@ mod tests {
     fn counts_are_summed_by_kind_and_reset() {
         let _ = take();
         for _ in 0..3 {
-            count(Outcome::Ignored);
+            count(Kind::Ignored);
         }
-        count(Outcome::Refused(401));
-        count(Outcome::Refused(401));
-        count(Outcome::Refused(400));
-        count(Outcome::Refused(418));
+        count(Kind::Refused(401));
+        count(Kind::Refused(401));
+        count(Kind::Refused(400));
+        count(Kind::Refused(418));
         assert_eq!(take().unwrap(), "3 ignored, 4 refused (1 with 400, 2 with 401, 1 with other)");
         assert_eq!(take(), None);
     }

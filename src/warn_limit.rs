@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 /// Keys kept at most: past it, the table starts afresh (a key set by strangers cannot grow it).
 const KEYS: usize = 1000;
 
-pub struct Throttle {
+pub struct WarnLimit {
     every: Duration,
     last: Mutex<Option<HashMap<String, (Instant, u64)>>>,
 }
 
-impl Throttle {
-    pub const fn new(every: Duration) -> Throttle {
-        Throttle { every, last: Mutex::new(None) }
+impl WarnLimit {
+    pub const fn new(every: Duration) -> WarnLimit {
+        WarnLimit { every, last: Mutex::new(None) }
     }
 
     /// `Some(how many were held back since the last one)` when `key` may be warned about now,
@@ -42,13 +42,13 @@ mod tests {
 
     #[test]
     fn once_per_period_per_key_with_the_count_held_back() {
-        let throttle = Throttle::new(Duration::from_millis(200));
-        assert_eq!(throttle.admit("a"), Some(0));
-        assert_eq!(throttle.admit("a"), None);
-        assert_eq!(throttle.admit("a"), None);
-        assert_eq!(throttle.admit("b"), Some(0), "another key has its own period");
+        let limit = WarnLimit::new(Duration::from_millis(200));
+        assert_eq!(limit.admit("a"), Some(0));
+        assert_eq!(limit.admit("a"), None);
+        assert_eq!(limit.admit("a"), None);
+        assert_eq!(limit.admit("b"), Some(0), "another key has its own period");
         std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(throttle.admit("a"), Some(2), "the next one says how many were held back");
-        assert_eq!(throttle.admit("a"), None);
+        assert_eq!(limit.admit("a"), Some(2), "the next one says how many were held back");
+        assert_eq!(limit.admit("a"), None);
     }
 }

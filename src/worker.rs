@@ -18,7 +18,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::app::{blocking, App, Panicked};
 use crate::event::{Event, Trigger};
-use crate::jobs::action_records::{self, Steps};
+use crate::jobs::action_records::{self, ActionRecords};
 use crate::jobs::entry_lock::EntryLock;
 use crate::jobs::queue::Waiting;
 use crate::jobs::runner::{self, JobContext, Log, Outcome};
@@ -34,7 +34,7 @@ pub struct Prepared {
     pub payload: Option<PathBuf>,
     pub log: Log,
     pub cancel: watch::Receiver<bool>,
-    pub steps: Option<Steps>,
+    pub steps: Option<ActionRecords>,
     /// When the job was recorded (ms since the epoch).
     pub created_at: i64,
     /// The entry's lock, held until the job's end.
@@ -302,9 +302,9 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
     drop(settings);
     let store = app.store.clone();
     let total = entry.actions.len();
-    let started = blocking(move || -> Result<Option<(Option<PathBuf>, Log, Steps)>, StoreError> {
+    let started = blocking(move || -> Result<Option<(Option<PathBuf>, Log, ActionRecords)>, StoreError> {
         // The record of its actions before it is `running`: from then on, a crash must find it.
-        let steps = Steps::begin(&store.steps_path(id), total)?;
+        let steps = ActionRecords::begin(&store.steps_path(id), total)?;
         let payload = store.write_payload(id)?;
         let log = Log::create(&store.log_path(id), log_limit)?;
         if !store.mark_running(id)? {

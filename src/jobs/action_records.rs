@@ -34,17 +34,17 @@ exit "$s""#;
 
 /// The record of one running job.
 #[derive(Debug, Clone)]
-pub struct Steps {
+pub struct ActionRecords {
     dir: PathBuf,
 }
 
-impl Steps {
+impl ActionRecords {
     /// Starts the record of a job with `total` actions in `dir`, anew.
-    pub fn begin(dir: &Path, total: usize) -> std::io::Result<Steps> {
+    pub fn begin(dir: &Path, total: usize) -> std::io::Result<ActionRecords> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("total"), format!("{total}\n"))?;
-        Ok(Steps { dir: dir.to_path_buf() })
+        Ok(ActionRecords { dir: dir.to_path_buf() })
     }
 
     /// Where the wrapper of action `n` (1-based) writes its exit status.
@@ -230,7 +230,7 @@ mod tests {
     fn a_record_says_whether_every_action_ended() {
         let dir = tempfile::tempdir().unwrap();
         let job = dir.path().join("7");
-        let steps = Steps::begin(&job, 3).unwrap();
+        let steps = ActionRecords::begin(&job, 3).unwrap();
         assert_eq!(read(&job), Ended::Incomplete);
         std::fs::write(steps.marker(1), "0\n").unwrap();
         steps.skipped(2).unwrap();
@@ -242,7 +242,7 @@ mod tests {
         std::fs::write(steps.marker(2), "4\n").unwrap();
         assert_eq!(read(&job), Ended::Failed { action: 2, code: 4 });
         // Beginning again starts from nothing.
-        Steps::begin(&job, 1).unwrap();
+        ActionRecords::begin(&job, 1).unwrap();
         assert_eq!(read(&job), Ended::Incomplete);
         remove(&job);
         assert!(!job.exists());
@@ -252,7 +252,7 @@ mod tests {
     fn leftover_groups_are_stopped_and_a_reused_number_is_not_ours() {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
-        let steps = Steps::begin(&dir.path().join("1"), 1).unwrap();
+        let steps = ActionRecords::begin(&dir.path().join("1"), 1).unwrap();
         // An action whose command ignores TERM, as the wrapper runs it.
         let mut child = std::process::Command::new("sh")
             .args(["-c", WRAPPER, "wh-automata", "trap '' TERM; touch ready; sleep 30 & wait"])
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn the_wrapper_records_the_end_and_passes_the_status_through() {
         let dir = tempfile::tempdir().unwrap();
-        let steps = Steps::begin(&dir.path().join("1"), 1).unwrap();
+        let steps = ActionRecords::begin(&dir.path().join("1"), 1).unwrap();
         let status = std::process::Command::new("sh")
             .args(["-c", WRAPPER, "wh-automata", "echo \"$0\" > out; exit 3"])
             .arg(steps.marker(1))

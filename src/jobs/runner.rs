@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::env_file::{self, EnvFile};
 use crate::event::{Event, PullRequest, Trigger};
-use crate::jobs::action_records::{Steps, WRAPPER};
+use crate::jobs::action_records::{ActionRecords, WRAPPER};
 pub use crate::jobs::job_log::Log;
 use crate::settings::{Action, Entry};
 
@@ -103,7 +103,7 @@ pub struct JobContext<'a> {
     pub event: &'a Event,
     pub payload: Option<&'a Path>,
     /// Where the actions' process groups and ends are recorded (the daemon's jobs).
-    pub steps: Option<&'a Steps>,
+    pub steps: Option<&'a ActionRecords>,
     /// The entry's lock, held for the job: each action's standard input, so that its processes
     /// hold the entry too ([`crate::jobs::entry_lock`]).
     pub lock: Option<&'a crate::jobs::entry_lock::EntryLock>,
@@ -322,7 +322,7 @@ enum ActionEnd {
 /// Which action of the job this is, and where its end is recorded.
 struct Step<'a> {
     n: usize,
-    steps: Option<&'a Steps>,
+    steps: Option<&'a ActionRecords>,
     lock: Option<&'a crate::jobs::entry_lock::EntryLock>,
     /// The entry's `umask:`, set by the wrapper before the command.
     umask: Option<u32>,
@@ -357,7 +357,7 @@ async fn run_action(
     step: Step<'_>,
 ) -> ActionEnd {
     let marker = step.steps.map(|s| s.marker(step.n)).unwrap_or_default();
-    let group = step.steps.map(Steps::group_file).unwrap_or_default();
+    let group = step.steps.map(ActionRecords::group_file).unwrap_or_default();
     let stdin = match step.lock.map(crate::jobs::entry_lock::EntryLock::stdin) {
         None => Stdio::null(),
         Some(Ok(stdin)) => stdin,

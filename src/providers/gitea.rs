@@ -12,7 +12,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::github_shape::{self, Host};
+use super::github_shape::{self, Dialect};
 use super::quick;
 use super::status::{commit_status_body, ApiCall, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
@@ -55,7 +55,7 @@ fn authenticate(
     }
 }
 
-const HOST: Host = Host {
+const HOST: Dialect = Dialect {
     provider: Provider::Gitea,
     pusher: &["/pusher/login", "/pusher/username", "/sender/login"],
     ref_event: |name, ref_type| match (name, ref_type) {

@@ -11,7 +11,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::github_shape::{self, Host};
+use super::github_shape::{self, Dialect};
 use super::quick;
 use super::status::{commit_status_body, ApiCall, Deployments, StatusApi};
 use super::{signature, Adapter, AuthError, PayloadError};
@@ -42,7 +42,7 @@ fn authenticate(
     signature::hub(headers, body, secret, allow_sha1, "x-hub-signature-256")
 }
 
-const HOST: Host = Host {
+const HOST: Dialect = Dialect {
     provider: Provider::Github,
     pusher: &["/pusher/name", "/sender/login"],
     // A tag's `create` comes beside its push, which is the one counted.

@@ -10,7 +10,7 @@ use super::PayloadError;
 use crate::event::{Ci, Commit, Event, EventKind, Provider, PullRequest, ZERO_SHA};
 
 /// What differs between the hosts that send this shape.
-pub(super) struct Host {
+pub(super) struct Dialect {
     pub provider: Provider,
     /// Where a push names its pusher, first found wins.
     pub pusher: &'static [&'static str],
@@ -22,7 +22,7 @@ pub(super) struct Host {
 }
 
 /// An event of this shape named `name`.
-pub(super) fn parse(host: &Host, name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
+pub(super) fn parse(host: &Dialect, name: &str, json: &Value) -> Result<Vec<Event>, PayloadError> {
     let mut event = base(host.provider, name, json);
     match name {
         "push" => {

@@ -11,7 +11,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::github_shape::{self, Host};
+use super::github_shape::{self, Dialect};
 use super::quick;
 use super::{signature, Adapter, AuthError, PayloadError};
 use crate::event::{Event, EventKind, Provider};
@@ -41,7 +41,7 @@ fn authenticate(
     signature::bare_hex(headers, body, secret, &[("x-gogs-signature", "X-Gogs-Signature")])
 }
 
-const HOST: Host = Host {
+const HOST: Dialect = Dialect {
     provider: Provider::Gogs,
     pusher: &["/pusher/login", "/pusher/username", "/sender/login"],
     ref_event: |name, ref_type| match (name, ref_type) {

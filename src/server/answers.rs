@@ -13,7 +13,7 @@ use tracing::debug;
 use crate::app::{App, EnqueueError, Enqueued};
 use crate::event::{Event, EventKind};
 use crate::intake::Refusal;
-use crate::refusal_log::{self, Outcome};
+use crate::refusal_log::{self, Kind};
 
 /// An answer of the HTTP front.
 pub(super) type Answer = Response<Full<Bytes>>;
@@ -86,7 +86,7 @@ impl HookError {
     /// The answer of a request refused before it reached [`hook`], counted (its provider is
     /// not known yet).
     pub(super) fn refuse(&self, app: &App) -> Answer {
-        refusal_log::count(Outcome::Refused(self.status().as_u16()));
+        refusal_log::count(Kind::Refused(self.status().as_u16()));
         app.metrics.delivery("unknown", self.result());
         self.answer()
     }
@@ -155,7 +155,7 @@ pub(super) fn summary(enqueued: &Enqueued) -> String {
 /// Nothing to run: a ping's `pong`, or `ignored` with the reasons.
 pub(super) fn not_run(events: &[Event], reasons: &[(String, String)]) -> Answer {
     if events.iter().any(|e| e.kind == EventKind::Ping) {
-        refusal_log::count(Outcome::Ping);
+        refusal_log::count(Kind::Ping);
         debug!("ping answered");
         return json_answer(StatusCode::OK, &json!({ "status": "pong" }));
     }
@@ -163,7 +163,7 @@ pub(super) fn not_run(events: &[Event], reasons: &[(String, String)]) -> Answer 
 }
 
 pub(super) fn ignored(events: &[Event], reasons: &[(String, String)]) -> Answer {
-    refusal_log::count(Outcome::Ignored);
+    refusal_log::count(Kind::Ignored);
     let reason = Why { event: events.first(), reasons };
     debug!(reason = %reason, "ignored");
     json_answer(StatusCode::OK, &Ignored { status: "ignored", reason, entries: Reasons(reasons) })

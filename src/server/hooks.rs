@@ -16,8 +16,8 @@ use crate::event::Provider;
 use crate::forwarded;
 use crate::intake::{self, Decision, Delivery, Refusal, Signatures};
 use crate::providers::AuthError;
-use crate::refusal_log::{self, Outcome};
-use crate::warn_limit::Throttle;
+use crate::refusal_log::{self, Kind};
+use crate::warn_limit::WarnLimit;
 
 use super::answers::{answer, ignored, not_run, summary, Answer, HookError};
 
@@ -57,7 +57,7 @@ pub(super) async fn hooks(
     let client = forwarded::client(peer.ip(), req.headers(), &settings.server.trusted_proxies);
     drop(settings);
     // At DEBUG only: at the default level a refused or ignored request costs no log work (they
-    // are counted, see `tally`); the lines that stay carry their own context.
+    // are counted, see `refusal_log`); the lines that stay carry their own context.
     let span = debug_span!(
         "delivery",
         %peer,
@@ -76,7 +76,7 @@ pub(super) async fn hooks(
         Err(e) => {
             metrics.delivery(counted.provider(), e.result());
             let status = e.status().as_u16();
-            refusal_log::count(Outcome::Refused(status));
+            refusal_log::count(Kind::Refused(status));
             span.in_scope(|| match &e {
                 HookError::Refused(Refusal::Unauthentic { error, whom, key }) => {
                     refused_signature(key, whom, error, client)
@@ -104,7 +104,7 @@ impl Counted {
 /// Refused signatures are warned about at most once a minute per entry or repository: a wrong
 /// secret is the most common set-up mistake, and a flood of forged requests must not flood the
 /// log.
-pub(super) static REFUSALS: Throttle = Throttle::new(Duration::from_secs(60));
+pub(super) static REFUSALS: WarnLimit = WarnLimit::new(Duration::from_secs(60));
 
 /// Warns that a request was not authentic (the headers involved, never a secret), at most once
 /// a minute for the same `key` (entries); the ones held back are counted.

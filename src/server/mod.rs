@@ -1,12 +1,10 @@
 //! The HTTP front: hyper 1, HTTP/1 only (a reverse proxy in front does TLS).
 //!
 //! Routes: `POST {path}/{entry}` (one entry), `POST {path}` (every entry whose matcher fits and
-//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`. A webhook
-//! reads top to bottom in `hooks::hook`: receive (size limit) → detect provider → authenticate (raw
-//! bytes) → normalise → match → record and queue → answer. A routed request is normalised
-//! first, to authenticate it only against the entries for its repository: its cost does not
-//! grow with the number of entries.
-//! The answer never waits for actions. Limits: body size (refused before reading past it),
+//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`, each in its
+//! own module. A webhook reads top to bottom in `hooks::hook`: admitted, received within the
+//! limits, handed once to [`crate::intake`] (which decides what it asks for), recorded and
+//! queued, answered. The answer never waits for actions. Limits: body size (refused before reading past it),
 //! header read timeout, body read timeout, a cap on connections.
 //! `answers::HookError::answer` is the one place that maps errors to statuses.
 
@@ -27,7 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::admission::{Admission, Conn, Connections, Place};
+use crate::admission::{Admission, Conn, Connections, Slot};
 use crate::app::App;
 use crate::forwarded;
 use jobs::{LogStream, PageError};
@@ -105,7 +103,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 /// `proxy` has none: the clients behind it share its address), or when
 /// every place is taken by requests being handled for longer than a second. Otherwise the
 /// oldest connection that has not delivered a request gives its place.
-async fn place_for(table: &Arc<Connections>, ip: IpAddr, proxy: bool) -> Option<Place> {
+async fn place_for(table: &Arc<Connections>, ip: IpAddr, proxy: bool) -> Option<Slot> {
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
         match table.admit(ip, proxy) {

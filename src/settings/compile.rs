@@ -18,7 +18,7 @@ use crate::allow::Nets;
 use crate::matcher::{MatchSpec, Matcher};
 
 /// Where an entry is, for its problems.
-pub(super) struct Place<'a> {
+pub(super) struct EntryPlace<'a> {
     pub name: &'a str,
     pub file: &'a Path,
     pub line: Option<usize>,
@@ -73,12 +73,12 @@ fn address_list(items: &[String], networks: &Networks) -> Result<Nets, Vec<Strin
 }
 
 /// The problems of one entry, each located at the entry.
-struct Report<'a, 'p> {
-    place: &'a Place<'a>,
+struct EntryProblems<'a, 'p> {
+    place: &'a EntryPlace<'a>,
     problems: &'p mut Vec<Problem>,
 }
 
-impl Report<'_, '_> {
+impl EntryProblems<'_, '_> {
     /// A problem at the line of the key its message names (`timeout: ...`), else at the entry.
     fn bad(&mut self, message: String) {
         let line = super::problems::line_of_message(&self.place.key_lines, &message).or(self.place.line);
@@ -227,13 +227,13 @@ pub(super) fn server(
 
 /// Compiles one entry; `None` when it has problems (they are in `problems`).
 pub(super) fn entry(
-    place: &Place<'_>,
+    place: &EntryPlace<'_>,
     raw: RawEntry,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
 ) -> Option<Entry> {
     let before = problems.len();
-    let mut report = Report { place, problems };
+    let mut report = EntryProblems { place, problems };
     let matcher = matcher(&raw, &mut report);
     let secret = secret(&raw, env, &mut report);
     let (env_vars, env_secrets) = environment(&raw, env, &mut report);
@@ -311,7 +311,7 @@ fn umask(value: &serde_yaml::Value) -> Result<u32, String> {
     }
 }
 
-fn matcher(raw: &RawEntry, report: &mut Report<'_, '_>) -> Option<Matcher> {
+fn matcher(raw: &RawEntry, report: &mut EntryProblems<'_, '_>) -> Option<Matcher> {
     let m = &raw.matcher;
     let events = m.event.as_ref().map(OneOrMany::to_vec);
     let spec = MatchSpec {
@@ -331,7 +331,7 @@ fn matcher(raw: &RawEntry, report: &mut Report<'_, '_>) -> Option<Matcher> {
 fn secret(
     raw: &RawEntry,
     env: &dyn Fn(&str) -> Option<String>,
-    report: &mut Report<'_, '_>,
+    report: &mut EntryProblems<'_, '_>,
 ) -> Option<Secret> {
     if raw.insecure && (raw.secret.is_some() || raw.secret_file.is_some()) {
         report.bad("`insecure: true` and a secret contradict each other: remove one".into());
@@ -370,7 +370,7 @@ fn secret(
 fn environment(
     raw: &RawEntry,
     env: &dyn Fn(&str) -> Option<String>,
-    report: &mut Report<'_, '_>,
+    report: &mut EntryProblems<'_, '_>,
 ) -> (Vec<(String, String)>, Vec<String>) {
     let mut vars = Vec::new();
     let mut secrets = Vec::new();
@@ -398,7 +398,7 @@ fn environment(
     (vars, secrets)
 }
 
-fn timeout(text: Option<&str>, report: &mut Report<'_, '_>) -> Duration {
+fn timeout(text: Option<&str>, report: &mut EntryProblems<'_, '_>) -> Duration {
     match text.map(parse_duration) {
         None => DEFAULT_TIMEOUT,
         Some(Ok(d)) if d.is_zero() => {
@@ -413,7 +413,7 @@ fn timeout(text: Option<&str>, report: &mut Report<'_, '_>) -> Duration {
     }
 }
 
-fn actions(raw: Option<serde_yaml::Value>, report: &mut Report<'_, '_>) -> Vec<Action> {
+fn actions(raw: Option<serde_yaml::Value>, report: &mut EntryProblems<'_, '_>) -> Vec<Action> {
     let raw_actions = match super::actions::read(raw.unwrap_or_default()) {
         Ok(list) => list,
         Err(problems) => {
@@ -448,7 +448,7 @@ fn actions(raw: Option<serde_yaml::Value>, report: &mut Report<'_, '_>) -> Vec<A
 fn changed_set(
     n: usize,
     patterns: Vec<String>,
-    report: &mut Report<'_, '_>,
+    report: &mut EntryProblems<'_, '_>,
 ) -> Option<(Vec<String>, globset::GlobSet)> {
     if patterns.is_empty() {
         report.bad(format!("action {n}: if_changed is an empty list"));

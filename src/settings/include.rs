@@ -10,7 +10,7 @@ use globset::GlobBuilder;
 const MAX_DEPTH: usize = 16;
 
 /// The files that `pattern` (an absolute path with wildcards) matches, sorted.
-pub fn expand(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn files_matching(pattern: &Path) -> Result<Vec<PathBuf>, String> {
     let text = pattern.to_string_lossy();
     let glob = GlobBuilder::new(&text).literal_separator(true).build().map_err(|e| e.to_string())?;
     let matcher = glob.compile_matcher();
@@ -85,7 +85,7 @@ mod tests {
             std::fs::write(root.join(f), "").unwrap();
         }
         let names = |pattern: &str| -> Vec<String> {
-            expand(&root.join(pattern))
+            files_matching(&root.join(pattern))
                 .unwrap()
                 .iter()
                 .map(|p| p.strip_prefix(root).unwrap().display().to_string())
@@ -96,6 +96,6 @@ mod tests {
         assert_eq!(names("rules/*.{yaml,yml}"), ["rules/.hidden.yaml", "rules/a.yaml", "rules/b.yml"]);
         assert_eq!(names("rules/a.yaml"), ["rules/a.yaml"]);
         assert!(names("rules/none.yaml").is_empty());
-        assert!(expand(&root.join("rules/[a.yaml")).is_err());
+        assert!(files_matching(&root.join("rules/[a.yaml")).is_err());
     }
 }

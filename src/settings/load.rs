@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::compile::{self, Networks, Place};
+use super::compile::{self, EntryPlace, Networks};
 use super::problems::{
     action_lines, duplicate_names, entry_lines, key_lines, line_of_message, problem, Problem, Problems,
 };
@@ -70,7 +70,7 @@ pub(super) fn load(
 
 /// Reads the files that the include `pattern` (`full`: made absolute) names, once each.
 fn included(main: &Path, pattern: &str, full: &Path, sources: &mut Vec<Source>, problems: &mut Vec<Problem>) {
-    let matched = match include::expand(full) {
+    let matched = match include::files_matching(full) {
         Ok(found) => found,
         Err(e) => {
             problems.push(problem(main, None, None, format!("include \"{pattern}\": bad glob: {e}")));
@@ -169,7 +169,7 @@ fn entries(
             seen.insert(name.clone(), (file.clone(), line));
             let action_lines = line.map(|l| action_lines(&text_lines, l)).unwrap_or_default();
             let key_lines = line.map(|l| key_lines(&text_lines, l)).unwrap_or_default();
-            let place = Place {
+            let place = EntryPlace {
                 name: &name,
                 file,
                 line,
@@ -190,7 +190,7 @@ fn entries(
 
 /// One entry: its name checked, then what was typed read and compiled.
 fn entry(
-    place: &Place<'_>,
+    place: &EntryPlace<'_>,
     value: serde_yaml::Value,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
