@@ -4,10 +4,10 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use http::{HeaderMap, HeaderName};
-use serde_json::Value;
+use http::HeaderMap;
 
 use super::*;
+use crate::providers::corpus;
 
 const SECRET: &str = "It's a Secret to Everybody";
 
@@ -16,28 +16,6 @@ fn settings(yaml: &str) -> Settings {
     let path = dir.path().join("settings.yaml");
     std::fs::write(&path, yaml).unwrap();
     crate::settings::load_with_env(&path, &|name| (name == "SECRET").then(|| SECRET.to_string())).unwrap()
-}
-
-/// Every request of a corpus: (name, headers, body).
-fn corpus(root: &Path) -> Vec<(String, HeaderMap, Vec<u8>)> {
-    let mut out = Vec::new();
-    for dir in std::fs::read_dir(root.join("requests")).unwrap() {
-        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-            let path = file.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let desc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            let body = std::fs::read(root.join(desc["body_file"].as_str().unwrap())).unwrap();
-            let mut h = HeaderMap::new();
-            for (k, v) in desc["headers"].as_object().unwrap() {
-                h.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_str().unwrap().parse().unwrap());
-            }
-            out.push((path.display().to_string(), h, body));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 /// The first corpus, signed with [`SECRET`].

@@ -331,36 +331,39 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, PayloadError> {
     pruned::parse(json).map_err(|e| PayloadError::NotJson(e.to_string()))
 }
 
+/// Every request of a fixture corpus (`tests/fixtures` or its `corpus2`): (name, headers,
+/// body), sorted by name.
+#[cfg(test)]
+pub(crate) fn corpus(root: &std::path::Path) -> Vec<(String, HeaderMap, Vec<u8>)> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root.join("requests")).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let desc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let body = std::fs::read(root.join(desc["body_file"].as_str().unwrap())).unwrap();
+            let mut h = HeaderMap::new();
+            for (k, v) in desc["headers"].as_object().unwrap() {
+                h.insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.as_str().unwrap().parse().unwrap(),
+                );
+            }
+            out.push((path.display().to_string(), h, body));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hmac::{Hmac, Mac};
     use http::HeaderValue;
     use sha1::Sha1;
-
-    /// Every request of a corpus: (name, headers, body).
-    fn corpus(root: &std::path::Path) -> Vec<(String, HeaderMap, Vec<u8>)> {
-        let mut out = Vec::new();
-        for dir in std::fs::read_dir(root.join("requests")).unwrap() {
-            for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-                let path = file.unwrap().path();
-                if path.extension().is_none_or(|e| e != "json") {
-                    continue;
-                }
-                let desc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                let body = std::fs::read(root.join(desc["body_file"].as_str().unwrap())).unwrap();
-                let mut h = HeaderMap::new();
-                for (k, v) in desc["headers"].as_object().unwrap() {
-                    h.insert(
-                        http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                        v.as_str().unwrap().parse().unwrap(),
-                    );
-                }
-                out.push((path.display().to_string(), h, body));
-            }
-        }
-        out
-    }
 
     /// The pruned parse changes nothing the adapters see: over every request of both corpora
     /// (the 66 of the first and the 86 real deliveries of the second), the events, or the
