@@ -12,8 +12,8 @@
 //!
 //! The layers, each importing only from the ones below it:
 //!
-//! 1. the binaries' entry points: [`daemon`] (wires the parts and stops them in order) and
-//!    [`trigger`] (`wh-automata-trigger`: one file per mode);
+//! 1. the binaries' entry points: [`daemon`] (wires the parts and stops them in order),
+//!    [`trigger`] (`wh-automata-trigger`: one file per mode) and [`preflight`];
 //! 2. the ways in and the runners: [`server`] (one module per endpoint), [`control`] (the
 //!    owner-only socket of manual runs), [`reload`] (the settings watcher), [`worker`],
 //!    [`outbox_sender`];
@@ -22,12 +22,13 @@
 //! 5. [`intake`]: what a delivery asks for, without a socket (also `--explain`'s);
 //! 6. [`jobs`]: queue, runner, job log, action records, the entry's lock;
 //! 7. [`store`]: the durable job record (SQLite), job logs, the outbox;
-//! 8. [`settings`] (read in two phases, raw then compiled), [`matcher`], [`providers`] (one
-//!    adapter per git host: every fact about a host is there), [`secrets`];
+//! 8. [`settings`] (read in two phases, raw then compiled), above [`matcher`], above
+//!    [`providers`] (one adapter per git host: every fact about a host is there), above
+//!    [`secrets`];
 //! 9. the ground: [`event`] (the one normalised event, and the one enum of host names),
 //!    [`allow`], [`admission`], [`forwarded`], [`printable`], [`metrics_format`],
 //!    [`refusal_log`] and [`warn_limit`] (a count or one warning in place of a log line per
-//!    request), [`run_as`], [`env_file`], [`preflight`], [`signals`], [`systemd`], [`cli`].
+//!    request), [`run_as`], [`env_file`], [`signals`], [`systemd`], [`cli`].
 #![forbid(unsafe_code)]
 
 pub(crate) mod admission;
