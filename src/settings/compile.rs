@@ -214,7 +214,7 @@ pub(super) fn server(
     }
     if let Some(file) = &raw.ca_file {
         let file = base.join(file);
-        if let Err(e) = super::reporting::read_ca_file(&file) {
+        if let Err(e) = super::telling::read_ca_file(&file) {
             bad(format!("ca_file {}: {e}", file.display()));
         }
         server.ca_file = Some(file);
@@ -258,8 +258,8 @@ pub(super) fn entry(
     let status = raw
         .status
         .as_ref()
-        .and_then(|s| super::reporting::status(s, place.name, place.dir, provider, env, &mut told));
-    let notify = raw.notify.as_ref().map(|n| super::reporting::notify_use(n, place.targets, &mut told));
+        .and_then(|s| super::telling::status(s, place.name, place.dir, provider, env, &mut told));
+    let notify = raw.notify.as_ref().map(|n| super::telling::notify_use(n, place.targets, &mut told));
     told.into_iter().for_each(|p| report.bad(p));
     if problems.len() > before {
         return None;
@@ -270,7 +270,7 @@ pub(super) fn entry(
     known.extend(secret.as_ref().map(|s| s.expose_str().to_string()));
     known.extend(status.as_ref().map(|s| s.token.expose_str().to_string()));
     for target in place.targets.values() {
-        known.extend(super::reporting::target_secrets(target));
+        known.extend(super::telling::target_secrets(target));
     }
     let mask = crate::secrets::mask::Mask::new(known);
     Some(Entry {

@@ -53,7 +53,7 @@ pub(super) fn load(
     }
     let networks = networks(&mut sources, &mut problems);
     let server = compile::server(&source, &base, main.server.as_ref(), &networks, &mut problems);
-    let targets = super::reporting::targets(&source, &target_lines, &main.notify, env, &mut problems);
+    let targets = super::telling::targets(&source, &target_lines, &main.notify, env, &mut problems);
     let files = sources.iter().map(|s| s.file.clone()).collect();
     let entries = entries(sources, &networks, &targets, secrets, env, &mut problems);
     if !problems.is_empty() {

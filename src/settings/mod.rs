@@ -16,7 +16,7 @@ pub mod include;
 mod load;
 mod problems;
 mod raw;
-mod reporting;
+mod telling;
 mod units;
 
 use crate::allow::Nets;
@@ -31,7 +31,7 @@ pub use expand::expand;
 pub use load::NO_ENTRIES;
 pub use problems::{Problem, Problems};
 pub use raw::json_schema;
-pub use reporting::{read_ca_file, Notify, NotifyOn, StatusSink, Target, TargetKind, LOG_TAIL};
+pub use telling::{read_ca_file, Notify, NotifyOn, StatusSink, Target, TargetKind, LOG_TAIL};
 pub use units::{parse_duration, parse_size};
 
 use crate::matcher::Matcher;

@@ -7,7 +7,7 @@ use crate::printable::shown;
 use crate::settings::Settings;
 use crate::store::{Job, JobState};
 
-use super::{open_store, report, Fail, EXIT_USAGE};
+use super::{job_ended, open_store, Fail, EXIT_USAGE};
 
 pub(super) fn list_jobs(settings: &Settings, limit: usize) -> Result<u8, Fail> {
     let Some(store) = open_store(settings)? else {
@@ -70,7 +70,7 @@ pub(super) fn print_log(settings: &Settings, id: i64, follow: bool) -> Result<u8
             offset = text.len();
         }
         if job.state.is_final() {
-            return Ok(report(id, job.state, job.exit_code, job.reason.as_deref()));
+            return Ok(job_ended(id, job.state, job.exit_code, job.reason.as_deref()));
         }
         if !follow {
             eprintln!("job {id} is {} (--follow to wait for its end)", job.state.as_str());

@@ -137,7 +137,7 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
 }
 
 /// Prints how job `id` ended; returns the exit status for it.
-fn report(id: i64, state: JobState, exit_code: Option<i32>, reason: Option<&str>) -> u8 {
+fn job_ended(id: i64, state: JobState, exit_code: Option<i32>, reason: Option<&str>) -> u8 {
     let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
     eprintln!("job {id} {}{why}", state.as_str());
     exit_status(state, exit_code)

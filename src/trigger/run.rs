@@ -15,7 +15,7 @@ use crate::signals;
 use crate::store::{JobState, NewJob, Store};
 use crate::worker::{finish_job, Finished};
 
-use super::{open_store, read_saved, report, Fail, Loaded, EXIT_CANCELLED, EXIT_USAGE};
+use super::{job_ended, open_store, read_saved, Fail, Loaded, EXIT_CANCELLED, EXIT_USAGE};
 
 /// The event of a manual run: from a saved delivery, or from `--branch`/`--tag` and `--commit`.
 pub(super) fn manual_event(
@@ -145,7 +145,7 @@ fn through_daemon(
         }
         Reply::Done { id, state: name, exit_code, reason } => {
             end = Some(match JobState::parse(&name) {
-                Some(state) => Ok(report(id, state, exit_code, reason.as_deref())),
+                Some(state) => Ok(job_ended(id, state, exit_code, reason.as_deref())),
                 None => Err(Fail(
                     EXIT_CANCELLED,
                     format!("job {id} ended in a state this version does not know: {name:?}"),
@@ -231,5 +231,5 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
             eprintln!("note: cannot record the end of job {id}: {e}");
         }
     }
-    Ok(report(id, finished.state, finished.exit_code, finished.reason.as_deref()))
+    Ok(job_ended(id, finished.state, finished.exit_code, finished.reason.as_deref()))
 }
