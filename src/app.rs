@@ -271,6 +271,9 @@ impl App {
             let reason = "cancelled at start: its entry is not in the settings";
             self.store.finish(job.id, JobState::Cancelled, None, Some(reason))?;
         }
+        // A rollback runs before the jobs of its entry that wait with it.
+        let mut jobs = jobs;
+        jobs.sort_by_key(|j| (j.trigger != Trigger::Rollback, j.id));
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         let entries: Vec<(i64, String)> = jobs.iter().map(|j| (j.id, j.entry.clone())).collect();
         let new: Vec<NewJob> =
@@ -300,13 +303,21 @@ impl App {
                 }
                 Ended::Incomplete => None,
             };
-            if let Some((state, code, reason)) = ended {
+            let job = self.store.job(id)?;
+            let entry = job.as_ref().and_then(|j| self.settings().entry(&j.entry).cloned());
+            // A job verified after its actions was not verified: it runs again, whole.
+            let ended = ended.filter(|(state, ..)| {
+                *state != JobState::Succeeded || entry.as_ref().is_none_or(|e| e.verify.is_none())
+            });
+            if let (Some((state, code, reason)), Some(job)) = (ended, job) {
                 info!(
                     job = id,
                     state = state.as_str(),
                     "the job's actions all ended before the daemon came back"
                 );
-                self.store.finish(id, state, code, reason.as_deref())?;
+                let finished = crate::jobs::end::Finished { state, exit_code: code, reason };
+                let rollback = entry.as_deref().map(|e| (e, job.trigger));
+                crate::jobs::end::finish_job(&self.store, id, &finished, rollback)?;
             }
         }
         // No job runs now: every record of running actions is stale.
@@ -339,7 +350,7 @@ fn waiting<'a>(jobs: impl IntoIterator<Item = (i64, &'a NewJob)>) -> Vec<Waiting
 /// manual run was asked for by a person and is never superseded, nor supersedes.
 fn queue_key(job: &NewJob) -> &str {
     match job.trigger {
-        Trigger::Manual => "",
+        Trigger::Manual | Trigger::Rollback => "",
         Trigger::Webhook => &job.event.git_ref,
     }
 }

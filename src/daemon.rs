@@ -40,7 +40,7 @@ pub async fn run(
         App::new(settings)
             .with_context(|| format!("cannot open the job store in {}", state_dir.display()))?,
     );
-    let client = crate::telling::outbound::Outbound::new(app.settings().server.ca_file.as_deref())
+    let client = crate::outbound::Outbound::new(app.settings().server.ca_file.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot set up outbound HTTPS: {e}"))?;
     let control_socket = control::bind(&state_dir)?;
     let recovered = app.recover()?;

@@ -176,6 +176,9 @@ pub struct Ci {
 pub enum Trigger {
     Webhook,
     Manual,
+    /// Back to the entry's last release, after a job of it failed (`on_failure: rollback`) or
+    /// by hand (`--rollback`).
+    Rollback,
 }
 
 impl Trigger {
@@ -183,6 +186,7 @@ impl Trigger {
         match self {
             Trigger::Webhook => "webhook",
             Trigger::Manual => "manual",
+            Trigger::Rollback => "rollback",
         }
     }
 
@@ -191,6 +195,7 @@ impl Trigger {
         match name {
             "webhook" => Some(Trigger::Webhook),
             "manual" => Some(Trigger::Manual),
+            "rollback" => Some(Trigger::Rollback),
             _ => None,
         }
     }
@@ -239,6 +244,9 @@ pub struct Event {
     /// of that push, so that an entry that wants both counts the change once.
     #[serde(default)]
     pub beside_push: Option<EventKind>,
+    /// A rollback's: the commit whose job failed (`WH_ROLLBACK_FROM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_from: Option<String>,
 }
 
 impl Event {
@@ -267,6 +275,7 @@ impl Event {
             pull_request: None,
             ci: None,
             beside_push: None,
+            rollback_from: None,
         }
     }
 

@@ -45,6 +45,7 @@ pub(crate) mod jobs;
 pub(crate) mod matcher;
 pub(crate) mod metrics;
 pub(crate) mod metrics_format;
+pub(crate) mod outbound;
 pub(crate) mod outbox_sender;
 pub mod preflight;
 pub(crate) mod printable;

@@ -30,9 +30,9 @@ use tracing::{debug, info, warn};
 
 use crate::app::{blocking, App};
 use crate::metrics::TargetLabels;
+use crate::outbound::{Outbound, SendError};
 use crate::settings::Settings;
 use crate::store::{now_ms, Item, StoreError};
-use crate::telling::outbound::{Outbound, SendError};
 use crate::telling::policy::{Report, STATUS};
 use crate::telling::schedule::Schedule;
 use crate::warn_limit::WarnLimit;

@@ -23,7 +23,7 @@ use crate::jobs::entry_lock::EntryLock;
 use crate::jobs::queue::Waiting;
 use crate::jobs::runner::{self, JobContext, Log, Outcome};
 use crate::settings::Entry;
-use crate::store::{JobState, Store, StoreError};
+use crate::store::{JobState, RolledBack, StoreError};
 
 /// Everything a job's work needs, owned.
 pub struct Prepared {
@@ -61,52 +61,7 @@ pub fn actions() -> Work {
     })
 }
 
-/// How a job ended, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finished {
-    pub state: JobState,
-    pub exit_code: Option<i32>,
-    pub reason: Option<String>,
-}
-
-impl Finished {
-    /// The record of a run's outcome (`timeout`: the entry's, for the reason's text).
-    pub fn of(outcome: &Outcome, timeout: Duration) -> Finished {
-        let state = match outcome {
-            Outcome::Succeeded => JobState::Succeeded,
-            Outcome::Failed { .. } | Outcome::NotStarted { .. } | Outcome::NoEnvFile { .. } => {
-                JobState::Failed
-            }
-            Outcome::TimedOut { .. } => JobState::TimedOut,
-            Outcome::Cancelled { .. } => JobState::Cancelled,
-        };
-        Finished { state, exit_code: outcome.exit_code(), reason: outcome.reason(timeout) }
-    }
-
-    /// Interrupted by the daemon's stop: back to `queued`, to run again at the next start.
-    fn interrupted(action: usize) -> Finished {
-        let reason =
-            format!("interrupted during action {action} by the daemon's stop: runs again at the next start");
-        Finished { state: JobState::Queued, exit_code: None, reason: Some(reason) }
-    }
-
-    fn failed(reason: String) -> Finished {
-        Finished { state: JobState::Failed, exit_code: None, reason: Some(reason) }
-    }
-}
-
-/// Records the end of job `id`: its payload file removed, its final state written. The one
-/// job-end sequence, for the daemon's workers and for a foreground manual run.
-pub fn finish_job(store: &Store, id: i64, finished: &Finished) -> Result<(), StoreError> {
-    match finished.state {
-        JobState::Queued => store.requeue(id, finished.reason.as_deref().unwrap_or_default())?,
-        state => store.finish(id, state, finished.exit_code, finished.reason.as_deref())?,
-    }
-    // Only once the end is recorded: until then, the record of its actions tells a new start.
-    action_records::remove(&store.steps_path(id));
-    store.remove_payload_file(id);
-    Ok(())
-}
+pub use crate::jobs::end::{finish_job, Finished};
 
 /// Starts `count` workers doing `work` until the queue closes. `cancel` turning true kills the
 /// running jobs' process groups (the daemon's stop after its grace period).
@@ -180,6 +135,7 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
     app.store_works();
     info!(event = prepared.event.name(), commit = %prepared.event.after, "job started");
     let timeout = prepared.entry.timeout;
+    let rollback_entry = prepared.entry.clone();
     let (entry, trigger) = (prepared.entry.name.clone(), prepared.trigger);
     let entry_label = crate::metrics::EntryLabel { entry: entry.clone() };
     let waited = (crate::store::now_ms() - prepared.created_at).max(0) as f64 / 1000.0;
@@ -209,7 +165,20 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
         None => info!(state = finished.state.as_str(), "job finished"),
         Some(r) => warn!(state = finished.state.as_str(), reason = %r, "job finished"),
     }
-    record(app, id, finished, &mut cancel).await;
+    let failed_rollback =
+        trigger == Trigger::Rollback && finished.state.is_final() && finished.state != JobState::Succeeded;
+    match record(app, id, finished, (&rollback_entry, trigger), &mut cancel).await {
+        Some(RolledBack::To { job, commit }) => {
+            warn!(rollback = job, %commit, "the job failed: rolling back to the last release");
+            let key = String::new();
+            app.queue.push_first(Waiting { id: job, entry: rollback_entry.name.clone(), key });
+        }
+        Some(RolledBack::NoRelease) => warn!("the job failed and the entry has no release to roll back to"),
+        None if failed_rollback => error!(
+            "the rollback failed: the entry is left as the rollback left it; no other rollback follows"
+        ),
+        None => {}
+    }
     Taken::Done
 }
 
@@ -337,17 +306,27 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
 
 /// Records the end of job `id`, trying again while the store fails (unless the daemon stops:
 /// then the record of its actions on disk tells the next start how it ended).
-async fn record(app: &Arc<App>, id: i64, finished: Finished, cancel: &mut watch::Receiver<bool>) {
+async fn record(
+    app: &Arc<App>,
+    id: i64,
+    finished: Finished,
+    of: (&Arc<Entry>, Trigger),
+    cancel: &mut watch::Receiver<bool>,
+) -> Option<RolledBack> {
     let mut pause = Pause::new();
     loop {
         let store = app.store.clone();
         let end = finished.clone();
-        match blocking(move || finish_job(&store, id, &end)).await {
-            Ok(()) => return app.store_works(),
+        let (entry, trigger) = (of.0.clone(), of.1);
+        match blocking(move || finish_job(&store, id, &end, Some((&entry, trigger)))).await {
+            Ok(rolled_back) => {
+                app.store_works();
+                return rolled_back;
+            }
             Err(e) => {
                 app.store_failed(&format!("cannot record the end of job {id}; trying again"), &e);
                 if !pause.wait(app, cancel).await {
-                    return;
+                    return None;
                 }
             }
         }

@@ -4,7 +4,9 @@
 //! across processes.
 
 pub mod action_records;
+pub mod end;
 pub mod entry_lock;
 pub mod job_log;
 pub mod queue;
 pub mod runner;
+pub mod verify;

@@ -136,6 +136,13 @@ impl Queue {
         superseded
     }
 
+    /// Puts `job` before every waiting job (a rollback, which runs before the newer jobs of
+    /// its entry); it neither supersedes nor is superseded.
+    pub fn push_first(&self, job: Waiting) {
+        self.lock().waiting.push_front(job);
+        self.wake.notify_waiters();
+    }
+
     /// Waits for the oldest job whose entry is not running, and marks its entry running.
     /// `None` once the queue is closed.
     pub async fn next(&self) -> Option<Waiting> {

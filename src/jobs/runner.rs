@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::verify::Verified;
 use crate::env_file::{self, EnvFile};
 use crate::event::{Event, PullRequest, Trigger};
 use crate::jobs::action_records::{ActionRecords, WRAPPER};
@@ -55,6 +56,10 @@ pub enum Outcome {
     NoEnvFile {
         error: String,
     },
+    /// The actions succeeded and `verify:` did not pass in time.
+    VerifyFailed {
+        why: String,
+    },
 }
 
 impl Outcome {
@@ -67,7 +72,8 @@ impl Outcome {
             Outcome::TimedOut { .. }
             | Outcome::Cancelled { .. }
             | Outcome::NotStarted { .. }
-            | Outcome::NoEnvFile { .. } => None,
+            | Outcome::NoEnvFile { .. }
+            | Outcome::VerifyFailed { .. } => None,
         }
     }
 
@@ -92,6 +98,7 @@ impl Outcome {
                 Some(format!("action {action} could not start: {error}"))
             }
             Outcome::NoEnvFile { error } => Some(format!("env_file cannot be read: {error}")),
+            Outcome::VerifyFailed { why } => Some(format!("verify failed: {why}")),
         }
     }
 }
@@ -179,6 +186,7 @@ pub fn environment(
         ("WH_CI_WORKFLOW", ci.map(|c| c.workflow.clone()).unwrap_or_default()),
         ("WH_CI_CONCLUSION", ci.and_then(|c| c.conclusion.clone()).unwrap_or_default()),
         ("WH_CI_URL", ci.map(|c| c.url.clone()).unwrap_or_default()),
+        ("WH_ROLLBACK_FROM", e.rollback_from.clone().unwrap_or_default()),
     ];
     let mut cut = Vec::new();
     for (name, value) in wh {
@@ -260,9 +268,14 @@ pub async fn run(
         }
     };
     let env = environment(entry, job, &from_file);
-    for (i, action) in entry.actions.iter().enumerate() {
+    // A rollback runs the entry's `rollback:` commands when it has them, and every action.
+    let actions = match (job.trigger, &entry.rollback_actions) {
+        (Trigger::Rollback, Some(rollback)) => rollback,
+        _ => &entry.actions,
+    };
+    for (i, action) in actions.iter().enumerate() {
         let n = i + 1;
-        if let Some(why) = skip_reason(action, e) {
+        if let Some(why) = skip_reason(action, e).filter(|_| job.trigger != Trigger::Rollback) {
             log.note(&format!("skip action {n}: {why}"));
             if let Some(Err(e)) = job.steps.map(|s| s.skipped(n)) {
                 log.note(&format!("cannot record the skip of action {n}: {e}"));
@@ -297,6 +310,25 @@ pub async fn run(
             }
         }
     }
+    if let Some(verify) = &entry.verify {
+        let after = actions.len() + 1;
+        let step = Step { n: after, steps: None, lock: job.lock, umask: entry.umask };
+        match super::verify::verify(verify, entry, &env, deadline, cancel, log, step).await {
+            Verified::Passed => {}
+            Verified::Failed(why) => {
+                log.note(&format!("verify failed: {why}"));
+                return Outcome::VerifyFailed { why };
+            }
+            Verified::TimedOut => {
+                log.note(&format!("verify: job timed out ({})", humantime::format_duration(entry.timeout)));
+                return Outcome::TimedOut { action: after };
+            }
+            Verified::Cancelled => {
+                log.note("verify: cancelled, wh-automata is stopping");
+                return Outcome::Cancelled { action: after };
+            }
+        }
+    }
     log.note("job succeeded");
     Outcome::Succeeded
 }
@@ -312,7 +344,7 @@ pub fn skip_reason(action: &Action, event: &Event) -> Option<String> {
     }
 }
 
-enum ActionEnd {
+pub(super) enum ActionEnd {
     Exited(ExitStatus),
     TimedOut,
     Cancelled,
@@ -320,12 +352,13 @@ enum ActionEnd {
 }
 
 /// Which action of the job this is, and where its end is recorded.
-struct Step<'a> {
-    n: usize,
-    steps: Option<&'a ActionRecords>,
-    lock: Option<&'a crate::jobs::entry_lock::EntryLock>,
+#[derive(Clone, Copy)]
+pub(super) struct Step<'a> {
+    pub(super) n: usize,
+    pub(super) steps: Option<&'a ActionRecords>,
+    pub(super) lock: Option<&'a crate::jobs::entry_lock::EntryLock>,
     /// The entry's `umask:`, set by the wrapper before the command.
-    umask: Option<u32>,
+    pub(super) umask: Option<u32>,
 }
 
 /// The `sh` that `sh -c` finds with the action's `PATH` (execvp's search, its default path when
@@ -347,7 +380,7 @@ fn shell(env: &[(String, String)], workdir: &Path) -> PathBuf {
     PathBuf::from("sh")
 }
 
-async fn run_action(
+pub(super) async fn run_action(
     command: &str,
     env: &[(String, String)],
     workdir: &Path,

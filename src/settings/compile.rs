@@ -214,7 +214,7 @@ pub(super) fn server(
     }
     if let Some(file) = &raw.ca_file {
         let file = base.join(file);
-        if let Err(e) = super::telling::read_ca_file(&file) {
+        if let Err(e) = crate::outbound::read_ca_file(&file) {
             bad(format!("ca_file {}: {e}", file.display()));
         }
         server.ca_file = Some(file);
@@ -260,6 +260,13 @@ pub(super) fn entry(
         .as_ref()
         .and_then(|s| super::telling::status(s, place.name, place.dir, provider, env, &mut told));
     let notify = raw.notify.as_ref().map(|n| super::telling::notify_use(n, place.targets, &mut told));
+    let verify = raw.verify.as_ref().and_then(|v| super::undo::verify(v).map_err(|p| told.extend(p)).ok());
+    let rollback = raw.on_failure == Some(super::undo::RawOnFailure::Rollback);
+    let rollback_actions =
+        raw.rollback.and_then(|r| super::undo::rollback_actions(r).map_err(|p| told.extend(p)).ok());
+    if rollback_actions.is_some() && !rollback {
+        told.push("rollback: is given but on_failure is not `rollback`: it would never run".into());
+    }
     told.into_iter().for_each(|p| report.bad(p));
     if problems.len() > before {
         return None;
@@ -293,6 +300,9 @@ pub(super) fn entry(
         env_file: raw.env_file,
         status,
         notify,
+        verify,
+        rollback,
+        rollback_actions,
     })
 }
 

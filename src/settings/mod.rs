@@ -17,6 +17,7 @@ mod load;
 mod problems;
 mod raw;
 mod telling;
+mod undo;
 mod units;
 
 use crate::allow::Nets;
@@ -31,7 +32,8 @@ pub use expand::expand;
 pub use load::NO_ENTRIES;
 pub use problems::{Problem, Problems};
 pub use raw::json_schema;
-pub use telling::{read_ca_file, Notify, NotifyOn, StatusSink, Target, TargetKind, LOG_TAIL};
+pub use telling::{Notify, NotifyOn, StatusSink, Target, TargetKind, LOG_TAIL};
+pub use undo::{Check, Verify};
 pub use units::{parse_duration, parse_size};
 
 use crate::matcher::Matcher;
@@ -153,6 +155,12 @@ pub struct Entry {
     pub status: Option<StatusSink>,
     /// Tell people about its jobs.
     pub notify: Option<Notify>,
+    /// The check after the actions.
+    pub verify: Option<Verify>,
+    /// `on_failure: rollback`.
+    pub rollback: bool,
+    /// The commands of a rollback, when not the actions.
+    pub rollback_actions: Option<Vec<Action>>,
 }
 
 /// One step of an entry.

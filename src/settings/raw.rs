@@ -144,6 +144,13 @@ pub(super) struct RawEntry {
     // Read by hand (see `super::actions`) to say which action is wrong and how.
     #[schemars(with = "Option<RawActions>")]
     pub(super) actions: Option<serde_yaml::Value>,
+    /// A check run after the actions succeed: the job fails when it does not pass in time.
+    pub(super) verify: Option<super::undo::RawVerify>,
+    /// `rollback`: when the actions or the verification fail, back to the last release.
+    pub(super) on_failure: Option<super::undo::RawOnFailure>,
+    /// The commands of a rollback (default: the entry's actions, for the release's commit).
+    #[schemars(with = "Option<RawActions>")]
+    pub(super) rollback: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -123,19 +123,6 @@ pub const LOG_TAIL: usize = 20;
 /// The most `log_tail` may ask for: a chat message has a size limit.
 const LOG_TAIL_MAX: usize = 200;
 
-/// The certificates of a PEM file (at least one).
-pub fn read_ca_file(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM file of certificates: {e}"))?;
-    if certs.is_empty() {
-        return Err("holds no certificate (-----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(certs)
-}
-
 /// Resolves `text` (`${VAR}` expanded) into a secret; `what` names it in problems.
 fn secret_text(
     text: &SecretText,

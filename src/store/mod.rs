@@ -12,6 +12,7 @@ mod outbox;
 mod page_key;
 mod prune;
 mod record;
+mod releases;
 mod replay;
 pub mod schema;
 
@@ -27,6 +28,7 @@ pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
 use outbox::Facts;
 pub use outbox::{destination, Backlog, Change, Item, Outgoing, Reporter, STATUS_SINK};
+pub use releases::{RolledBack, RELEASES_KEPT};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
 

@@ -1,4 +1,4 @@
-//! Pruning: the oldest finished jobs go, with their logs, payloads and the hosts' ids of their
+//! Pruning: the oldest finished jobs go (but each entry's newest releases), with their logs, payloads and the hosts' ids of their
 //! deployments, so that the history stays bounded.
 
 use super::{Store, StoreError, HISTORY};
@@ -19,11 +19,18 @@ impl Store {
             let newest: Option<i64> =
                 tx.prepare_cached("SELECT max(id) FROM jobs")?.query_row([], |r| r.get(0))?;
             let Some(newest) = newest else { return Ok(0) };
+            // The newest releases of each entry stay, however old: they are what a rollback
+            // goes back to.
+            let sql = format!(
+                "SELECT id FROM jobs WHERE id <= ?1 AND state NOT IN ('queued', 'running')
+                   AND id NOT IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY entry ORDER BY id DESC) AS n
+                                                    FROM jobs WHERE {}) WHERE n <= ?2)
+                 ORDER BY id",
+                super::releases::is_release()
+            );
             let old: Vec<i64> = tx
-                .prepare_cached(
-                    "SELECT id FROM jobs WHERE id <= ?1 AND state NOT IN ('queued', 'running') ORDER BY id",
-                )?
-                .query_map([newest - keep], |r| r.get(0))?
+                .prepare_cached(&sql)?
+                .query_map([newest - keep, super::RELEASES_KEPT], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             {
                 let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;

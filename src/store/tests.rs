@@ -92,15 +92,25 @@ fn insert_dedupe_recover_finish() {
         (JobState::Failed, Some(1), Some("action 1 failed"))
     );
 
-    // Pruning keeps the newest finished jobs and never touches unfinished ones.
+    // Pruning keeps the newest finished jobs and the releases (succeeded, with a commit), and
+    // never touches unfinished ones.
     let before = store.recent(100).unwrap();
-    std::fs::write(store.log_path(ids[0]), "log").unwrap();
-    let finished = before.iter().filter(|j| j.state.is_final()).count();
-    assert_eq!(store.prune_to(1).unwrap(), finished - 1);
+    let release = |j: &Job| j.state == JobState::Succeeded && !j.event.after.is_empty();
+    let newest = before.iter().map(|j| j.id).max().unwrap();
+    let victim = before.iter().find(|j| j.state.is_final() && j.id < newest && !release(j)).unwrap().id;
+    std::fs::write(store.log_path(victim), "log").unwrap();
+    let gone = before.iter().filter(|j| j.state.is_final() && j.id < newest && !release(j)).count();
+    assert!(gone > 0);
+    assert_eq!(store.prune_to(1).unwrap(), gone);
     let after = store.recent(100).unwrap();
-    assert_eq!(after.iter().filter(|j| j.state.is_final()).count(), 1);
-    assert_eq!(after.iter().filter(|j| !j.state.is_final()).count(), before.len() - finished);
-    assert!(!store.log_path(ids[0]).exists(), "a pruned job's log goes with it");
+    assert_eq!(after.len(), before.len() - gone);
+    assert!(after.iter().all(|j| !j.state.is_final() || j.id == newest || release(j)));
+    assert_eq!(
+        after.iter().filter(|j| !j.state.is_final()).count(),
+        before.iter().filter(|j| !j.state.is_final()).count()
+    );
+    assert!(!store.log_path(victim).exists(), "a pruned job's log goes with it");
+    let _ = ids;
 }
 
 /// A database written by 0.1.0 (`tests/fixtures/store-0.1.0`: made by that version's
@@ -276,6 +286,30 @@ fn a_delivery_that_fails_half_way_is_not_recorded_at_all() {
     assert_eq!(again.superseded, vec![(older[0], again.new[0].0)], "the same delivery records later");
 }
 
+/// The newest releases of each entry outlive pruning; older ones, and other jobs, go.
+#[test]
+fn pruning_keeps_each_entry_s_newest_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let keep = RELEASES_KEPT as usize;
+    let mut releases = Vec::new();
+    for i in 0..keep + 5 {
+        let id = new_ids(store.insert(Some(&format!("p1:r{i}")), b"{}", &[job("site")]).unwrap())[0];
+        store.finish(id, JobState::Succeeded, Some(0), None).unwrap();
+        releases.push(id);
+        let other = new_ids(store.insert(Some(&format!("p1:o{i}")), b"{}", &[job("other")]).unwrap())[0];
+        store.finish(other, JobState::Failed, Some(1), None).unwrap();
+    }
+    store.prune_to(1).unwrap();
+    let left: Vec<i64> = store.releases("site", 100).unwrap().iter().map(|j| j.id).rev().collect();
+    assert_eq!(left, releases[5..]);
+    assert!(store
+        .recent(100)
+        .unwrap()
+        .iter()
+        .all(|j| j.entry == "site" || j.id == releases.len() as i64 * 2));
+}
+
 /// Pruning keeps the newest jobs by id and every unfinished one, however old.
 #[test]
 fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
@@ -288,7 +322,7 @@ fn pruning_keeps_the_newest_jobs_and_every_unfinished_one() {
         .collect();
     for (i, id) in ids.iter().enumerate() {
         if i != 4 {
-            store.finish(*id, JobState::Succeeded, Some(0), None).unwrap();
+            store.finish(*id, JobState::Failed, Some(1), None).unwrap();
         }
     }
     assert_eq!(store.prune_to(10).unwrap(), 19);

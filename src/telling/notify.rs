@@ -17,8 +17,8 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::outbound::{Outbound, SendError};
 use crate::settings::{Target, TargetKind};
-use crate::telling::outbound::{Outbound, SendError};
 use crate::telling::policy::Report;
 
 /// What a message needs besides its report and target.

@@ -5,9 +5,9 @@
 use std::io::Write;
 
 use crate::event::{Event, Trigger};
+use crate::outbound::Outbound;
 use crate::settings::{Entry, Settings};
 use crate::store::{now_ms, Change, Job, JobState, Store};
-use crate::telling::outbound::Outbound;
 use crate::telling::policy::Report;
 
 /// One line of the result: what was tried, and how it went.
@@ -105,7 +105,7 @@ pub fn run(
                 let url = link(job.id);
                 let sent = runtime.block_on(async {
                     let to = crate::telling::status::destination(&status, sink)
-                        .map_err(|e| crate::telling::outbound::SendError::Invalid(e.to_string()))?;
+                        .map_err(|e| crate::outbound::SendError::Invalid(e.to_string()))?;
                     let deployment = match remote {
                         None if to.is_deployment(sink) => Some(
                             crate::telling::status::create_deployment(&client, &status, sink, &to).await?,

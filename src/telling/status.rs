@@ -6,11 +6,11 @@ use bytes::Bytes;
 use http::{header, Method, Request};
 use http_body_util::Full;
 
+use crate::outbound::{Outbound, SendError};
 use crate::providers::status::{ApiCall, DeploymentOf, Phase, Status, StatusApi};
 use crate::providers::{self, status::NotPublic};
 use crate::settings::StatusSink;
 use crate::store::JobState;
-use crate::telling::outbound::{Outbound, SendError};
 use crate::telling::policy::{short, Report};
 
 /// GitHub's (and most hosts') limit on a status description.

@@ -227,8 +227,16 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
     drop(log);
     let finished = Finished::of(&outcome, entry.timeout);
     if let Some((store, id)) = &recorded {
-        if let Err(e) = finish_job(store, *id, &finished) {
-            eprintln!("note: cannot record the end of job {id}: {e}");
+        match finish_job(store, *id, &finished, Some((entry, Trigger::Manual))) {
+            Err(e) => eprintln!("note: cannot record the end of job {id}: {e}"),
+            Ok(Some(crate::store::RolledBack::To { job, commit })) => eprintln!(
+                "rollback job {job} to {} recorded: it runs when the daemon starts",
+                &commit[..commit.len().min(12)]
+            ),
+            Ok(Some(crate::store::RolledBack::NoRelease)) => {
+                eprintln!("note: the entry has no release to roll back to")
+            }
+            Ok(None) => {}
         }
     }
     Ok(job_ended(id, finished.state, finished.exit_code, finished.reason.as_deref()))

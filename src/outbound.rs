@@ -75,9 +75,7 @@ impl Outbound {
     /// mistaken file is an error at start, not at the first status).
     pub fn new(ca_file: Option<&Path>) -> Result<Outbound, String> {
         let extra_roots = match ca_file {
-            Some(path) => {
-                crate::settings::read_ca_file(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?
-            }
+            Some(path) => read_ca_file(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?,
             None => Vec::new(),
         };
         let mut check = rustls::RootCertStore::empty();
@@ -180,4 +178,17 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn read_ca_file(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM file of certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
 }

@@ -1,0 +1,117 @@
+//! Releases and rollbacks. A release is a job that succeeded for a known commit (verified,
+//! where the entry verifies: a job whose verification failed is `failed`); a manual run
+//! without `--commit` has no commit and is not one. The newest [`RELEASES_KEPT`] of each entry
+//! outlive pruning. A failed job of an entry with `on_failure: rollback` is recorded together
+//! with its rollback job, in one transaction: a `kill -9` between the two cannot lose it.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::outbox::Facts;
+use super::{insert_job, End, Job, RawJob, Row, Store, StoreError, COLUMNS};
+use crate::event::{Trigger, ZERO_SHA};
+use crate::store::{JobState, NewJob};
+
+/// The releases of each entry that pruning keeps, however old.
+pub const RELEASES_KEPT: i64 = 10;
+
+/// The condition that makes a job a release.
+pub(super) fn is_release() -> String {
+    format!("state = 'succeeded' AND commit_sha != '' AND commit_sha != '{ZERO_SHA}'")
+}
+
+/// What recording a failure with its rollback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolledBack {
+    /// A rollback job was recorded: its id and the release's commit.
+    To { job: i64, commit: String },
+    /// The entry has no release to go back to: the failure alone was recorded.
+    NoRelease,
+}
+
+impl Store {
+    /// The releases of `entry`, newest first.
+    pub fn releases(&self, entry: &str, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE entry = ?1 AND {} ORDER BY id DESC LIMIT ?2",
+            is_release()
+        );
+        let rows: Vec<RawJob> = conn
+            .prepare_cached(&sql)?
+            .query_map(params![entry, limit as i64], RawJob::read)?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter().map(RawJob::decode).collect()
+    }
+
+    /// Records the end of job `id` (failed or timed out) and, in the same transaction, a
+    /// rollback job to the newest release of its entry for another commit. The failed job's
+    /// reason says where it was rolled back to. The rollback job waits like any job; the
+    /// caller queues it before the entry's other waiting jobs.
+    pub fn finish_rolling_back(
+        &self,
+        id: i64,
+        state: JobState,
+        exit_code: Option<i32>,
+        reason: Option<&str>,
+    ) -> Result<RolledBack, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let failed = job_in(&tx, id)?.ok_or_else(|| StoreError::Failed(format!("no job {id}")))?;
+        let release = last_release(&tx, &failed.entry, &failed.event.after)?;
+        let (rolled_back, reason) = match release {
+            Some(release) => {
+                let mut event = release.event;
+                event.rollback_from = Some(failed.event.after.clone()).filter(|c| !c.is_empty());
+                event.delivery_id = None;
+                let job = NewJob { entry: failed.entry.clone(), trigger: Trigger::Rollback, event };
+                let row =
+                    Row { delivery: None, state: JobState::Queued, payload_id: None, foreground_pid: None };
+                let rid = insert_job(&tx, &job, &row)?;
+                let commit = job.event.after.clone();
+                let short = &commit[..commit.len().min(7)];
+                let why = format!("rolled back to {short} (job {rid}): {}", reason.unwrap_or("failed"));
+                (RolledBack::To { job: rid, commit }, why)
+            }
+            None => (RolledBack::NoRelease, reason.unwrap_or_default().to_string()),
+        };
+        let reporter = self.reporter();
+        let mut wrote = false;
+        let end = End {
+            state,
+            exit_code,
+            reason: Some(&reason).filter(|r| !r.is_empty()).map(|r| r.as_str()),
+            by: None,
+        };
+        self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
+        if let (RolledBack::To { job, .. }, Some(reporter)) = (&rolled_back, reporter.as_deref()) {
+            if reporter.wants(&failed.entry) {
+                wrote |= self.report_change(&tx, reporter, *job, Facts::default())?;
+            }
+        }
+        tx.commit()?;
+        drop(conn);
+        if let Some(reporter) = reporter.filter(|_| wrote) {
+            reporter.written();
+        }
+        Ok(rolled_back)
+    }
+}
+
+/// Job `id`, within `tx`.
+fn job_in(tx: &Connection, id: i64) -> Result<Option<Job>, StoreError> {
+    let row = tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], RawJob::read)
+        .optional()?;
+    row.map(RawJob::decode).transpose()
+}
+
+/// The newest release of `entry` for a commit other than `not`.
+fn last_release(tx: &Connection, entry: &str, not: &str) -> Result<Option<Job>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobs WHERE entry = ?1 AND {} AND commit_sha != ?2 ORDER BY id DESC LIMIT 1",
+        is_release()
+    );
+    let row = tx.prepare_cached(&sql)?.query_row(params![entry, not], RawJob::read).optional()?;
+    row.map(RawJob::decode).transpose()
+}
