@@ -66,7 +66,7 @@ pub struct TriggerArgs {
     /// The settings file (YAML).
     pub settings: PathBuf,
     /// The entry to run.
-    #[arg(required_unless_present_any = ["jobs", "log", "explain", "notify_test"])]
+    #[arg(required_unless_present_any = ["jobs", "log", "explain", "notify_test", "releases"])]
     pub entry: Option<String>,
     /// Run for this branch (WH_BRANCH, WH_REF); default: the ref of the entry's last job, or the
     /// branch its match.branch names (^main$).
@@ -107,6 +107,16 @@ pub struct TriggerArgs {
     /// For a saved delivery: which entries match it, and why the others do not.
     #[arg(long, value_name = "FILE", conflicts_with = "entry")]
     pub explain: Option<PathBuf>,
+    /// List the releases of ENTRY (jobs that succeeded for a commit), newest first.
+    #[arg(long, value_name = "ENTRY", conflicts_with_all = ["entry", "jobs", "log", "explain", "dry_run"])]
+    pub releases: Option<String>,
+    /// Roll ENTRY back: run it for an earlier release's commit (the one before the newest, or
+    /// --to), with WH_TRIGGER=rollback and its `rollback:` actions when it has them.
+    #[arg(long, requires = "entry", conflicts_with_all = ["payload", "branch", "tag", "commit"])]
+    pub rollback: bool,
+    /// With --rollback: the release to go back to, by its commit (or a prefix) or its job id.
+    #[arg(long, value_name = "SHA|JOB", requires = "rollback")]
+    pub to: Option<String>,
     /// With --explain: the address the delivery came from, so that `allow_from` is applied
     /// as the daemon would (a saved delivery does not say).
     #[arg(long, value_name = "ADDR", requires = "explain")]

@@ -40,7 +40,14 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Run `entry` for `event`; `body` (hex) is what `WH_PAYLOAD` will hold.
-    Trigger { entry: String, event: Event, body: String },
+    /// `rollback`: a rollback to the release `event` is of.
+    Trigger {
+        entry: String,
+        event: Event,
+        body: String,
+        #[serde(default)]
+        rollback: bool,
+    },
 }
 
 /// What the daemon answers, one per line.
@@ -126,9 +133,9 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
         Ok(_) => Err("request too large or not terminated by a newline".to_string()),
         Err(e) => Err(format!("cannot read the request: {e}")),
     };
-    let (entry, event, body) = match request {
-        Ok(Request::Trigger { entry, event, body }) => match hex::decode(&body) {
-            Ok(body) => (entry, event, body),
+    let (entry, event, body, rollback) = match request {
+        Ok(Request::Trigger { entry, event, body, rollback }) => match hex::decode(&body) {
+            Ok(body) => (entry, event, body, rollback),
             Err(e) => {
                 let _ = send(&mut stream, &Reply::Error { message: format!("malformed body: {e}") }).await;
                 return;
@@ -144,7 +151,8 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
         let _ = send(&mut stream, &Reply::Error { message }).await;
         return;
     }
-    let job = NewJob { entry: entry.clone(), trigger: Trigger::Manual, event };
+    let trigger = if rollback { Trigger::Rollback } else { Trigger::Manual };
+    let job = NewJob { entry: entry.clone(), trigger, event };
     let app2 = app.clone();
     let id = match blocking(move || app2.enqueue(None, bytes::Bytes::from(body), vec![job])).await {
         Ok(Enqueued { queued, .. }) if !queued.is_empty() => queued[0].0,

@@ -264,9 +264,6 @@ pub(super) fn entry(
     let rollback = raw.on_failure == Some(super::undo::RawOnFailure::Rollback);
     let rollback_actions =
         raw.rollback.and_then(|r| super::undo::rollback_actions(r).map_err(|p| told.extend(p)).ok());
-    if rollback_actions.is_some() && !rollback {
-        told.push("rollback: is given but on_failure is not `rollback`: it would never run".into());
-    }
     told.into_iter().for_each(|p| report.bad(p));
     if problems.len() > before {
         return None;

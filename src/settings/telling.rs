@@ -80,18 +80,22 @@ pub enum NotifyOn {
     Succeeded,
     Started,
     Cancelled,
+    /// The end of a rollback: rolled back, or the rollback failed.
+    Rollback,
 }
 
 impl NotifyOn {
-    pub const ALL: [NotifyOn; 6] = [
+    pub const ALL: [NotifyOn; 7] = [
         NotifyOn::Failed,
         NotifyOn::TimedOut,
         NotifyOn::Recovered,
         NotifyOn::Succeeded,
         NotifyOn::Started,
         NotifyOn::Cancelled,
+        NotifyOn::Rollback,
     ];
-    pub const DEFAULT: [NotifyOn; 3] = [NotifyOn::Failed, NotifyOn::TimedOut, NotifyOn::Recovered];
+    pub const DEFAULT: [NotifyOn; 4] =
+        [NotifyOn::Failed, NotifyOn::TimedOut, NotifyOn::Recovered, NotifyOn::Rollback];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,6 +105,7 @@ impl NotifyOn {
             NotifyOn::Succeeded => "succeeded",
             NotifyOn::Started => "started",
             NotifyOn::Cancelled => "cancelled",
+            NotifyOn::Rollback => "rollback",
         }
     }
 

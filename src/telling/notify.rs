@@ -45,6 +45,8 @@ pub fn headline(report: &Report) -> String {
         "succeeded" => "deployed",
         "started" => "deploying",
         "cancelled" => "deploy cancelled",
+        "rollback" if report.state == crate::store::JobState::Succeeded => "rolled back",
+        "rollback" => "rollback failed",
         "test" => "test message",
         other => other,
     };

@@ -234,13 +234,21 @@ impl Reporter for Reports {
 /// API and names a commit.
 fn reportable(change: &Change<'_>) -> bool {
     let e = change.event;
-    matches!(e.provider, Some(p) if p != Provider::Gogs) && !e.after.is_empty() && e.after != ZERO_SHA
+    e.provider.is_some_and(crate::providers::has_status_api) && !e.after.is_empty() && e.after != ZERO_SHA
 }
 
 /// What the entry's targets are told of `change`, if anything: one message per failing streak
 /// (the first failure or time-out), one when it ends (`recovered`).
 fn message_kind(change: &Change<'_>, on: &[NotifyOn]) -> Option<NotifyOn> {
     let wants = |k: NotifyOn| on.contains(&k).then_some(k);
+    if change.trigger == Trigger::Rollback {
+        // A rollback's end is told as such, whatever the streak.
+        return match change.state {
+            JobState::Succeeded | JobState::Failed | JobState::TimedOut => wants(NotifyOn::Rollback),
+            JobState::Running => wants(NotifyOn::Started),
+            _ => None,
+        };
+    }
     match change.state {
         JobState::Running => wants(NotifyOn::Started),
         JobState::Succeeded if change.was_failing == Some(true) => {

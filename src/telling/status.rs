@@ -25,6 +25,10 @@ pub fn phase(report: &Report) -> (Phase, String) {
         JobState::Succeeded => {
             (Phase::Success, report.duration().map_or("deployed".into(), |d| format!("deployed in {d}")))
         }
+        // "rolled back to abc1234 (job 7): ...": what a person wants to read first.
+        JobState::Failed | JobState::TimedOut if reason.starts_with("rolled back to ") => {
+            (Phase::Failure, reason)
+        }
         JobState::Failed => (Phase::Failure, format!("failed: {reason}")),
         JobState::TimedOut => (Phase::Failure, reason.clone()),
         JobState::Superseded => (

@@ -80,7 +80,7 @@ pub(super) fn print_log(settings: &Settings, id: i64, follow: bool) -> Result<u8
     }
 }
 
-fn when(ms: Option<i64>) -> String {
+pub(super) fn when(ms: Option<i64>) -> String {
     match ms {
         Some(ms) => {
             let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);

@@ -19,6 +19,7 @@ mod dry_run;
 mod explain;
 mod jobs;
 mod notify_test;
+mod releases;
 mod run;
 
 /// Bad usage, invalid settings, unknown entry, a refused job.
@@ -94,7 +95,9 @@ enum Mode {
     Log { id: i64, follow: bool },
     Explain { file: PathBuf },
     NotifyTest { entry: String },
+    Releases { entry: String },
     DryRun { entry: String },
+    Rollback { entry: String, to: Option<String> },
     Run { entry: String },
 }
 
@@ -107,7 +110,11 @@ impl Mode {
             (_, Some(id), ..) => Mode::Log { id, follow: args.follow },
             (_, _, Some(file), _) => Mode::Explain { file: file.clone() },
             (_, _, _, Some(entry)) => Mode::NotifyTest { entry: entry.clone() },
+            _ if args.releases.is_some() => {
+                Mode::Releases { entry: args.releases.clone().unwrap_or_default() }
+            }
             _ if args.dry_run => Mode::DryRun { entry: entry() },
+            _ if args.rollback => Mode::Rollback { entry: entry(), to: args.to.clone() },
             _ => Mode::Run { entry: entry() },
         }
     }
@@ -122,6 +129,15 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
         Mode::Log { id, follow } => jobs::print_log(&loaded.settings, id, follow),
         Mode::Explain { file } => explain::explain(&loaded, &file, &args),
         Mode::NotifyTest { entry } => notify_test::notify_test(&loaded, &entry, &args.settings),
+        Mode::Releases { entry } => {
+            loaded.entry(&entry, &args.settings)?;
+            releases::list(&loaded.settings, &entry)
+        }
+        Mode::Rollback { entry, to } => {
+            let entry = loaded.entry(&entry, &args.settings)?;
+            let event = releases::rollback_event(&loaded.settings, &entry.name, to.as_deref())?;
+            run::run(&loaded, &entry, event, &[], crate::event::Trigger::Rollback)
+        }
         Mode::DryRun { entry } => {
             let entry = loaded.entry(&entry, &args.settings)?;
             let (event, _) = run::manual_event(&entry, &args, &loaded.settings)?;
@@ -131,7 +147,7 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
         Mode::Run { entry } => {
             let entry = loaded.entry(&entry, &args.settings)?;
             let (event, body) = run::manual_event(&entry, &args, &loaded.settings)?;
-            run::run(&loaded, &entry, event, &body)
+            run::run(&loaded, &entry, event, &body, crate::event::Trigger::Manual)
         }
     }
 }

@@ -92,10 +92,16 @@ fn manual_ref(entry: &Entry, args: &TriggerArgs, settings: &Settings) -> Result<
 }
 
 /// Runs `entry` for `event`: through the daemon when it runs, else here.
-pub(super) fn run(loaded: &Loaded, entry: &Arc<Entry>, event: Event, body: &[u8]) -> Result<u8, Fail> {
+pub(super) fn run(
+    loaded: &Loaded,
+    entry: &Arc<Entry>,
+    event: Event,
+    body: &[u8],
+    trigger: Trigger,
+) -> Result<u8, Fail> {
     let state_dir = &loaded.settings.server.state_dir;
     match control::connect(state_dir) {
-        Ok(Some(stream)) => through_daemon(stream, &entry.name, event, body),
+        Ok(Some(stream)) => through_daemon(stream, &entry.name, event, body, trigger),
         Ok(None) => {
             // The actions need the entry's `env:`; secrets are not checked by a manual run.
             let values: Vec<&str> = entry.env.iter().map(|(_, v)| v.as_str()).collect();
@@ -111,7 +117,7 @@ pub(super) fn run(loaded: &Loaded, entry: &Arc<Entry>, event: Event, body: &[u8]
                     ),
                 ));
             }
-            foreground(&loaded.settings, entry, event, body)
+            foreground(&loaded.settings, entry, event, body, trigger)
         }
         Err(e) => Err(Fail(
             EXIT_USAGE,
@@ -129,8 +135,10 @@ fn through_daemon(
     entry: &str,
     event: Event,
     body: &[u8],
+    trigger: Trigger,
 ) -> Result<u8, Fail> {
-    let request = Request::Trigger { entry: entry.to_string(), event, body: hex::encode(body) };
+    let rollback = trigger == Trigger::Rollback;
+    let request = Request::Trigger { entry: entry.to_string(), event, body: hex::encode(body), rollback };
     let mut queued = None;
     let mut end: Option<Result<u8, Fail>> = None;
     let mut out = std::io::stdout();
@@ -168,9 +176,15 @@ fn through_daemon(
 }
 
 /// Runs the job here, with the same runner as the daemon.
-fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: &[u8]) -> Result<u8, Fail> {
+fn foreground(
+    settings: &Arc<Settings>,
+    entry: &Arc<Entry>,
+    event: Event,
+    body: &[u8],
+    trigger: Trigger,
+) -> Result<u8, Fail> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let job = NewJob { entry: entry.name.clone(), trigger: Trigger::Manual, event };
+    let job = NewJob { entry: entry.name.clone(), trigger, event };
     // One run of the entry at a time, whoever runs it: wait for the daemon's job or another
     // manual run (or what a killed one left running) to end first.
     let state_dir = &settings.server.state_dir;
@@ -216,7 +230,7 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
         });
         let context = JobContext {
             id,
-            trigger: Trigger::Manual,
+            trigger,
             event: &job.event,
             payload: payload.as_deref(),
             steps: None,
@@ -227,7 +241,7 @@ fn foreground(settings: &Arc<Settings>, entry: &Arc<Entry>, event: Event, body: 
     drop(log);
     let finished = Finished::of(&outcome, entry.timeout);
     if let Some((store, id)) = &recorded {
-        match finish_job(store, *id, &finished, Some((entry, Trigger::Manual))) {
+        match finish_job(store, *id, &finished, Some((entry, trigger))) {
             Err(e) => eprintln!("note: cannot record the end of job {id}: {e}"),
             Ok(Some(crate::store::RolledBack::To { job, commit })) => eprintln!(
                 "rollback job {job} to {} recorded: it runs when the daemon starts",
