@@ -261,7 +261,8 @@ pub(super) fn entry(
         .and_then(|s| super::telling::status(s, place.name, place.dir, provider, env, &mut told));
     let notify = raw.notify.as_ref().map(|n| super::telling::notify_use(n, place.targets, &mut told));
     let verify = raw.verify.as_ref().and_then(|v| super::undo::verify(v).map_err(|p| told.extend(p)).ok());
-    let rollback = raw.on_failure == Some(super::undo::RawOnFailure::Rollback);
+    let rollback =
+        super::undo::on_failure(raw.on_failure.as_deref()).map_err(|p| told.push(p)).unwrap_or(false);
     let rollback_actions =
         raw.rollback.and_then(|r| super::undo::rollback_actions(r).map_err(|p| told.extend(p)).ok());
     told.into_iter().for_each(|p| report.bad(p));

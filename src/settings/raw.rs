@@ -147,7 +147,8 @@ pub(super) struct RawEntry {
     /// A check run after the actions succeed: the job fails when it does not pass in time.
     pub(super) verify: Option<super::undo::RawVerify>,
     /// `rollback`: when the actions or the verification fail, back to the last release.
-    pub(super) on_failure: Option<super::undo::RawOnFailure>,
+    #[schemars(with = "Option<super::undo::RawOnFailure>")]
+    pub(super) on_failure: Option<String>,
     /// The commands of a rollback (default: the entry's actions, for the release's commit).
     #[schemars(with = "Option<RawActions>")]
     pub(super) rollback: Option<serde_yaml::Value>,

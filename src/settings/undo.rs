@@ -28,11 +28,24 @@ pub(super) struct RawVerify {
 /// `on_failure:` as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // The schema's words; read by `on_failure`.
 pub(super) enum RawOnFailure {
     /// Nothing more: the job is failed (the default).
     Nothing,
     /// A rollback job to the entry's last release is recorded with the failure.
     Rollback,
+}
+
+/// Reads `on_failure:` (whether a failure rolls back), naming the key in its problem.
+pub(super) fn on_failure(raw: Option<&str>) -> Result<bool, String> {
+    match raw {
+        None | Some("nothing") => Ok(false),
+        Some("rollback") => Ok(true),
+        Some(other) => Err(format!(
+            "on_failure: {:?} is not one of: nothing, rollback",
+            other.chars().take(64).collect::<String>()
+        )),
+    }
 }
 
 /// The check that tells whether a deploy worked.

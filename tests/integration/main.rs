@@ -21,6 +21,7 @@ mod production;
 mod readme;
 mod replay;
 mod reporting;
+mod rollback;
 mod rules;
 mod secrets;
 mod settings_faults;
