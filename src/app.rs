@@ -58,6 +58,8 @@ pub struct Enqueued {
     pub seen: Vec<Seen>,
     /// The entries not run because the push is a replay, with why.
     pub replays: Vec<(String, String)>,
+    /// The jobs recorded held (their entry is frozen): (id, entry).
+    pub held: Vec<(i64, String)>,
 }
 
 /// Why jobs were not recorded. Its message is the one both the HTTP answer and the control
@@ -224,7 +226,8 @@ impl App {
         let mut superseded = self.queue.push(reservation, new);
         superseded.retain(|pair| !inserted.superseded.contains(pair));
         self.mark_superseded(with_entries(superseded, &queued));
-        Ok(Enqueued { queued, seen: inserted.seen, replays: inserted.replays })
+        let held = inserted.held.iter().map(|(id, i)| (*id, jobs[*i].entry.clone())).collect();
+        Ok(Enqueued { queued, seen: inserted.seen, replays: inserted.replays, held })
     }
 
     /// Records the jobs a newer one replaced in the queue that its recording did not supersede

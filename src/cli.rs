@@ -114,6 +114,18 @@ pub struct TriggerArgs {
     /// --to), with WH_TRIGGER=rollback and its `rollback:` actions when it has them.
     #[arg(long, requires = "entry", conflicts_with_all = ["payload", "branch", "tag", "commit"])]
     pub rollback: bool,
+    /// Freeze ENTRY: its deliveries are recorded `held` and run nothing until --unfreeze.
+    #[arg(long, requires = "entry", conflicts_with_all = ["rollback", "unfreeze", "dry_run", "payload", "branch", "tag", "commit"])]
+    pub freeze: bool,
+    /// With --freeze: why (shown by /health, --jobs and the held jobs' statuses).
+    #[arg(long, value_name = "TEXT", requires = "freeze")]
+    pub reason: Option<String>,
+    /// Unfreeze ENTRY: its newest held job runs (the older ones are superseded).
+    #[arg(long, requires = "entry", conflicts_with_all = ["rollback", "dry_run", "payload", "branch", "tag", "commit"])]
+    pub unfreeze: bool,
+    /// Run a frozen entry all the same.
+    #[arg(long)]
+    pub force: bool,
     /// With --rollback: the release to go back to, by its commit (or a prefix) or its job id.
     #[arg(long, value_name = "SHA|JOB", requires = "rollback")]
     pub to: Option<String>,

@@ -43,11 +43,18 @@ pub enum Request {
     /// `rollback`: a rollback to the release `event` is of.
     Trigger {
         entry: String,
-        event: Event,
+        event: Box<Event>,
         body: String,
         #[serde(default)]
         rollback: bool,
+        /// Run it even though the entry is frozen.
+        #[serde(default)]
+        force: bool,
     },
+    /// Freeze `entry`: its webhook jobs are held until it is unfrozen.
+    Freeze { entry: String, reason: String },
+    /// Unfreeze `entry`: its newest held job runs.
+    Unfreeze { entry: String },
 }
 
 /// What the daemon answers, one per line.
@@ -69,6 +76,16 @@ pub enum Reply {
     },
     Error {
         message: String,
+    },
+    /// The entry is frozen; these waiting jobs are now held.
+    Frozen {
+        held: Vec<i64>,
+    },
+    /// The entry is unfrozen: the held job that runs now, the held ones superseded.
+    Unfrozen {
+        was_frozen: bool,
+        runs: Option<i64>,
+        superseded: Vec<i64>,
     },
 }
 
@@ -133,26 +150,51 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
         Ok(_) => Err("request too large or not terminated by a newline".to_string()),
         Err(e) => Err(format!("cannot read the request: {e}")),
     };
-    let (entry, event, body, rollback) = match request {
-        Ok(Request::Trigger { entry, event, body, rollback }) => match hex::decode(&body) {
-            Ok(body) => (entry, event, body, rollback),
+    let (entry, event, body, rollback, force) = match request {
+        Ok(Request::Trigger { entry, event, body, rollback, force }) => match hex::decode(&body) {
+            Ok(body) => (entry, event, body, rollback, force),
             Err(e) => {
                 let _ = send(&mut stream, &Reply::Error { message: format!("malformed body: {e}") }).await;
                 return;
             }
         },
+        Ok(Request::Freeze { entry, reason }) => {
+            let reply = freezing(&app, entry, Some(reason)).await;
+            let _ = send(&mut stream, &reply).await;
+            return;
+        }
+        Ok(Request::Unfreeze { entry }) => {
+            let reply = freezing(&app, entry, None).await;
+            let _ = send(&mut stream, &reply).await;
+            return;
+        }
         Err(message) => {
             let _ = send(&mut stream, &Reply::Error { message }).await;
             return;
         }
     };
+    let store = app.store.clone();
+    let name = entry.clone();
+    match blocking(move || store.frozen_reason(&name)).await {
+        Ok(Some(why)) if !force => {
+            let message =
+                format!("entry {entry} is frozen ({why}): run it with --force, or --unfreeze it first");
+            let _ = send(&mut stream, &Reply::Error { message }).await;
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let _ = send(&mut stream, &Reply::Error { message: e.to_string() }).await;
+            return;
+        }
+    }
     if app.settings().entry(&entry).is_none() {
         let message = format!("the running daemon has no entry named {entry:?}");
         let _ = send(&mut stream, &Reply::Error { message }).await;
         return;
     }
     let trigger = if rollback { Trigger::Rollback } else { Trigger::Manual };
-    let job = NewJob { entry: entry.clone(), trigger, event };
+    let job = NewJob { entry: entry.clone(), trigger, event: *event };
     let app2 = app.clone();
     let id = match blocking(move || app2.enqueue(None, bytes::Bytes::from(body), vec![job])).await {
         Ok(Enqueued { queued, .. }) if !queued.is_empty() => queued[0].0,
@@ -171,6 +213,42 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
         return;
     }
     let _ = follow(&app, id, &mut stream, &mut stop).await;
+}
+
+/// Freezes `entry` (`reason` given) or unfreezes it; an unfrozen entry's newest held job is
+/// queued.
+async fn freezing(app: &Arc<App>, entry: String, reason: Option<String>) -> Reply {
+    if app.settings().entry(&entry).is_none() {
+        return Reply::Error { message: format!("the running daemon has no entry named {entry:?}") };
+    }
+    let store = app.store.clone();
+    let name = entry.clone();
+    let Some(reason) = reason else {
+        return match blocking(move || store.unfreeze(&name)).await {
+            Ok(unfrozen) => {
+                if let Some((id, key)) = &unfrozen.runs {
+                    let waiting =
+                        crate::jobs::queue::Waiting { id: *id, entry: entry.clone(), key: key.clone() };
+                    app.queue.push_unreserved(vec![waiting]);
+                }
+                info!(%entry, runs = ?unfrozen.runs.as_ref().map(|r| r.0), "entry unfrozen");
+                Reply::Unfrozen {
+                    was_frozen: unfrozen.was_frozen,
+                    runs: unfrozen.runs.map(|r| r.0),
+                    superseded: unfrozen.superseded,
+                }
+            }
+            Err(e) => Reply::Error { message: e.to_string() },
+        };
+    };
+    let why = reason.clone();
+    match blocking(move || store.freeze(&name, &why)).await {
+        Ok(held) => {
+            warn!(%entry, %reason, "entry frozen: its deliveries are held until it is unfrozen");
+            Reply::Frozen { held }
+        }
+        Err(e) => Reply::Error { message: e.to_string() },
+    }
 }
 
 /// Sends job `id`'s log as it grows, then its end.

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub settings_degraded: Gauge,
     pub outbox_pending: Gauge,
+    /// 1 for each frozen entry (set at each scrape from the store).
+    pub frozen: Family<EntryLabel, Gauge>,
     pub notifications: Family<TargetLabels, Counter>,
 }
 
@@ -81,6 +83,14 @@ impl Metrics {
     /// Counts a job of `entry` that reached its final `state`.
     pub fn job_ended(&self, entry: String, trigger: &'static str, state: &'static str) {
         self.jobs.get_or_create(&JobLabels { entry, trigger, state }).inc();
+    }
+
+    /// The frozen entries, now: exactly `entries` have the gauge.
+    pub fn set_frozen<'a>(&self, entries: impl Iterator<Item = &'a str>) {
+        self.frozen.clear();
+        for entry in entries {
+            self.frozen.get_or_create(&EntryLabel { entry: entry.to_string() }).set(1);
+        }
     }
 
     pub fn new() -> Metrics {
@@ -99,6 +109,7 @@ impl Metrics {
             reloads: Family::default(),
             settings_degraded: Gauge::default(),
             outbox_pending: Gauge::default(),
+            frozen: Family::default(),
             notifications: Family::default(),
             registry: Registry::default(),
         };
@@ -119,6 +130,11 @@ impl Metrics {
             m.queue_wait.clone(),
         );
         registry.register("jobs_running", "Jobs running now", m.jobs_running.clone());
+        registry.register(
+            "entry_frozen",
+            "1 for an entry that is frozen (its deliveries held until it is unfrozen)",
+            m.frozen.clone(),
+        );
         registry.register("queue_depth", "Jobs waiting to run", m.queue_depth.clone());
         registry.register("queue_capacity", "Jobs that may wait (server.queue)", m.queue_capacity.clone());
         registry.register(

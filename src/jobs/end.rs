@@ -56,9 +56,21 @@ pub fn finish_job(
 ) -> Result<Option<RolledBack>, StoreError> {
     let rolls_back = rollback.is_some_and(|(entry, trigger)| entry.rollback && trigger != Trigger::Rollback)
         && matches!(finished.state, JobState::Failed | JobState::TimedOut);
+    let failed_rollback = rollback.is_some_and(|(_, trigger)| trigger == Trigger::Rollback)
+        && matches!(finished.state, JobState::Failed | JobState::TimedOut);
     let mut rolled_back = None;
     match finished.state {
         JobState::Queued => store.requeue(id, finished.reason.as_deref().unwrap_or_default())?,
+        state if failed_rollback => {
+            let entry = rollback.map(|(e, _)| e.name.as_str()).unwrap_or_default();
+            let why = format!("the rollback (job {id}) failed; unfreeze the entry once it is put right");
+            store.finish_freezing(
+                id,
+                (state, finished.exit_code, finished.reason.as_deref()),
+                entry,
+                &why,
+            )?;
+        }
         state if rolls_back => {
             rolled_back =
                 Some(store.finish_rolling_back(id, state, finished.exit_code, finished.reason.as_deref())?);

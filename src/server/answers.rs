@@ -123,12 +123,24 @@ pub(super) fn answer(enqueued: Enqueued) -> Answer {
             seen
         })
         .collect();
+    if enqueued.queued.is_empty() && !enqueued.held.is_empty() {
+        // Recorded, and waiting for the entry to be unfrozen.
+        let jobs: Vec<Value> = enqueued
+            .held
+            .iter()
+            .map(|(id, entry)| json!({ "id": id, "entry": entry, "state": "held" }))
+            .collect();
+        return json_answer(StatusCode::ACCEPTED, &json!({ "status": "held", "jobs": jobs }));
+    }
     if enqueued.queued.is_empty() {
         return json_answer(StatusCode::OK, &json!({ "status": "duplicate", "jobs": seen }));
     }
     let jobs: Vec<Value> =
         enqueued.queued.iter().map(|(id, entry)| json!({ "id": id, "entry": entry })).collect();
     let mut body = json!({ "status": "queued", "jobs": jobs });
+    if !enqueued.held.is_empty() {
+        body["held"] = enqueued.held.iter().map(|(id, entry)| json!({ "id": id, "entry": entry })).collect();
+    }
     if !seen.is_empty() {
         body["duplicate"] = Value::Array(seen);
     }
@@ -145,6 +157,10 @@ pub(super) fn summary(enqueued: &Enqueued) -> String {
     let queued = list(&mut enqueued.queued.iter().map(|(id, entry)| format!("job {id} ({entry})")));
     let seen =
         list(&mut enqueued.seen.iter().map(|s| format!("job {} ({}, {})", s.id, s.entry, s.state.as_str())));
+    if queued.is_empty() && !enqueued.held.is_empty() {
+        let held = list(&mut enqueued.held.iter().map(|(id, entry)| format!("job {id} ({entry})")));
+        return format!("held (entry frozen): {held}");
+    }
     match (queued.is_empty(), seen.is_empty()) {
         (false, true) => format!("queued {queued}"),
         (false, false) => format!("queued {queued}; seen before: {seen}"),

@@ -1,5 +1,6 @@
 //! `GET /health`: the daemon's state for a health check: `ok`, or `degraded` with the reasons
-//! (a refused edit, no entries, a failing job store, an outbox item undelivered for long), the
+//! (a refused edit, no entries, a failing job store, an outbox item undelivered for long, a
+//! frozen entry), the
 //! settings' load state, the queue and the outbox. For `server.observe_from` only (the route
 //! checks it).
 
@@ -20,7 +21,12 @@ pub(super) async fn health(app: Arc<App>) -> Answer {
     let depth = app.queue.depth();
     let capacity = app.settings().server.queue;
     let store = app.store.clone();
-    let backlog = blocking(move || store.outbox_backlog()).await;
+    let both =
+        blocking(move || Ok::<_, crate::store::StoreError>((store.outbox_backlog(), store.frozen()))).await;
+    let (backlog, frozen) = match both {
+        Ok(both) => both,
+        Err(e) => (Err(e), Ok(Vec::new())),
+    };
     let store = app.store_trouble();
     let mut reasons = Vec::new();
     let outbox = match &backlog {
@@ -50,6 +56,18 @@ pub(super) async fn health(app: Arc<App>) -> Answer {
     if let Some(trouble) = &store {
         reasons.push(format!("the job store fails: {trouble}"));
     }
+    // A frozen entry deploys nothing: a person froze it, or its rollback failed.
+    let frozen: serde_json::Map<String, serde_json::Value> = frozen
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            reasons.push(format!("entry {} is frozen: {}", f.entry, f.reason));
+            let since = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(f.at.max(0) as u64),
+            );
+            (f.entry, json!({ "reason": f.reason, "since": since.to_string() }))
+        })
+        .collect();
     json_answer(
         StatusCode::OK,
         &json!({
@@ -60,6 +78,7 @@ pub(super) async fn health(app: Arc<App>) -> Answer {
             "settings": status,
             "queue": { "waiting": depth.waiting, "running": depth.running, "parked": depth.parked, "capacity": capacity },
             "outbox": outbox,
+            "frozen": frozen,
         }),
     )
 }

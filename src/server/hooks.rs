@@ -181,14 +181,18 @@ pub(super) async fn hook(
         }
         Recorded::Enqueued(enqueued) => enqueued,
     };
-    if enqueued.queued.is_empty() && enqueued.seen.is_empty() {
+    if enqueued.queued.is_empty() && enqueued.seen.is_empty() && enqueued.held.is_empty() {
         // Replays only: authentic, and not run, with why.
         counted.result = "ignored";
         let mut reasons = decision.reasons;
         reasons.extend(enqueued.replays);
         return Ok(ignored(&decision.events, &reasons));
     }
-    counted.result = if enqueued.queued.is_empty() { "duplicate" } else { "queued" };
+    counted.result = match (enqueued.queued.is_empty(), enqueued.held.is_empty()) {
+        (false, _) => "queued",
+        (true, false) => "held",
+        (true, true) => "duplicate",
+    };
     let repo = decision.jobs.first().map_or("", |j| j.event.repo.as_str());
     let provider = decision.provider;
     let delivery = decision.delivery_id.as_deref().unwrap_or("-");

@@ -23,6 +23,10 @@ pub(super) async fn metrics(app: Arc<App>, openmetrics: bool) -> Answer {
     if let Ok(backlog) = blocking(move || store.outbox_backlog()).await {
         m.outbox_pending.set(backlog.pending);
     }
+    let store = app.store.clone();
+    if let Ok(frozen) = blocking(move || store.frozen()).await {
+        m.set_frozen(frozen.iter().map(|f| f.entry.as_str()));
+    }
     use crate::metrics_format::{classic, CLASSIC, OPENMETRICS};
     let (text, kind) = if openmetrics { (m.render(), OPENMETRICS) } else { (classic(&m.render()), CLASSIC) };
     let mut res = Response::new(Full::new(Bytes::from(text)));

@@ -17,10 +17,12 @@ pub enum JobState {
     TimedOut,
     Cancelled,
     Superseded,
+    /// Recorded while its entry was frozen: it waits for the entry's unfreezing.
+    Held,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
         JobState::Queued,
         JobState::Running,
         JobState::Succeeded,
@@ -28,6 +30,7 @@ impl JobState {
         JobState::TimedOut,
         JobState::Cancelled,
         JobState::Superseded,
+        JobState::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl JobState {
             JobState::TimedOut => "timed_out",
             JobState::Cancelled => "cancelled",
             JobState::Superseded => "superseded",
+            JobState::Held => "held",
         }
     }
 
@@ -48,7 +52,7 @@ impl JobState {
     }
 
     pub fn is_final(self) -> bool {
-        !matches!(self, JobState::Queued | JobState::Running)
+        !matches!(self, JobState::Queued | JobState::Running | JobState::Held)
     }
 }
 

@@ -7,6 +7,7 @@
 //! ([`record`]), a new job supersedes the waiting ones of its entry and ref and a replayed push
 //! is refused ([`replay`]), in the same transaction; which job runs when is the queue's.
 
+mod freeze;
 mod job;
 mod outbox;
 mod page_key;
@@ -24,6 +25,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub use freeze::{Frozen, Unfrozen};
 pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
 use outbox::Facts;
@@ -69,6 +71,8 @@ pub struct Inserted {
     pub superseded: Vec<(i64, i64)>,
     /// The jobs not recorded because their push is a replay: (entry, why).
     pub replays: Vec<(String, String)>,
+    /// The jobs recorded `held`, their entry being frozen: (id, index).
+    pub held: Vec<(i64, usize)>,
 }
 
 /// An earlier job of a delivery seen again.
@@ -384,7 +388,7 @@ impl Store {
         if let Some(payload) = payload {
             let needed: bool = tx
                 .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE payload_id = ?1 AND state IN ('queued', 'running'))",
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE payload_id = ?1 AND state IN ('queued', 'running', 'held'))",
                 )?
                 .query_row([payload], |r| r.get(0))?;
             if !needed {

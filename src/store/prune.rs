@@ -22,7 +22,7 @@ impl Store {
             // The newest releases of each entry stay, however old: they are what a rollback
             // goes back to.
             let sql = format!(
-                "SELECT id FROM jobs WHERE id <= ?1 AND state NOT IN ('queued', 'running')
+                "SELECT id FROM jobs WHERE id <= ?1 AND state NOT IN ('queued', 'running', 'held')
                    AND id NOT IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY entry ORDER BY id DESC) AS n
                                                     FROM jobs WHERE {}) WHERE n <= ?2)
                  ORDER BY id",

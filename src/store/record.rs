@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 
 use super::outbox::{self, Change, Reporter};
 use super::{
-    insert_job, lock, now_ms, replay, superseded_reason, End, Inserted, Row, Seen, Store, StoreError,
+    freeze, insert_job, lock, now_ms, replay, superseded_reason, End, Inserted, Row, Seen, Store, StoreError,
 };
 use crate::event::Trigger;
 use crate::store::{JobState, NewJob};
@@ -182,9 +182,18 @@ impl Store {
                     *payload_id.insert(tx.last_insert_rowid())
                 }
             };
-            let row =
-                Row { delivery, state: JobState::Queued, payload_id: Some(payload), foreground_pid: None };
+            // A webhook job of a frozen entry is recorded held, with why.
+            let frozen = match job.trigger {
+                Trigger::Webhook => freeze::frozen_in(tx, &job.entry)?,
+                Trigger::Manual | Trigger::Rollback => None,
+            };
+            let state = if frozen.is_some() { JobState::Held } else { JobState::Queued };
+            let row = Row { delivery, state, payload_id: Some(payload), foreground_pid: None };
             let id = insert_job(tx, job, &row)?;
+            let held_reason = frozen.as_deref().map(freeze::held_reason);
+            if let Some(why) = &held_reason {
+                tx.prepare_cached("UPDATE jobs SET reason = ?2 WHERE id = ?1")?.execute(params![id, why])?;
+            }
             if let Some(reporter) = reporter.filter(|r| r.wants(&job.entry)) {
                 let log = self.log_path(id);
                 let change = Change {
@@ -192,9 +201,9 @@ impl Store {
                     entry: &job.entry,
                     trigger: job.trigger,
                     event: &job.event,
-                    state: JobState::Queued,
+                    state,
                     exit_code: None,
-                    reason: None,
+                    reason: held_reason.as_deref(),
                     created_at: now_ms(),
                     started_at: None,
                     finished_at: None,
@@ -205,6 +214,10 @@ impl Store {
                 let items = reporter.report(&change);
                 outbox::write(tx, id, &job.entry, &items)?;
                 *wrote |= !items.is_empty();
+            }
+            if held_reason.is_some() {
+                inserted.held.push((id, index));
+                continue;
             }
             if job.trigger == Trigger::Webhook && !job.event.git_ref.is_empty() {
                 let older: Vec<i64> = tx

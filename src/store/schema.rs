@@ -164,6 +164,17 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
 ",
     },
+    Migration {
+        to: 8,
+        what: "frozen entries",
+        sql: "
+CREATE TABLE IF NOT EXISTS frozen (
+    entry  TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
+",
+    },
 ];
 
 /// The version this program writes.

@@ -21,6 +21,8 @@ pub fn phase(report: &Report) -> (Phase, String) {
     let reason = report.reason.clone().unwrap_or_default();
     let (phase, text) = match report.state {
         JobState::Queued => (Phase::Queued, "queued".to_string()),
+        // "held: <why the entry is frozen>": waiting for a person, and saying so.
+        JobState::Held => (Phase::Queued, reason.clone()),
         JobState::Running => (Phase::Deploying, "deploying".to_string()),
         JobState::Succeeded => {
             (Phase::Success, report.duration().map_or("deployed".into(), |d| format!("deployed in {d}")))
@@ -232,6 +234,7 @@ mod tests {
         let mut r = Report::test_report();
         let want = [
             (JobState::Queued, Phase::Queued),
+            (JobState::Held, Phase::Queued),
             (JobState::Running, Phase::Deploying),
             (JobState::Succeeded, Phase::Success),
             (JobState::Failed, Phase::Failure),

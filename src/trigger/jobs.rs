@@ -52,6 +52,9 @@ pub(super) fn list_jobs(settings: &Settings, limit: usize) -> Result<u8, Fail> {
             }
         }
     }
+    for f in store.frozen()? {
+        println!("entry {} is frozen since {}: {}", f.entry, when(Some(f.at)), shown(&f.reason, 1000));
+    }
     Ok(0)
 }
 

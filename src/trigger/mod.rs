@@ -17,6 +17,7 @@ use crate::store::{JobState, Store};
 
 mod dry_run;
 mod explain;
+mod freeze;
 mod jobs;
 mod notify_test;
 mod releases;
@@ -98,6 +99,8 @@ enum Mode {
     Releases { entry: String },
     DryRun { entry: String },
     Rollback { entry: String, to: Option<String> },
+    Freeze { entry: String, reason: Option<String> },
+    Unfreeze { entry: String },
     Run { entry: String },
 }
 
@@ -115,6 +118,8 @@ impl Mode {
             }
             _ if args.dry_run => Mode::DryRun { entry: entry() },
             _ if args.rollback => Mode::Rollback { entry: entry(), to: args.to.clone() },
+            _ if args.freeze => Mode::Freeze { entry: entry(), reason: args.reason.clone() },
+            _ if args.unfreeze => Mode::Unfreeze { entry: entry() },
             _ => Mode::Run { entry: entry() },
         }
     }
@@ -136,7 +141,15 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
         Mode::Rollback { entry, to } => {
             let entry = loaded.entry(&entry, &args.settings)?;
             let event = releases::rollback_event(&loaded.settings, &entry.name, to.as_deref())?;
-            run::run(&loaded, &entry, event, &[], crate::event::Trigger::Rollback)
+            run::run(&loaded, &entry, event, &[], crate::event::Trigger::Rollback, args.force)
+        }
+        Mode::Freeze { entry, reason } => {
+            let entry = loaded.entry(&entry, &args.settings)?;
+            freeze::freeze(&loaded.settings, &entry.name, reason.as_deref())
+        }
+        Mode::Unfreeze { entry } => {
+            let entry = loaded.entry(&entry, &args.settings)?;
+            freeze::unfreeze(&loaded.settings, &entry.name)
         }
         Mode::DryRun { entry } => {
             let entry = loaded.entry(&entry, &args.settings)?;
@@ -147,7 +160,7 @@ fn run(args: TriggerArgs) -> Result<u8, Fail> {
         Mode::Run { entry } => {
             let entry = loaded.entry(&entry, &args.settings)?;
             let (event, body) = run::manual_event(&entry, &args, &loaded.settings)?;
-            run::run(&loaded, &entry, event, &body, crate::event::Trigger::Manual)
+            run::run(&loaded, &entry, event, &body, crate::event::Trigger::Manual, args.force)
         }
     }
 }
@@ -168,7 +181,11 @@ pub fn exit_status(state: JobState, exit_code: Option<i32>) -> u8 {
             _ => 1,
         },
         JobState::TimedOut => EXIT_TIMED_OUT,
-        JobState::Cancelled | JobState::Superseded | JobState::Queued | JobState::Running => EXIT_CANCELLED,
+        JobState::Cancelled
+        | JobState::Superseded
+        | JobState::Queued
+        | JobState::Running
+        | JobState::Held => EXIT_CANCELLED,
     }
 }
 

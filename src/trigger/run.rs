@@ -98,10 +98,11 @@ pub(super) fn run(
     event: Event,
     body: &[u8],
     trigger: Trigger,
+    force: bool,
 ) -> Result<u8, Fail> {
     let state_dir = &loaded.settings.server.state_dir;
     match control::connect(state_dir) {
-        Ok(Some(stream)) => through_daemon(stream, &entry.name, event, body, trigger),
+        Ok(Some(stream)) => through_daemon(stream, &entry.name, event, body, (trigger, force)),
         Ok(None) => {
             // The actions need the entry's `env:`; secrets are not checked by a manual run.
             let values: Vec<&str> = entry.env.iter().map(|(_, v)| v.as_str()).collect();
@@ -116,6 +117,21 @@ pub(super) fn run(
                         needed.join(", ")
                     ),
                 ));
+            }
+            if !force {
+                let frozen = open_store(&loaded.settings)?
+                    .map(|s| s.frozen_reason(&entry.name))
+                    .transpose()?
+                    .flatten();
+                if let Some(why) = frozen {
+                    return Err(Fail(
+                        EXIT_USAGE,
+                        format!(
+                            "entry {} is frozen ({why}): run it with --force, or --unfreeze it first",
+                            entry.name
+                        ),
+                    ));
+                }
             }
             foreground(&loaded.settings, entry, event, body, trigger)
         }
@@ -135,10 +151,16 @@ fn through_daemon(
     entry: &str,
     event: Event,
     body: &[u8],
-    trigger: Trigger,
+    (trigger, force): (Trigger, bool),
 ) -> Result<u8, Fail> {
     let rollback = trigger == Trigger::Rollback;
-    let request = Request::Trigger { entry: entry.to_string(), event, body: hex::encode(body), rollback };
+    let request = Request::Trigger {
+        entry: entry.to_string(),
+        event: Box::new(event),
+        body: hex::encode(body),
+        rollback,
+        force,
+    };
     let mut queued = None;
     let mut end: Option<Result<u8, Fail>> = None;
     let mut out = std::io::stdout();
@@ -163,6 +185,9 @@ fn through_daemon(
         Reply::Error { message } => {
             let code = if queued.is_some() { EXIT_CANCELLED } else { EXIT_USAGE };
             end = Some(Err(Fail(code, message)));
+        }
+        other @ (Reply::Frozen { .. } | Reply::Unfrozen { .. }) => {
+            end = Some(Err(Fail(EXIT_USAGE, format!("unexpected answer from the daemon: {other:?}"))));
         }
     })
     .map_err(|e| format!("the connection to the daemon failed: {e}"))?;

@@ -13,6 +13,7 @@ mod env_file;
 mod explain;
 mod faults;
 mod first_hour;
+mod freeze;
 mod generated;
 mod hostile;
 mod one_run;

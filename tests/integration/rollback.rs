@@ -224,6 +224,14 @@ fn a_failing_rollback_is_not_rolled_back_and_nothing_is_left_half_said() {
     });
     assert!(read(&dir.path().join("messages")).ends_with(&format!("rollback rollback failed {a}\n")));
     assert!(daemon.log().contains("the rollback failed"), "{}", daemon.log());
+    // The entry is frozen: nothing deploys over what the failed rollback left.
+    let health = daemon.get("/health").json();
+    assert_eq!(health["status"], "degraded");
+    let why = health["frozen"]["site"]["reason"].as_str().unwrap();
+    assert!(why.starts_with(&format!("the rollback (job {}) failed", bad + 1)), "{why}");
+    let body = push_body("Codertocat/Hello-World", "refs/heads/master", &b, &a);
+    let reply = daemon.post("/hooks/site", &github_push(&body, SECRET, "d-again"), &body);
+    assert_eq!(reply.json()["status"], "held", "{}", reply.body);
 }
 
 #[test]
