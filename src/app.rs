@@ -354,7 +354,7 @@ fn waiting<'a>(jobs: impl IntoIterator<Item = (i64, &'a NewJob)>) -> Vec<Waiting
 fn queue_key(job: &NewJob) -> &str {
     match job.trigger {
         Trigger::Manual | Trigger::Rollback => "",
-        Trigger::Webhook => &job.event.git_ref,
+        Trigger::Webhook | Trigger::Poll => &job.event.git_ref,
     }
 }
 

@@ -62,6 +62,8 @@ pub async fn run(
     let refusals = tokio::spawn(crate::refusal_log::report());
     let (stop_outbox, outbox_stop) = watch::channel(false);
     let outbox = tokio::spawn(crate::outbox_sender::deliver(app.clone(), client, outbox_stop));
+    let (stop_polling, polling_stop) = watch::channel(false);
+    let poller = tokio::spawn(crate::poller::run(app.clone(), polling_stop));
     let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
@@ -73,6 +75,8 @@ pub async fn run(
     let (stop_serving, serving) = watch::channel(false);
     let server = tokio::spawn(server::serve(app.clone(), listener, stopped(serving)));
     let _ = stops.wait_for(|n| *n >= 1).await;
+    let _ = stop_polling.send(true);
+    let _ = poller.await;
     app.queue.close();
     let depth = app.queue.depth();
     let (waiting, running) = (depth.waiting + depth.parked, depth.running);

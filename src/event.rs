@@ -179,6 +179,8 @@ pub enum Trigger {
     /// Back to the entry's last release, after a job of it failed (`on_failure: rollback`) or
     /// by hand (`--rollback`).
     Rollback,
+    /// The remote's branch moved to a commit no job of the entry was recorded for (`poll:`).
+    Poll,
 }
 
 impl Trigger {
@@ -187,6 +189,7 @@ impl Trigger {
             Trigger::Webhook => "webhook",
             Trigger::Manual => "manual",
             Trigger::Rollback => "rollback",
+            Trigger::Poll => "poll",
         }
     }
 
@@ -196,6 +199,7 @@ impl Trigger {
             "webhook" => Some(Trigger::Webhook),
             "manual" => Some(Trigger::Manual),
             "rollback" => Some(Trigger::Rollback),
+            "poll" => Some(Trigger::Poll),
             _ => None,
         }
     }

@@ -47,6 +47,7 @@ pub(crate) mod metrics;
 pub(crate) mod metrics_format;
 pub(crate) mod outbound;
 pub(crate) mod outbox_sender;
+pub(crate) mod poller;
 pub mod preflight;
 pub(crate) mod printable;
 pub mod providers;

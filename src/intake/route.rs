@@ -18,7 +18,8 @@ pub(super) fn to_entry(
     request: &HostRequest,
     delivery: &Delivery,
 ) -> Result<(Vec<Arc<Entry>>, Vec<Event>), Refusal> {
-    let Some(entry) = settings.entry(name) else {
+    // An entry that only polls takes no webhooks: as if it did not exist.
+    let Some(entry) = settings.entry(name).filter(|e| e.webhooks) else {
         // Answered as a wrong signature would be, after the same work: which names are entries
         // is not for a stranger to learn.
         let error = match request.authenticate(delivery.body, decoy(), false) {
@@ -98,7 +99,11 @@ pub(super) fn by_repository(
 /// The entries that may be for a request from this host about `repo`.
 fn for_repo<'a>(settings: &'a Settings, request: &HostRequest, repo: &str) -> Vec<&'a Arc<Entry>> {
     let provider = request.provider();
-    settings.entries_for_repo(repo).into_iter().filter(|e| e.matcher.fits_source(provider, repo)).collect()
+    settings
+        .entries_for_repo(repo)
+        .into_iter()
+        .filter(|e| e.webhooks && e.matcher.fits_source(provider, repo))
+        .collect()
 }
 
 /// The events of a request: the push read quickly when none of `entries` would run for it

@@ -261,6 +261,16 @@ pub(super) fn entry(
         .and_then(|s| super::telling::status(s, place.name, place.dir, provider, env, &mut told));
     let notify = raw.notify.as_ref().map(|n| super::telling::notify_use(n, place.targets, &mut told));
     let verify = raw.verify.as_ref().and_then(|v| super::undo::verify(v).map_err(|p| told.extend(p)).ok());
+    let literal_branch = matcher.as_ref().and_then(|m| m.literal_branch());
+    let poll = raw.poll.as_ref().and_then(|p| {
+        super::poll::poll(p, raw.remote.as_deref(), literal_branch.as_deref())
+            .map_err(|p| told.extend(p))
+            .ok()
+    });
+    if raw.remote.is_some() && raw.poll.is_none() {
+        told.push("remote: is read only by poll: (add `poll:`, or remove `remote:`)".into());
+    }
+    let webhooks = poll.is_none() || secret.is_some() || raw.insecure;
     let rollback =
         super::undo::on_failure(raw.on_failure.as_deref()).map_err(|p| told.push(p)).unwrap_or(false);
     let rollback_actions =
@@ -301,6 +311,8 @@ pub(super) fn entry(
         verify,
         rollback,
         rollback_actions,
+        poll,
+        webhooks,
     })
 }
 
@@ -360,6 +372,8 @@ fn secret(
             }
         }
         (None, None) if raw.insecure => return None,
+        // An entry that only polls takes no webhooks: it needs no secret.
+        (None, None) if raw.poll.is_some() => return None,
         (None, None) => Err(
             "no secret: set `secret` or `secret_file`, or say `insecure: true` to accept unsigned requests"
                 .into(),

@@ -14,6 +14,7 @@ mod compile;
 mod expand;
 pub mod include;
 mod load;
+mod poll;
 mod problems;
 mod raw;
 mod telling;
@@ -30,6 +31,7 @@ use globset::GlobSet;
 
 pub use expand::expand;
 pub use load::NO_ENTRIES;
+pub use poll::Poll;
 pub use problems::{Problem, Problems};
 pub use raw::json_schema;
 pub use telling::{Notify, NotifyOn, StatusSink, Target, TargetKind, LOG_TAIL};
@@ -161,6 +163,10 @@ pub struct Entry {
     pub rollback: bool,
     /// The commands of a rollback, when not the actions.
     pub rollback_actions: Option<Vec<Action>>,
+    /// `poll:`: the remote asked for the branch's head.
+    pub poll: Option<Poll>,
+    /// Whether webhooks may run it: not an entry that only polls (no secret, not insecure).
+    pub webhooks: bool,
 }
 
 /// One step of an entry.

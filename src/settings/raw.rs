@@ -149,6 +149,11 @@ pub(super) struct RawEntry {
     /// `rollback`: when the actions or the verification fail, back to the last release.
     #[schemars(with = "Option<super::undo::RawOnFailure>")]
     pub(super) on_failure: Option<String>,
+    /// Ask the remote for the branch's head every so often, and deploy a commit no job of the
+    /// entry was ever recorded for (a lost webhook, or no webhook at all).
+    pub(super) poll: Option<super::poll::RawPoll>,
+    /// The repository `poll:` asks (default: the `origin` of the workdir's git checkout).
+    pub(super) remote: Option<String>,
     /// The commands of a rollback (default: the entry's actions, for the release's commit).
     #[schemars(with = "Option<RawActions>")]
     pub(super) rollback: Option<serde_yaml::Value>,

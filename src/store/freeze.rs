@@ -44,7 +44,7 @@ pub(super) fn freeze_in(tx: &Connection, entry: &str, reason: &str) -> Result<Ve
         .execute(params![entry, reason, now_ms()])?;
     let held: Vec<i64> = tx
         .prepare_cached(
-            "SELECT id FROM jobs WHERE entry = ?1 AND state = 'queued' AND trigger = 'webhook' ORDER BY id",
+            "SELECT id FROM jobs WHERE entry = ?1 AND state = 'queued' AND trigger IN ('webhook', 'poll') ORDER BY id",
         )?
         .query_map([entry], |r| r.get(0))?
         .collect::<Result<_, _>>()?;

@@ -232,8 +232,8 @@ impl Store {
             let conn = self.conn();
             let mut stmt = conn.prepare(
                 "SELECT j.id, MAX(n.id) FROM jobs j JOIN jobs n
-                   ON n.entry = j.entry AND n.git_ref = j.git_ref AND n.trigger = 'webhook' AND n.id > j.id
-                 WHERE j.state = 'queued' AND j.trigger = 'webhook' AND j.git_ref != ''
+                   ON n.entry = j.entry AND n.git_ref = j.git_ref AND n.trigger IN ('webhook', 'poll') AND n.id > j.id
+                 WHERE j.state = 'queued' AND j.trigger IN ('webhook', 'poll') AND j.git_ref != ''
                  GROUP BY j.id",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;

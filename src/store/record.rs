@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::outbox::{self, Change, Reporter};
 use super::{
@@ -171,6 +171,10 @@ impl Store {
                     continue;
                 }
             }
+            if let Some(polled) = polled_job(tx, job)? {
+                inserted.seen.push(polled);
+                continue;
+            }
             if let Some(why) = replay::replay(tx, job)? {
                 inserted.replays.push((job.entry.clone(), why));
                 continue;
@@ -184,7 +188,7 @@ impl Store {
             };
             // A webhook job of a frozen entry is recorded held, with why.
             let frozen = match job.trigger {
-                Trigger::Webhook => freeze::frozen_in(tx, &job.entry)?,
+                Trigger::Webhook | Trigger::Poll => freeze::frozen_in(tx, &job.entry)?,
                 Trigger::Manual | Trigger::Rollback => None,
             };
             let state = if frozen.is_some() { JobState::Held } else { JobState::Queued };
@@ -219,12 +223,12 @@ impl Store {
                 inserted.held.push((id, index));
                 continue;
             }
-            if job.trigger == Trigger::Webhook && !job.event.git_ref.is_empty() {
+            if matches!(job.trigger, Trigger::Webhook | Trigger::Poll) && !job.event.git_ref.is_empty() {
                 let older: Vec<i64> = tx
                     .prepare_cached(
                         // Among the waiting jobs (few), not the entry's history (long).
                         "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE state = 'queued' AND entry = ?1
-                           AND git_ref = ?2 AND id < ?3 AND trigger = 'webhook' ORDER BY id",
+                           AND git_ref = ?2 AND id < ?3 AND trigger IN ('webhook', 'poll') ORDER BY id",
                     )?
                     .query_map(params![job.entry, job.event.git_ref, id], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
@@ -248,13 +252,33 @@ impl Store {
     }
 }
 
+/// For a webhook job: the job a poll already recorded for its entry, ref and commit, if any
+/// (the webhook came late: it is a duplicate of that one).
+fn polled_job(tx: &Connection, job: &NewJob) -> Result<Option<Seen>, StoreError> {
+    if job.trigger != Trigger::Webhook || job.event.after.is_empty() {
+        return Ok(None);
+    }
+    let row: Option<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT id, state FROM jobs INDEXED BY jobs_commit
+              WHERE entry = ?1 AND git_ref = ?2 AND commit_sha = ?3 AND trigger IN ('webhook', 'poll')
+                AND trigger = 'poll' ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![job.entry, job.event.git_ref, job.event.after], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((id, state)) = row else { return Ok(None) };
+    let state = JobState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt { id, what: format!("unknown state \"{state}\"") })?;
+    Ok(Some(Seen { id, entry: job.entry.clone(), state, newer: None }))
+}
+
 /// The newest webhook job of `entry` and `git_ref` recorded after job `after`, if any.
 fn newer_job(tx: &Connection, entry: &str, git_ref: &str, after: i64) -> Result<Option<i64>, StoreError> {
     if git_ref.is_empty() {
         return Ok(None);
     }
     let mut stmt = tx.prepare_cached(
-        "SELECT MAX(id) FROM jobs WHERE entry = ?1 AND git_ref = ?2 AND trigger = 'webhook' AND id > ?3",
+        "SELECT MAX(id) FROM jobs WHERE entry = ?1 AND git_ref = ?2 AND trigger IN ('webhook', 'poll') AND id > ?3",
     )?;
     Ok(stmt.query_row(params![entry, git_ref, after], |r| r.get::<_, Option<i64>>(0))?)
 }

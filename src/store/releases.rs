@@ -43,6 +43,16 @@ impl Store {
         rows.into_iter().map(RawJob::decode).collect()
     }
 
+    /// Whether any job of `entry` was ever recorded for `commit` (what `poll:` asks before it
+    /// records a job: a commit that failed and was rolled back is not tried again and again).
+    pub fn has_commit(&self, entry: &str, commit: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let found: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE entry = ?1 AND commit_sha = ?2)")?
+            .query_row(params![entry, commit], |r| r.get(0))?;
+        Ok(found)
+    }
+
     /// Records the end of job `id` (failed or timed out) and, in the same transaction, a
     /// rollback job to the newest release of its entry for another commit. The failed job's
     /// reason says where it was rolled back to. The rollback job waits like any job; the

@@ -30,7 +30,7 @@ pub(super) fn replay(tx: &Connection, job: &NewJob) -> Result<Option<String>, St
     let newest: Option<String> = tx
         .prepare_cached(
             "SELECT commit_sha FROM jobs INDEXED BY jobs_entry_ref
-              WHERE entry = ?1 AND git_ref = ?2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1",
+              WHERE entry = ?1 AND git_ref = ?2 AND trigger IN ('webhook', 'poll') ORDER BY id DESC LIMIT 1",
         )?
         .query_row(params![job.entry, e.git_ref], |r| r.get(0))
         .optional()?;
@@ -38,7 +38,7 @@ pub(super) fn replay(tx: &Connection, job: &NewJob) -> Result<Option<String>, St
     let seen_before: Option<i64> = tx
         .prepare_cached(
             "SELECT id FROM jobs INDEXED BY jobs_commit
-              WHERE entry = ?1 AND git_ref = ?2 AND commit_sha = ?3 AND trigger = 'webhook' LIMIT 1",
+              WHERE entry = ?1 AND git_ref = ?2 AND commit_sha = ?3 AND trigger IN ('webhook', 'poll') LIMIT 1",
         )?
         .query_row(params![job.entry, e.git_ref, e.after], |r| r.get(0))
         .optional()?;

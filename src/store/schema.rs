@@ -166,8 +166,10 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob
     },
     Migration {
         to: 8,
-        what: "frozen entries",
+        what: "frozen entries; polled jobs indexed by commit as webhook ones",
         sql: "
+DROP INDEX IF EXISTS jobs_commit;
+CREATE INDEX jobs_commit ON jobs(entry, git_ref, commit_sha) WHERE trigger IN ('webhook', 'poll');
 CREATE TABLE IF NOT EXISTS frozen (
     entry  TEXT PRIMARY KEY,
     reason TEXT NOT NULL,

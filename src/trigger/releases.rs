@@ -38,6 +38,7 @@ fn how(job: &Job) -> &'static str {
         crate::event::Trigger::Webhook => "push",
         crate::event::Trigger::Manual => "manual",
         crate::event::Trigger::Rollback => "rollback",
+        crate::event::Trigger::Poll => "poll",
     }
 }
 

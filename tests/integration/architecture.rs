@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The layers, top first (ARCHITECTURE.md): a module may import from its layer or below.
 const LAYERS: &[&[&str]] = &[
     &["daemon", "trigger", "preflight"],
-    &["server", "control", "reload", "worker", "outbox_sender"],
+    &["server", "control", "reload", "worker", "outbox_sender", "poller"],
     &["app", "metrics"],
     &["telling"],
     &["intake"],

@@ -18,6 +18,7 @@ mod generated;
 mod hostile;
 mod one_run;
 mod outbox;
+mod poll;
 mod production;
 mod readme;
 mod replay;
