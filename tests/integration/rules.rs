@@ -539,3 +539,73 @@ fn every_rule_file_is_tested_here_and_in_the_readme_table() {
         assert!(readme.contains(&format!("\n| `{name}` | ")), "rules/{name} is not in the README's table");
     }
 }
+
+/// The service of the atomic-release rule's check: 500 while the current release's app.txt
+/// says "broken", else 200; its port.
+fn release_service(current: PathBuf) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let broken = std::fs::read_to_string(current.join("app.txt")).unwrap_or_default().contains("broken");
+            let status = if broken { "500 Internal Server Error" } else { "200 OK" };
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn atomic_release_switches_a_symlink_and_a_failed_check_switches_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let up = Upstream::new(root, &[("app.txt", "v1")]);
+    std::fs::create_dir_all(root.join("srv/app/releases")).unwrap();
+    git(root, &["clone", "-q", "--mirror", "origin.git", "srv/app/repo.git"]);
+    let current = root.join("srv/app/current");
+    let port = release_service(current.clone());
+    install(root, "atomic-release.yaml");
+    let rule = root.join("rules/atomic-release.yaml");
+    let text = read(&rule).replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")).replace("within: 30s", "within: 1s");
+    std::fs::write(&rule, text).unwrap();
+    let daemon = Daemon::start(root, &[("APP_SECRET", "s")]);
+    let releases = root.join("srv/app/releases");
+    let send = |before: &str, after: &str, id: &str| {
+        let body = github("acme/app", "refs/heads/main", before, after, &["app.txt"]);
+        daemon.post("/hooks/app", &github_push(&body, "s", id), &body)
+    };
+    let c1 = up.head();
+    let reply = send(ZERO, &c1, "ar-1");
+    assert_eq!(daemon.wait_job(reply.job_ids()[0]).state, JobState::Succeeded);
+    assert_eq!(std::fs::read_link(&current).unwrap(), Path::new("releases").join(&c1));
+    assert_eq!(read(&current.join("app.txt")), "v1");
+    assert!(!current.join(".git").exists(), "no repository in what is served");
+
+    let c2 = up.commit(&[("app.txt", "broken")]);
+    let reply = send(&c1, &c2, "ar-2");
+    let id = reply.job_ids()[0];
+    let failed = daemon.wait_job(id);
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(failed.reason.as_deref().unwrap().starts_with("rolled back to"), "{:?}", failed.reason);
+    assert_eq!(daemon.wait_job(id + 1).state, JobState::Succeeded);
+    assert_eq!(std::fs::read_link(&current).unwrap(), Path::new("releases").join(&c1), "switched back");
+    assert!(releases.join(&c2).exists(), "the broken release stays to be looked at");
+
+    // Releases beyond the newest 5 go, never the current one.
+    let mut last = c2.clone();
+    for i in 3..=8 {
+        let c = up.commit(&[("app.txt", &format!("v{i}"))]);
+        let reply = send(&last, &c, &format!("ar-{i}"));
+        assert_eq!(daemon.wait_job(reply.job_ids()[0]).state, JobState::Succeeded);
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct modification times
+        last = c;
+    }
+    let kept: Vec<String> = std::fs::read_dir(&releases).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert!(kept.contains(&last));
+    assert_eq!(read(&current.join("app.txt")), "v8");
+}
