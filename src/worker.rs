@@ -85,7 +85,8 @@ async fn worker(app: Arc<App>, work: Work, cancel: watch::Receiver<bool>) {
         done += 1;
         if done % 100 == 0 {
             let store = app.store.clone();
-            if let Err(e) = blocking(move || store.prune()).await {
+            let releases = app.settings().server.releases_kept;
+            if let Err(e) = blocking(move || store.prune(releases)).await {
                 warn!(error = %e, "cannot prune old jobs");
             }
         }

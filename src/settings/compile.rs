@@ -103,6 +103,7 @@ pub(super) fn server(
         listen: DEFAULT_LISTEN.to_string(),
         path: "/hooks".to_string(),
         workers: 2,
+        releases_kept: crate::store::RELEASES_KEPT as usize,
         queue: 100,
         max_body: 1024 * 1024,
         state_dir: base.join("state"),
@@ -138,6 +139,7 @@ pub(super) fn server(
     for (name, value, slot, max) in [
         ("workers", raw.workers, &mut server.workers, 1024),
         ("queue", raw.queue, &mut server.queue, 1_000_000),
+        ("releases_kept", raw.releases_kept, &mut server.releases_kept, 10_000),
         ("max_connections", raw.max_connections, &mut server.max_connections, 1_000_000),
         (
             "max_connections_per_address",

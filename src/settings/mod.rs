@@ -99,6 +99,8 @@ pub struct Server {
     pub path: String,
     pub workers: usize,
     pub queue: usize,
+    /// The releases of each entry pruning keeps.
+    pub releases_kept: usize,
     pub max_body: u64,
     pub state_dir: PathBuf,
     pub max_connections: usize,

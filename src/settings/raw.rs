@@ -44,6 +44,10 @@ pub(super) struct RawServer {
     /// Jobs that may wait (default 100); beyond that the answer is 503 with Retry-After.
     #[schemars(range(min = 1))]
     pub(super) queue: Option<usize>,
+    /// The releases of each entry that the job store keeps however old (default 10): what a
+    /// rollback can go back to.
+    #[schemars(range(min = 1))]
+    pub(super) releases_kept: Option<usize>,
     /// Largest request body (default 1 MiB); larger ones get 413 before being read.
     #[schemars(example = &"1 MiB")]
     pub(super) max_body: Option<Quantity>,

@@ -4,15 +4,21 @@
 use super::{Store, StoreError, HISTORY};
 
 impl Store {
-    /// Removes the finished jobs older than the newest [`HISTORY`], with their logs.
-    pub fn prune(&self) -> Result<usize, StoreError> {
-        self.prune_to(HISTORY)
+    /// Removes the finished jobs older than the newest [`HISTORY`], with their logs, but the
+    /// newest `releases` releases of each entry.
+    pub fn prune(&self, releases: usize) -> Result<usize, StoreError> {
+        self.prune_keeping(HISTORY, releases as i64)
     }
 
     /// Removes the finished jobs older than the newest `keep` jobs (by id), with their logs;
     /// an unfinished job is never removed. The work grows with the jobs removed, not with the
     /// history kept: it runs under the lock that answers wait on.
     pub fn prune_to(&self, keep: i64) -> Result<usize, StoreError> {
+        self.prune_keeping(keep, super::RELEASES_KEPT)
+    }
+
+    /// [`Store::prune_to`], keeping the newest `releases` releases of each entry.
+    pub fn prune_keeping(&self, keep: i64, releases: i64) -> Result<usize, StoreError> {
         let old: Vec<i64> = {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
@@ -30,7 +36,7 @@ impl Store {
             );
             let old: Vec<i64> = tx
                 .prepare_cached(&sql)?
-                .query_map([newest - keep, super::RELEASES_KEPT], |r| r.get(0))?
+                .query_map([newest - keep, releases], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             {
                 let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;

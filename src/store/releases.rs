@@ -1,7 +1,7 @@
 //! Releases and rollbacks. A release is a job that succeeded for a known commit (verified,
 //! where the entry verifies: a job whose verification failed is `failed`); a manual run
-//! without `--commit` has no commit and is not one. The newest [`RELEASES_KEPT`] of each entry
-//! outlive pruning. A failed job of an entry with `on_failure: rollback` is recorded together
+//! without `--commit` has no commit and is not one. The newest `server.releases_kept` (default
+//! [`RELEASES_KEPT`]) of each entry outlive pruning. A failed job of an entry with `on_failure: rollback` is recorded together
 //! with its rollback job, in one transaction: a `kill -9` between the two cannot lose it.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -11,7 +11,7 @@ use super::{insert_job, End, Job, RawJob, Row, Store, StoreError, COLUMNS};
 use crate::event::{Trigger, ZERO_SHA};
 use crate::store::{JobState, NewJob};
 
-/// The releases of each entry that pruning keeps, however old.
+/// The releases of each entry that pruning keeps, however old, by default (`server.releases_kept`).
 pub const RELEASES_KEPT: i64 = 10;
 
 /// The condition that makes a job a release.

@@ -274,3 +274,29 @@ fn verify_and_rollback_mistakes_are_clear() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no release to roll back to"));
 }
+
+#[test]
+fn a_kill_between_the_failure_and_the_rollback_loses_no_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, _] = repositories(dir.path());
+    let service = Service::start(&dir.path().join("checkout"));
+    let env = [("SECRET", SECRET)];
+    // The rollback waits a little before it does anything: the kill comes first.
+    let rollback = "    rollback:\n      - sleep 0.5; echo start >> ../rb; git checkout -q --detach \"$WH_AFTER\"; echo end >> ../rb\n";
+    let mut daemon = Daemon::with_settings(dir.path(), &settings(dir.path(), service.port, rollback), &env);
+    let first = push(&daemon, &"0".repeat(40), &a, "d-a");
+    assert_eq!(daemon.wait_job(first).state, JobState::Succeeded);
+    let bad = push(&daemon, &a, &b, "d-b");
+    let store = daemon.store();
+    eventually("the failure is recorded", || store.job(bad).unwrap().unwrap().state == JobState::Failed);
+    daemon.child.kill().unwrap(); // SIGKILL, just after the failure was recorded
+    daemon.child.wait().unwrap();
+    assert!(!dir.path().join("rb").exists(), "the rollback had not begun");
+    let rollback_job = store.job(bad + 1).unwrap().unwrap();
+    assert_eq!((rollback_job.trigger, rollback_job.event.after.as_str()), (Trigger::Rollback, a.as_str()));
+    let daemon = Daemon::start(dir.path(), &env);
+    assert_eq!(daemon.wait_job(bad + 1).state, JobState::Succeeded);
+    assert_eq!(read(&dir.path().join("rb")), "start\nend\n");
+    assert_eq!(read(&dir.path().join("checkout/app.txt")), "ok 1");
+    assert_eq!(jobs(&daemon).len(), 3);
+}

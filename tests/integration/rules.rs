@@ -551,7 +551,8 @@ fn release_service(current: PathBuf) -> u16 {
             let Ok(mut stream) = stream else { continue };
             let mut buf = [0u8; 2048];
             let _ = stream.read(&mut buf);
-            let broken = std::fs::read_to_string(current.join("app.txt")).unwrap_or_default().contains("broken");
+            let broken =
+                std::fs::read_to_string(current.join("app.txt")).unwrap_or_default().contains("broken");
             let status = if broken { "500 Internal Server Error" } else { "200 OK" };
             let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
@@ -570,7 +571,9 @@ fn atomic_release_switches_a_symlink_and_a_failed_check_switches_it_back() {
     let port = release_service(current.clone());
     install(root, "atomic-release.yaml");
     let rule = root.join("rules/atomic-release.yaml");
-    let text = read(&rule).replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")).replace("within: 30s", "within: 1s");
+    let text = read(&rule)
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("within: 30s", "within: 1s");
     std::fs::write(&rule, text).unwrap();
     let daemon = Daemon::start(root, &[("APP_SECRET", "s")]);
     let releases = root.join("srv/app/releases");
@@ -604,7 +607,10 @@ fn atomic_release_switches_a_symlink_and_a_failed_check_switches_it_back() {
         std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct modification times
         last = c;
     }
-    let kept: Vec<String> = std::fs::read_dir(&releases).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let kept: Vec<String> = std::fs::read_dir(&releases)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert_eq!(kept.len(), 5, "{kept:?}");
     assert!(kept.contains(&last));
     assert_eq!(read(&current.join("app.txt")), "v8");
