@@ -103,7 +103,7 @@ pub(super) fn server(
         listen: DEFAULT_LISTEN.to_string(),
         path: "/hooks".to_string(),
         workers: 2,
-        releases_kept: crate::store::RELEASES_KEPT as usize,
+        releases_kept: 10,
         queue: 100,
         max_body: 1024 * 1024,
         state_dir: base.join("state"),
