@@ -64,11 +64,40 @@ pub(super) fn held_reason(reason: &str) -> String {
 impl Store {
     /// Freezes `entry` with `reason`; its waiting webhook jobs are held. Returns their ids.
     pub fn freeze(&self, entry: &str, reason: &str) -> Result<Vec<i64>, StoreError> {
+        self.freeze_ending(None, entry, reason)
+    }
+
+    /// Records the end of job `id` (a rollback that failed) and freezes `entry` with `reason`,
+    /// in one transaction: nothing deploys over what the failed rollback left until a person
+    /// unfreezes it.
+    pub fn finish_freezing(
+        &self,
+        id: i64,
+        end: (JobState, Option<i32>, Option<&str>),
+        entry: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (state, exit_code, why) = end;
+        self.freeze_ending(Some((id, End { state, exit_code, reason: why, by: None })), entry, reason)
+            .map(drop)
+    }
+
+    /// Freezes `entry`, after recording the end of a job when given, in one transaction; the
+    /// jobs it holds are reported (their statuses say why they wait).
+    fn freeze_ending(
+        &self,
+        ending: Option<(i64, End<'_>)>,
+        entry: &str,
+        reason: &str,
+    ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let held = freeze_in(&tx, entry, reason)?;
         let reporter = self.reporter();
         let mut wrote = false;
+        if let Some((id, end)) = ending {
+            self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
+        }
+        let held = freeze_in(&tx, entry, reason)?;
         if let Some(reporter) = reporter.as_deref().filter(|r| r.wants(entry)) {
             for id in &held {
                 wrote |= self.report_change(&tx, reporter, *id, Facts::default())?;
@@ -135,42 +164,6 @@ impl Store {
             reporter.written();
         }
         Ok(unfrozen)
-    }
-
-    /// Records the end of job `id` (a rollback that failed) and freezes `entry` with `reason`,
-    /// in one transaction: nothing deploys over what the failed rollback left until a person
-    /// unfreezes it.
-    pub fn finish_freezing(
-        &self,
-        id: i64,
-        end: (JobState, Option<i32>, Option<&str>),
-        entry: &str,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let reporter = self.reporter();
-        let mut wrote = false;
-        let (state, exit_code, why) = end;
-        self.finish_in(
-            &tx,
-            id,
-            &End { state, exit_code, reason: why, by: None },
-            reporter.as_deref(),
-            &mut wrote,
-        )?;
-        let held = freeze_in(&tx, entry, reason)?;
-        if let Some(reporter) = reporter.as_deref().filter(|r| r.wants(entry)) {
-            for id in &held {
-                wrote |= self.report_change(&tx, reporter, *id, Facts::default())?;
-            }
-        }
-        tx.commit()?;
-        drop(conn);
-        if let Some(reporter) = reporter.filter(|_| wrote) {
-            reporter.written();
-        }
-        Ok(())
     }
 
     /// The frozen entries.

@@ -250,5 +250,14 @@ mod tests {
         r.state = JobState::Superseded;
         r.superseded_by = Some("0123456789abcdef".into());
         assert_eq!(phase(&r), (Phase::Error, "superseded by 0123456".into()));
+        // A failure that was rolled back says so first.
+        r.state = JobState::Failed;
+        r.reason = Some("rolled back to abc1234 (job 7): verify failed: http://x/ answered 500".into());
+        assert_eq!(phase(&r).1, "rolled back to abc1234 (job 7): verify failed: http://x/ answered 500");
+        r.reason = Some("action 1 exited with 2".into());
+        assert_eq!(phase(&r).1, "failed: action 1 exited with 2");
+        r.state = JobState::Held;
+        r.reason = Some("held: maintenance".into());
+        assert_eq!(phase(&r), (Phase::Queued, "held: maintenance".into()));
     }
 }

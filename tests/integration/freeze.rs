@@ -112,3 +112,57 @@ fn unfreezing_does_not_run_a_held_push_of_the_current_release_and_force_runs_a_f
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(read(&dir.path().join("ran")), format!("webhook {a}\nmanual \n", a = "a".repeat(40)));
 }
+
+/// What the commits say while an entry is frozen: each held push pending "held: REASON"; at the
+/// unfreezing the older one ends (superseded), the newest goes on to success. No status stays
+/// pending without a reason.
+#[test]
+fn held_pushes_say_so_on_their_commits_and_end_like_any_job() {
+    use crate::standin::{always_ok, StandIn};
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(dir.path(), always_ok());
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0, ca_file: test-ca.pem }}\nentries:\n  site:\n    match: {{ repo: acme/site }}\n    \
+         secret: s3cret\n    actions: [\"true\"]\n    status: {{ token: t0ken, api_url: \"{}\", context: deploy/site }}\n",
+        standin.url()
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let out = trigger(dir.path(), &["settings.yaml", "site", "--freeze", "--reason", "maintenance"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let shas: Vec<String> = (1..=2).map(|i| format!("{i:040x}")).collect();
+    for (i, sha) in shas.iter().enumerate() {
+        let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), sha);
+        let reply = daemon.post("/hooks", &github_push(&body, "s3cret", &format!("h{i}")), &body);
+        assert_eq!(reply.json()["status"], "held", "{}", reply.body);
+    }
+    let said = |seen: &[crate::standin::Seen], sha: &str| -> Vec<(String, String)> {
+        seen.iter()
+            .filter(|r| r.path.ends_with(sha))
+            .map(|r| {
+                let body = r.json();
+                (
+                    body["state"].as_str().unwrap_or_default().into(),
+                    body["description"].as_str().unwrap_or_default().into(),
+                )
+            })
+            .collect()
+    };
+    let seen = standin.wait("both held", |s| {
+        s.iter().filter(|r| r.json()["description"] == "held: maintenance").count() == 2
+    });
+    assert_eq!(said(&seen, &shas[0]), [("pending".to_string(), "held: maintenance".to_string())]);
+    trigger(dir.path(), &["settings.yaml", "site", "--unfreeze"], &[]);
+    let seen =
+        standin.wait("the newest deployed", |s| said(s, &shas[1]).last().is_some_and(|l| l.0 == "success"));
+    assert_eq!(
+        said(&seen, &shas[0]),
+        [
+            ("pending".to_string(), "held: maintenance".to_string()),
+            ("error".to_string(), format!("superseded by {}", &shas[1][..7]))
+        ]
+    );
+    let newest: Vec<String> =
+        said(&seen, &shas[1]).into_iter().map(|(state, what)| format!("{state} {what}")).collect();
+    assert_eq!(newest[..3], ["pending held: maintenance", "pending queued", "pending deploying"]);
+    assert!(newest[3].starts_with("success deployed"), "{newest:?}");
+}
