@@ -4,7 +4,7 @@
 //! freezing and one run per entry apply, and a webhook that comes later for the same commit is
 //! a duplicate. So a commit that failed and was rolled back is not tried again and again.
 //!
-//! `git` runs in the entry's workdir with a time limit, no terminal and no password prompt;
+//! `git` runs in the entry's workdir with a time limit (`poll.timeout`), no terminal and no password prompt;
 //! its failures are warnings naming the remote without its credentials, once per streak.
 
 use std::collections::{HashMap, HashSet};
@@ -21,8 +21,6 @@ use crate::event::{Event, EventKind, Trigger};
 use crate::settings::{Entry, Poll};
 use crate::store::NewJob;
 
-/// How long `git ls-remote` may take.
-const GIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the settings are looked at for polling entries (a reload may add one).
 const LOOK: Duration = Duration::from_secs(1);
 
@@ -113,8 +111,17 @@ async fn ls_remote(entry: &Entry, poll: &Poll) -> Result<String, String> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    let out = match tokio::time::timeout(GIT_TIMEOUT, cmd.output()).await {
-        Err(_) => return Err(format!("git ls-remote took more than {}s: killed", GIT_TIMEOUT.as_secs())),
+    let child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
+    let group = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    let out = match tokio::time::timeout(poll.timeout, child.wait_with_output()).await {
+        Err(_) => {
+            // git's helpers (git-remote-https, ssh) are in its process group: all of them go.
+            if let Some(group) = group {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            let limit = humantime::format_duration(poll.timeout);
+            return Err(format!("git ls-remote took more than {limit} (poll.timeout): killed"));
+        }
         Ok(Err(e)) => return Err(format!("cannot run git: {e}")),
         Ok(Ok(out)) => out,
     };

@@ -17,12 +17,16 @@ pub(super) struct RawPoll {
     pub(super) every: Option<Quantity>,
     /// The branch (default: the one `match.branch` names, as in `^main$`).
     pub(super) branch: Option<String>,
+    /// How long `git ls-remote` may take before it is killed (default 30s).
+    pub(super) timeout: Option<Quantity>,
 }
 
 /// What an entry polls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poll {
     pub every: Duration,
+    /// How long `git ls-remote` may take.
+    pub timeout: Duration,
     pub branch: String,
     /// The remote's URL; `None`: the `origin` of the workdir's checkout.
     pub remote: Option<String>,
@@ -67,6 +71,20 @@ pub(super) fn poll(
             }
         },
     };
+    let timeout = match raw.timeout.as_ref().map(Quantity::text) {
+        None => Duration::from_secs(30),
+        Some(text) => match super::units::parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                problems.push("poll.timeout must be more than 0".to_string());
+                d
+            }
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("poll.timeout: {e}"));
+                Duration::ZERO
+            }
+        },
+    };
     let branch = match (&raw.branch, literal_branch) {
         (Some(b), _) => b.clone(),
         (None, Some(b)) => b.to_string(),
@@ -92,7 +110,7 @@ pub(super) fn poll(
         }
     }
     if problems.is_empty() {
-        Ok(Poll { every, branch, remote: remote.map(str::to_string) })
+        Ok(Poll { every, timeout, branch, remote: remote.map(str::to_string) })
     } else {
         Err(problems)
     }
@@ -103,7 +121,11 @@ mod tests {
     use super::*;
 
     fn raw(every: Option<&str>, branch: Option<&str>) -> RawPoll {
-        RawPoll { every: every.map(|e| Quantity::Text(e.into())), branch: branch.map(str::to_string) }
+        RawPoll {
+            every: every.map(|e| Quantity::Text(e.into())),
+            branch: branch.map(str::to_string),
+            timeout: None,
+        }
     }
 
     #[test]

@@ -113,6 +113,28 @@ fn an_entry_that_only_polls_takes_no_webhook_and_a_failing_remote_keeps_its_cred
     assert!(!log.contains("s3cret-token"), "{log}");
     assert_eq!(log.matches("poll: git ls-remote failed").count(), 1, "once per streak: {log}");
     assert!(log.contains("http://***@127.0.0.1:1/remote.git"), "{log}");
+    drop(daemon);
+
+    // A remote that accepts the connection and never answers: killed at poll.timeout, said.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    remote(dir.path());
+    let yaml = settings(&format!("    remote: 'http://127.0.0.1:{port}/remote.git'\n"))
+        .replace("poll: { every: 1s }", "poll: { every: 1h, timeout: 1s }");
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    eventually("the hang is cut", || daemon.log().contains("took more than 1s (poll.timeout): killed"));
+    assert!(ran(dir.path()).is_empty());
+    // Nothing of it is left: git's helper went with it.
+    let needle = format!("127.0.0.1:{port}");
+    let left = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+    };
+    eventually("no git process is left", || !left());
+    drop(silent);
     // Bad settings are clear.
     crate::common::write(
         dir.path(),
