@@ -217,7 +217,7 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
 
 /// Freezes `entry` (`reason` given) or unfreezes it; an unfrozen entry's newest held job is
 /// queued.
-async fn freezing(app: &Arc<App>, entry: String, reason: Option<String>) -> Reply {
+pub(crate) async fn freezing(app: &Arc<App>, entry: String, reason: Option<String>) -> Reply {
     if app.settings().entry(&entry).is_none() {
         return Reply::Error { message: format!("the running daemon has no entry named {entry:?}") };
     }

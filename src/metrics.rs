@@ -68,6 +68,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub settings_degraded: Gauge,
     pub outbox_pending: Gauge,
+    /// API requests refused for their token (none, a wrong one, or too many wrong ones).
+    pub api_refused: Counter,
     /// 1 for each frozen entry (set at each scrape from the store).
     pub frozen: Family<EntryLabel, Gauge>,
     pub notifications: Family<TargetLabels, Counter>,
@@ -110,6 +112,7 @@ impl Metrics {
             settings_degraded: Gauge::default(),
             outbox_pending: Gauge::default(),
             frozen: Family::default(),
+            api_refused: Counter::default(),
             notifications: Family::default(),
             registry: Registry::default(),
         };
@@ -130,6 +133,11 @@ impl Metrics {
             m.queue_wait.clone(),
         );
         registry.register("jobs_running", "Jobs running now", m.jobs_running.clone());
+        registry.register(
+            "api_refused",
+            "API requests refused for their token (none, a wrong one, or too many wrong ones)",
+            m.api_refused.clone(),
+        );
         registry.register(
             "entry_frozen",
             "1 for an entry that is frozen (its deliveries held until it is unfrozen)",

@@ -31,6 +31,7 @@ use crate::forwarded;
 use jobs::{LogStream, PageError};
 
 mod answers;
+mod api;
 mod health;
 mod hooks;
 pub mod jobs;
@@ -153,6 +154,9 @@ async fn route(
             metrics::metrics(app, crate::metrics_format::wants_openmetrics(accept)).await
         };
         return answer.map(Either::Left);
+    }
+    if path.starts_with(api::PREFIX) {
+        return api::api(app, req, peer).await.map(Either::Left);
     }
     if let (true, Some(id)) = (reading, path.strip_prefix("/jobs/")) {
         return match jobs::page(&app, id, req.uri().query()).await {

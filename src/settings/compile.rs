@@ -54,6 +54,11 @@ fn allow_from(
     }
 }
 
+/// `api.allow_from`: `None` for anyone, else its networks (names of `networks:` lists allowed).
+pub(super) fn api_allow_from(list: &[String], networks: &Networks) -> Result<Option<Nets>, Vec<String>> {
+    allow_from(Some(list), networks, "no API request could ever arrive")
+}
+
 /// The longest path a Unix socket can be bound at (`sun_path` is 108 bytes, with its NUL).
 const SOCKET_PATH_MAX: usize = 107;
 

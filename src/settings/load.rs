@@ -54,6 +54,14 @@ pub(super) fn load(
     let networks = networks(&mut sources, &mut problems);
     let server = compile::server(&source, &base, main.server.as_ref(), &networks, &mut problems);
     let targets = super::telling::targets(&source, &target_lines, &main.notify, env, &mut problems);
+    let api = main.api.as_ref().and_then(|raw| {
+        let mut said = Vec::new();
+        let allow = |list: &[String]| compile::api_allow_from(list, &networks);
+        let api = super::api::api(raw, &base, env, &allow, &mut said);
+        let line = text_line(&source, "api:");
+        problems.extend(said.into_iter().map(|m| problem(&source, line, None, m)));
+        api
+    });
     let files = sources.iter().map(|s| s.file.clone()).collect();
     let entries = entries(sources, &networks, &targets, secrets, env, &mut problems);
     if !problems.is_empty() {
@@ -65,7 +73,13 @@ pub(super) fn load(
         let message = format!("{NO_ENTRIES}: nothing runs until one is added");
         warnings.push(problem(&source, None, None, message));
     }
-    Ok(Settings { source, files, include_globs, server, entries, targets, warnings, index })
+    Ok(Settings { source, files, include_globs, server, entries, targets, api, warnings, index })
+}
+
+/// The line (1-based) of `key` at the top level of the file at `path`, if it is there.
+fn text_line(path: &Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().position(|l| l.trim_end() == key || l.starts_with(&format!("{key} "))).map(|i| i + 1)
 }
 
 /// Reads the files that the include `pattern` (`full`: made absolute) names, once each.

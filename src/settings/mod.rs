@@ -10,6 +10,7 @@
 //! environment.
 
 mod actions;
+mod api;
 mod compile;
 mod expand;
 pub mod include;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use globset::GlobSet;
 
+pub use api::{Api, Scope, Token};
 pub use expand::expand;
 pub use load::NO_ENTRIES;
 pub use poll::Poll;
@@ -83,6 +85,8 @@ pub struct Settings {
     pub entries: Vec<Arc<Entry>>,
     /// The notification targets, by name.
     pub targets: std::collections::BTreeMap<String, Arc<Target>>,
+    /// The job API's tokens; `None`: the API is off.
+    pub api: Option<Api>,
     /// What is valid but likely not meant (an unanchored branch regex): said by `--check` and
     /// logged at load, never refused.
     pub warnings: Vec<Problem>,

@@ -29,6 +29,8 @@ pub(super) struct RawFile {
     /// Named notification targets, for entries' `notify:` to name (in the main settings file only).
     #[serde(default)]
     pub(super) notify: BTreeMap<String, RawTarget>,
+    /// The job API (`/api/v1/`): its tokens (in the main settings file only). Off without it.
+    pub(super) api: Option<super::api::RawApi>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -12,6 +12,7 @@ mod job;
 mod outbox;
 mod page_key;
 mod prune;
+mod query;
 mod record;
 mod releases;
 mod replay;
@@ -30,6 +31,7 @@ pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
 use outbox::Facts;
 pub use outbox::{destination, Backlog, Change, Item, Outgoing, Reporter, STATUS_SINK};
+pub use query::{Counts, JobFilter};
 pub use releases::{RolledBack, RELEASES_KEPT};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;

@@ -76,7 +76,7 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         k.sort();
         k
     };
-    assert_eq!(keys(&schema), ["entries", "include", "networks", "notify", "server"]);
+    assert_eq!(keys(&schema), ["api", "entries", "include", "networks", "notify", "server"]);
     assert_eq!(schema["additionalProperties"], false);
     let entry = &defs["RawEntry"];
     assert_eq!(entry["additionalProperties"], false);
@@ -96,6 +96,11 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "env_file",
         "status",
         "notify",
+        "verify",
+        "on_failure",
+        "rollback",
+        "poll",
+        "remote",
     ] {
         assert!(entry["properties"][key]["description"].is_string(), "entry key {key} is described");
     }
@@ -117,6 +122,7 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "ca_file",
         "notify_retry_for",
         "sendmail",
+        "releases_kept",
     ] {
         assert!(defs["RawServer"]["properties"][key].is_object(), "server key {key}");
     }

@@ -2,6 +2,7 @@
 
 mod access;
 mod allow_from;
+mod api;
 mod architecture;
 mod behind_nginx;
 mod check;

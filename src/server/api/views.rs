@@ -1,0 +1,289 @@
+//! What the API's routes answer: jobs and entries as JSON, a job's log as text, a run queued,
+//! an entry frozen or unfrozen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+use super::super::answers::{json_answer, Answer};
+use crate::app::{blocking, App};
+use crate::control::Reply;
+use crate::event::{Event, Trigger};
+use crate::settings::Scope;
+use crate::store::{Job, JobFilter, JobState, NewJob};
+
+/// An answer, or a refusal (status and why).
+pub(super) type Result<T> = std::result::Result<T, (StatusCode, String)>;
+
+/// The longest `?wait=`.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// The most jobs a page holds.
+const MAX_LIMIT: usize = 200;
+
+fn store_error(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("the job store: {e}"))
+}
+
+fn bad(message: impl Into<String>) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, message.into())
+}
+
+/// A time in RFC 3339.
+fn time(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+        humantime::format_rfc3339_millis(t).to_string().into()
+    })
+}
+
+/// A job as the API shows it.
+pub(super) fn job_json(job: &Job) -> Value {
+    let e = &job.event;
+    json!({
+        "id": job.id,
+        "entry": job.entry,
+        "trigger": job.trigger.as_str(),
+        "state": job.state.as_str(),
+        "final": job.state.is_final(),
+        "exit_code": job.exit_code,
+        "reason": job.reason,
+        "event": {
+            "provider": e.provider_name(),
+            "event": e.name(),
+            "repo": e.repo,
+            "ref": e.git_ref,
+            "branch": e.branch,
+            "tag": e.tag,
+            "commit": e.after,
+            "rollback_from": e.rollback_from,
+        },
+        "created_at": time(Some(job.created_at)),
+        "started_at": time(job.started_at),
+        "finished_at": time(job.finished_at),
+    })
+}
+
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+/// `?wait=`: how long, at most [`MAX_WAIT`].
+fn wait_of(pairs: &[(String, String)]) -> Result<Option<Duration>> {
+    match pairs.iter().find(|(k, _)| k == "wait") {
+        None => Ok(None),
+        Some((_, v)) => humantime::parse_duration(v)
+            .map(|d| Some(d.min(MAX_WAIT)))
+            .map_err(|e| bad(format!("wait={v:?}: {e} (say 30s, 10m)"))),
+    }
+}
+
+pub(super) async fn entries(app: &Arc<App>) -> Result<Answer> {
+    let settings = app.settings();
+    let names: Vec<String> = settings.entries.iter().map(|e| e.name.clone()).collect();
+    drop(settings);
+    let store = app.store.clone();
+    let listed = blocking(move || -> std::result::Result<Vec<Value>, crate::store::StoreError> {
+        let counts = store.counts()?;
+        let frozen = store.frozen()?;
+        let mut out = Vec::new();
+        for name in names {
+            let last =
+                store.jobs(&JobFilter { entry: Some(name.clone()), limit: 1, ..JobFilter::default() })?;
+            let release = store.releases(&name, 1)?;
+            let c = counts.get(&name).copied().unwrap_or_default();
+            let frozen = frozen.iter().find(|f| f.entry == name).map(|f| f.reason.clone());
+            out.push(json!({
+                "name": name,
+                "frozen": frozen,
+                "last_job": last.first().map(job_json),
+                "release": release.first().map(|j| json!({ "commit": j.event.after, "job": j.id })),
+                "running": c.running,
+                "waiting": c.waiting,
+                "held": c.held,
+            }));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(store_error)?;
+    Ok(json_answer(StatusCode::OK, &json!({ "entries": listed })))
+}
+
+/// The filter of `GET jobs`.
+fn filter_of(pairs: &[(String, String)]) -> Result<JobFilter> {
+    let mut filter = JobFilter { limit: 50, ..JobFilter::default() };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "entry" => filter.entry = Some(value.clone()),
+            "state" => {
+                filter.state = Some(JobState::parse(value).ok_or_else(|| bad(format!("no state {value:?}")))?)
+            }
+            "trigger" => {
+                filter.trigger =
+                    Some(Trigger::parse(value).ok_or_else(|| bad(format!("no trigger {value:?}")))?)
+            }
+            "commit" => {
+                if value.len() < 4 || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad("commit: 4 to 64 hex digits"));
+                }
+                filter.commit = Some(value.clone());
+            }
+            "limit" => {
+                let n: usize = value.parse().map_err(|_| bad("limit: a number"))?;
+                filter.limit = n.clamp(1, MAX_LIMIT);
+            }
+            "before" => filter.before = Some(value.parse().map_err(|_| bad("before: a job id"))?),
+            "wait" => {}
+            other => {
+                return Err(bad(format!(
+                    "no filter {other:?}: entry, state, commit, trigger, limit, before, wait"
+                )))
+            }
+        }
+    }
+    Ok(filter)
+}
+
+pub(super) async fn jobs(app: &Arc<App>, query: &str) -> Result<Answer> {
+    let pairs = query_pairs(query);
+    let filter = filter_of(&pairs)?;
+    let wait = wait_of(&pairs)?;
+    if wait.is_some() && (filter.entry.is_none() || filter.commit.is_none()) {
+        return Err(bad("wait on jobs needs entry= and commit= (the job of that commit)"));
+    }
+    let until = tokio::time::Instant::now() + wait.unwrap_or_default();
+    loop {
+        let store = app.store.clone();
+        let f = filter.clone();
+        let jobs = blocking(move || store.jobs(&f)).await.map_err(store_error)?;
+        let done = jobs.first().is_some_and(|j| j.state.is_final());
+        if wait.is_none() || done || tokio::time::Instant::now() >= until {
+            let status = if wait.is_some() && !done { StatusCode::ACCEPTED } else { StatusCode::OK };
+            let next = (jobs.len() == filter.limit).then(|| jobs.last().map(|j| j.id)).flatten();
+            let list: Vec<Value> = jobs.iter().map(job_json).collect();
+            return Ok(json_answer(status, &json!({ "jobs": list, "next_before": next })));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn id_of(id: &str) -> Result<i64> {
+    id.parse().map_err(|_| (StatusCode::NOT_FOUND, format!("no job {id:?}")))
+}
+
+pub(super) async fn job(app: &Arc<App>, id: &str, query: &str) -> Result<Answer> {
+    let id = id_of(id)?;
+    let pairs = query_pairs(query);
+    let wait = wait_of(&pairs)?;
+    let until = tokio::time::Instant::now() + wait.unwrap_or_default();
+    loop {
+        let store = app.store.clone();
+        let job = blocking(move || store.job(id)).await.map_err(store_error)?;
+        let Some(job) = job else { return Err((StatusCode::NOT_FOUND, format!("no job {id}"))) };
+        let done = job.state.is_final();
+        if wait.is_none() || done || tokio::time::Instant::now() >= until {
+            let status = if wait.is_some() && !done { StatusCode::ACCEPTED } else { StatusCode::OK };
+            return Ok(json_answer(status, &job_json(&job)));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub(super) async fn log(app: &Arc<App>, id: &str) -> Result<Answer> {
+    let id = id_of(id)?;
+    let store = app.store.clone();
+    let (job, text) =
+        blocking(move || store.job(id).map(|j| (j, std::fs::read(store.log_path(id)).unwrap_or_default())))
+            .await
+            .map_err(store_error)?;
+    if job.is_none() {
+        return Err((StatusCode::NOT_FOUND, format!("no job {id}")));
+    }
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert("x-content-type-options", header::HeaderValue::from_static("nosniff"));
+    Ok(res)
+}
+
+/// `POST entries/{name}/run`: `{"branch"|"tag": NAME, "commit": SHA, "force": bool}`.
+pub(super) async fn run(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) -> Result<Answer> {
+    let ask: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?
+    };
+    let field = |k: &str| ask.get(k).and_then(Value::as_str).map(str::to_string);
+    let (branch, tag, commit) = (field("branch"), field("tag"), field("commit"));
+    let force = ask.get("force").and_then(Value::as_bool).unwrap_or(false);
+    if branch.is_some() && tag.is_some() {
+        return Err(bad("give branch or tag, not both"));
+    }
+    let valid =
+        |s: &String| !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_control() || c == ' ');
+    if branch.iter().chain(&tag).any(|s| !valid(s)) {
+        return Err(bad("branch or tag: a name without blanks or control characters"));
+    }
+    if commit
+        .as_ref()
+        .is_some_and(|c| c.len() < 4 || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(bad("commit: 4 to 64 hex digits"));
+    }
+    if app.settings().entry(name).is_none() {
+        return Err((StatusCode::NOT_FOUND, format!("no entry {name:?}")));
+    }
+    let store = app.store.clone();
+    let entry = name.to_string();
+    if let Some(why) = blocking(move || store.frozen_reason(&entry)).await.map_err(store_error)? {
+        if !(force && scope >= Scope::Admin) {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("entry {name} is frozen ({why}): an admin token may force a run"),
+            ));
+        }
+    }
+    let git_ref = branch.map(|b| format!("refs/heads/{b}")).or(tag.map(|t| format!("refs/tags/{t}")));
+    let mut event = Event::manual_ref(git_ref.as_deref(), commit.as_deref());
+    event.pusher = String::new();
+    let job = NewJob { entry: name.to_string(), trigger: Trigger::Manual, event };
+    let app2 = app.clone();
+    let enqueued = blocking(move || app2.enqueue(None, Bytes::new(), vec![job]))
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let Some((id, _)) = enqueued.queued.first() else {
+        return Err(store_error("no job was recorded"));
+    };
+    Ok(json_answer(StatusCode::ACCEPTED, &json!({ "status": "queued", "job": id })))
+}
+
+/// `POST entries/{name}/freeze` (`{"reason": TEXT}`) and `unfreeze`.
+pub(super) async fn freeze(app: &Arc<App>, name: &str, freeze: bool, body: &Bytes) -> Result<Answer> {
+    let ask: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?
+    };
+    let reason =
+        ask.get("reason").and_then(Value::as_str).unwrap_or("frozen through the API").trim().to_string();
+    if reason.chars().any(char::is_control) || reason.len() > 500 {
+        return Err(bad("reason: one line of at most 500 bytes"));
+    }
+    let reply = crate::control::freezing(app, name.to_string(), freeze.then_some(reason)).await;
+    match reply {
+        Reply::Frozen { held } => Ok(json_answer(StatusCode::OK, &json!({ "frozen": true, "held": held }))),
+        Reply::Unfrozen { was_frozen, runs, superseded } => Ok(json_answer(
+            StatusCode::OK,
+            &json!({ "frozen": false, "was_frozen": was_frozen, "runs": runs, "superseded": superseded }),
+        )),
+        Reply::Error { message } if message.contains("no entry named") => {
+            Err((StatusCode::NOT_FOUND, message))
+        }
+        Reply::Error { message } => Err(store_error(message)),
+        other => Err(store_error(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,193 @@
+//! The job API against the real daemon: tokens and scopes, JSON errors, pagination that holds
+//! while jobs are added, waiting for the job a webhook started (found by its commit), a run,
+//! a log, a freeze. No `api:`: no API.
+
+use wh_automata::store::JobState;
+
+use crate::common::{github_push, http, push_body, Daemon, Reply, SECRET};
+
+const READ: &str = "read-token-0123456789";
+const RUN: &str = "run-token-0123456789ab";
+const ADMIN: &str = "admin-token-0123456789";
+
+const SETTINGS: &str = "server: { listen: 127.0.0.1:0 }
+api:
+  tokens:
+    - { name: dashboard, token: read-token-0123456789 }
+    - { name: ci, token: run-token-0123456789ab, scope: run }
+    - { name: ops, token: admin-token-0123456789, scope: admin }
+entries:
+  site:
+    match: { branch: ^master$ }
+    secret: ${SECRET}
+    actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']
+";
+
+fn call(daemon: &Daemon, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    if let Some(t) = token {
+        headers.push(("Authorization".to_string(), format!("Bearer {t}")));
+    }
+    http(daemon.addr, method, path, &headers, body.as_bytes())
+}
+
+fn push(daemon: &Daemon, commit: char, delivery: &str) -> i64 {
+    let body = push_body(
+        "Codertocat/Hello-World",
+        "refs/heads/master",
+        &"0".repeat(40),
+        &commit.to_string().repeat(40),
+    );
+    let reply = daemon.post("/hooks/site", &github_push(&body, SECRET, delivery), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    reply.job_ids()[0]
+}
+
+#[test]
+fn tokens_scopes_and_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(dir.path(), SETTINGS, &[("SECRET", SECRET)]);
+    for token in [None, Some("not-a-token-at-all-xx"), Some("")] {
+        let reply = call(&daemon, "GET", "/api/v1/entries", token, "");
+        assert_eq!(reply.status, 401, "{token:?}: {}", reply.body);
+        assert!(reply.json()["error"].as_str().unwrap().contains("Bearer"));
+        assert!(!reply.body.contains(READ));
+    }
+    let reply = call(&daemon, "GET", "/api/v1/entries", Some(READ), "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["entries"][0]["name"], "site");
+    // A read token sees and cannot run; a run token cannot freeze.
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/run", Some(READ), "{}");
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.json()["error"].as_str().unwrap().contains("needs run"));
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/freeze", Some(RUN), "{}");
+    assert_eq!(reply.status, 403);
+    for (method, path, status) in [
+        ("GET", "/api/v1/nothing", 404),
+        ("GET", "/api/v1/jobs/999", 404),
+        ("GET", "/api/v1/jobs/abc", 404),
+        ("DELETE", "/api/v1/jobs", 405),
+        ("GET", "/api/v1/jobs?state=sleeping", 400),
+        ("GET", "/api/v1/jobs?commit=xyz", 400),
+        ("POST", "/api/v1/entries/nope/run", 404),
+    ] {
+        let reply = call(&daemon, method, path, Some(ADMIN), "{}");
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.body);
+        assert!(reply.json()["error"].is_string(), "{path}");
+    }
+    // Wrong tokens again and again: refused without a comparison for a while, and counted.
+    for _ in 0..12 {
+        call(&daemon, "GET", "/api/v1/entries", Some("wrong-token-000000000"), "");
+    }
+    assert_eq!(call(&daemon, "GET", "/api/v1/entries", Some(READ), "").status, 429);
+    let metrics = daemon.get("/metrics").body;
+    assert!(metrics.contains("wh_automata_api_refused_total 1"), "{metrics}");
+    assert!(!daemon.log().contains(READ) && !daemon.log().contains("wrong-token"), "{}", daemon.log());
+}
+
+#[test]
+fn ci_waits_for_the_job_the_webhook_started_and_pages_hold_while_jobs_are_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(dir.path(), SETTINGS, &[("SECRET", SECRET)]);
+    let first = push(&daemon, 'a', "d1");
+    // Waiting on the commit: the answer comes when its job has ended.
+    let reply = call(
+        &daemon,
+        "GET",
+        &format!("/api/v1/jobs?entry=site&commit={}&wait=10s", "a".repeat(40)),
+        Some(RUN),
+        "",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let job = &reply.json()["jobs"][0];
+    assert_eq!((job["id"].as_i64(), job["state"].as_str()), (Some(first), Some("succeeded")));
+    // A wait that runs out: 202 with the state then.
+    let second = push(&daemon, 'b', "d2");
+    let reply = call(&daemon, "GET", &format!("/api/v1/jobs/{second}?wait=50ms"), Some(READ), "");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert!(matches!(reply.json()["state"].as_str(), Some("queued" | "running")));
+    let reply = call(&daemon, "GET", &format!("/api/v1/jobs/{second}?wait=10s"), Some(READ), "");
+    assert_eq!((reply.status, reply.json()["state"].as_str()), (200, Some("succeeded")));
+    let log = call(&daemon, "GET", &format!("/api/v1/jobs/{second}/log"), Some(READ), "");
+    assert!(log.body.contains(&format!("ran webhook {}", "b".repeat(40))), "{}", log.body);
+
+    for (i, c) in ['c', 'd', 'e'].into_iter().enumerate() {
+        daemon.wait_job(push(&daemon, c, &format!("p{i}")));
+    }
+    let page = call(&daemon, "GET", "/api/v1/jobs?entry=site&limit=2", Some(READ), "").json();
+    let ids = |page: &serde_json::Value| -> Vec<i64> {
+        page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_i64().unwrap()).collect()
+    };
+    let one = ids(&page);
+    // A job added between two pages does not shift the next page.
+    daemon.wait_job(push(&daemon, 'f', "p9"));
+    let next = page["next_before"].as_i64().unwrap();
+    let two =
+        ids(&call(&daemon, "GET", &format!("/api/v1/jobs?entry=site&limit=2&before={next}"), Some(READ), "")
+            .json());
+    assert_eq!([one.clone(), two.clone()].concat(), [one[0], one[0] - 1, one[0] - 2, one[0] - 3]);
+    let failed = call(&daemon, "GET", "/api/v1/jobs?state=failed", Some(READ), "").json();
+    assert!(failed["jobs"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_run_and_a_freeze_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(dir.path(), SETTINGS, &[("SECRET", SECRET)]);
+    let reply = call(
+        &daemon,
+        "POST",
+        "/api/v1/entries/site/run",
+        Some(RUN),
+        r#"{"branch":"master","commit":"abcd1234"}"#,
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let id = reply.json()["job"].as_i64().unwrap();
+    let job = daemon.wait_job(id);
+    assert_eq!((job.state, job.event.after.as_str()), (JobState::Succeeded, "abcd1234"));
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/run", Some(RUN), r#"{"branch":"a b"}"#);
+    assert_eq!(reply.status, 400);
+
+    let reply =
+        call(&daemon, "POST", "/api/v1/entries/site/freeze", Some(ADMIN), r#"{"reason":"release week"}"#);
+    assert_eq!((reply.status, reply.json()["frozen"].as_bool()), (200, Some(true)), "{}", reply.body);
+    let held = push(&daemon, 'c', "h1");
+    assert_eq!(daemon.store().job(held).unwrap().unwrap().state, JobState::Held);
+    let entries = call(&daemon, "GET", "/api/v1/entries", Some(READ), "").json();
+    assert_eq!(entries["entries"][0]["frozen"], "release week");
+    assert_eq!(entries["entries"][0]["held"], 1);
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/run", Some(RUN), "{}");
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/run", Some(ADMIN), r#"{"force":true}"#);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/unfreeze", Some(ADMIN), "");
+    assert_eq!(reply.json()["runs"].as_i64(), Some(held), "{}", reply.body);
+    assert_eq!(daemon.wait_job(held).state, JobState::Succeeded);
+}
+
+#[test]
+fn without_api_settings_there_is_no_api_and_allow_from_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(
+        dir.path(),
+        "server: { listen: 127.0.0.1:0 }\nentries:\n  s:\n    insecure: true\n    actions: [\"true\"]\n",
+        &[],
+    );
+    assert_eq!(call(&daemon, "GET", "/api/v1/entries", Some(ADMIN), "").status, 404);
+    drop(daemon);
+    let yaml = SETTINGS.replace("api:\n", "api:\n  allow_from: [10.0.0.0/8]\n");
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    assert_eq!(call(&daemon, "GET", "/api/v1/entries", Some(ADMIN), "").status, 403);
+    // Bad tokens in the settings are clear.
+    crate::common::write(
+        dir.path(),
+        "bad.yaml",
+        "api:\n  tokens:\n    - { name: ci, token: short, scope: root }\nentries: {}\n",
+    );
+    let (code, text) = crate::common::check_settings(dir.path(), "bad.yaml");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("shorter than 16") && text.contains("scope \"root\"") && text.contains("bad.yaml:1"),
+        "{text}"
+    );
+}
