@@ -85,8 +85,9 @@ async fn worker(app: Arc<App>, work: Work, cancel: watch::Receiver<bool>) {
         done += 1;
         if done % 100 == 0 {
             let store = app.store.clone();
-            let releases = app.settings().server.releases_kept;
-            if let Err(e) = blocking(move || store.prune(releases)).await {
+            let server = &app.settings().server;
+            let (history, releases) = (server.history, server.releases_kept);
+            if let Err(e) = blocking(move || store.prune(history, releases)).await {
                 warn!(error = %e, "cannot prune old jobs");
             }
         }

@@ -109,6 +109,7 @@ pub(super) fn server(
         path: "/hooks".to_string(),
         workers: 2,
         releases_kept: 10,
+        history: 10_000,
         queue: 100,
         max_body: 1024 * 1024,
         state_dir: base.join("state"),
@@ -145,6 +146,7 @@ pub(super) fn server(
         ("workers", raw.workers, &mut server.workers, 1024),
         ("queue", raw.queue, &mut server.queue, 1_000_000),
         ("releases_kept", raw.releases_kept, &mut server.releases_kept, 10_000),
+        ("history", raw.history, &mut server.history, 10_000_000),
         ("max_connections", raw.max_connections, &mut server.max_connections, 1_000_000),
         (
             "max_connections_per_address",

@@ -105,6 +105,8 @@ pub struct Server {
     pub queue: usize,
     /// The releases of each entry pruning keeps.
     pub releases_kept: usize,
+    /// How many jobs the store keeps.
+    pub history: usize,
     pub max_body: u64,
     pub state_dir: PathBuf,
     pub max_connections: usize,

@@ -46,6 +46,9 @@ pub(super) struct RawServer {
     /// Jobs that may wait (default 100); beyond that the answer is 503 with Retry-After.
     #[schemars(range(min = 1))]
     pub(super) queue: Option<usize>,
+    /// How many jobs the job store keeps (default 10000); older finished ones are pruned.
+    #[schemars(range(min = 1))]
+    pub(super) history: Option<usize>,
     /// The releases of each entry that the job store keeps however old (default 10): what a
     /// rollback can go back to.
     #[schemars(range(min = 1))]

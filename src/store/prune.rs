@@ -4,10 +4,10 @@
 use super::{Store, StoreError, HISTORY};
 
 impl Store {
-    /// Removes the finished jobs older than the newest [`HISTORY`], with their logs, but the
-    /// newest `releases` releases of each entry.
-    pub fn prune(&self, releases: usize) -> Result<usize, StoreError> {
-        self.prune_keeping(HISTORY, releases as i64)
+    /// Removes the finished jobs older than the newest `history` (`server.history`, default
+    /// [`HISTORY`]), with their logs, but the newest `releases` releases of each entry.
+    pub fn prune(&self, history: usize, releases: usize) -> Result<usize, StoreError> {
+        self.prune_keeping(history as i64, releases as i64)
     }
 
     /// Removes the finished jobs older than the newest `keep` jobs (by id), with their logs;
