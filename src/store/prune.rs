@@ -1,11 +1,11 @@
 //! Pruning: the oldest finished jobs go (but each entry's newest releases), with their logs, payloads and the hosts' ids of their
 //! deployments, so that the history stays bounded.
 
-use super::{Store, StoreError, HISTORY};
+use super::{Store, StoreError};
 
 impl Store {
     /// Removes the finished jobs older than the newest `history` (`server.history`, default
-    /// [`HISTORY`]), with their logs, but the newest `releases` releases of each entry.
+    /// `store::HISTORY`), with their logs, but the newest `releases` releases of each entry.
     pub fn prune(&self, history: usize, releases: usize) -> Result<usize, StoreError> {
         self.prune_keeping(history as i64, releases as i64)
     }
