@@ -63,10 +63,11 @@ pub const TRIGGER_EXIT_CODES: &str = "Exit status:
     after_help = TRIGGER_EXIT_CODES
 )]
 pub struct TriggerArgs {
-    /// The settings file (YAML).
-    pub settings: PathBuf,
+    /// The settings file (YAML). With --remote there is none: the first name is the entry.
+    #[arg(required_unless_present = "remote")]
+    pub settings: Option<PathBuf>,
     /// The entry to run.
-    #[arg(required_unless_present_any = ["jobs", "log", "explain", "notify_test", "releases"])]
+    #[arg(required_unless_present_any = ["jobs", "log", "explain", "notify_test", "releases", "remote"])]
     pub entry: Option<String>,
     /// Run for this branch (WH_BRANCH, WH_REF); default: the ref of the entry's last job, or the
     /// branch its match.branch names (^main$).
@@ -126,6 +127,20 @@ pub struct TriggerArgs {
     /// Run a frozen entry all the same.
     #[arg(long)]
     pub force: bool,
+    /// Work against the daemon at URL through its job API (no SETTINGS then: the first name is
+    /// the entry): --jobs, --log [--follow], a run, --freeze, --unfreeze, --wait.
+    #[arg(long, value_name = "URL", requires = "token_file")]
+    pub remote: Option<String>,
+    /// With --remote: the file holding the API token.
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub token_file: Option<PathBuf>,
+    /// With --remote: follow the job to its end and exit with its status; with --commit SHA and
+    /// no --branch or --tag, the job of that commit, however it was started.
+    #[arg(long, requires = "remote")]
+    pub wait: bool,
+    /// With --wait: the longest wait (then exit 2 with the job's state).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_wait)]
+    pub timeout: std::time::Duration,
     /// With --rollback: the release to go back to, by its commit (or a prefix) or its job id.
     #[arg(long, value_name = "SHA|JOB", requires = "rollback")]
     pub to: Option<String>,
@@ -137,6 +152,10 @@ pub struct TriggerArgs {
     /// to the commit again; print each result (exit 1 if one failed).
     #[arg(long, value_name = "ENTRY", conflicts_with_all = ["entry", "jobs", "log", "explain", "dry_run"])]
     pub notify_test: Option<String>,
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (say 90s, 10m)"))
 }
 
 fn parse_provider(name: &str) -> Result<Provider, String> {

@@ -23,7 +23,7 @@ _wh__automata__trigger() {
 
     case "${cmd}" in
         wh__automata__trigger)
-            opts="-h -V --branch --tag --commit --payload --provider --event --dry-run --jobs --limit --log --follow --explain --releases --rollback --freeze --reason --unfreeze --force --to --from --notify-test --help --version"
+            opts="-h -V --branch --tag --commit --payload --provider --event --dry-run --jobs --limit --log --follow --explain --releases --rollback --freeze --reason --unfreeze --force --remote --token-file --wait --timeout --to --from --notify-test --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -70,6 +70,18 @@ _wh__automata__trigger() {
                     return 0
                     ;;
                 --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -9,6 +9,9 @@ complete -c wh-automata-trigger -l log -d 'Print the log of job ID' -r
 complete -c wh-automata-trigger -l explain -d 'For a saved delivery: which entries match it, and why the others do not' -r -F
 complete -c wh-automata-trigger -l releases -d 'List the releases of ENTRY (jobs that succeeded for a commit), newest first' -r
 complete -c wh-automata-trigger -l reason -d 'With --freeze: why (shown by /health, --jobs and the held jobs\' statuses)' -r
+complete -c wh-automata-trigger -l remote -d 'Work against the daemon at URL through its job API (no SETTINGS then: the first name is the entry): --jobs, --log [--follow], a run, --freeze, --unfreeze, --wait' -r
+complete -c wh-automata-trigger -l token-file -d 'With --remote: the file holding the API token' -r -F
+complete -c wh-automata-trigger -l timeout -d 'With --wait: the longest wait (then exit 2 with the job\'s state)' -r
 complete -c wh-automata-trigger -l to -d 'With --rollback: the release to go back to, by its commit (or a prefix) or its job id' -r
 complete -c wh-automata-trigger -l from -d 'With --explain: the address the delivery came from, so that `allow_from` is applied as the daemon would (a saved delivery does not say)' -r
 complete -c wh-automata-trigger -l notify-test -d 'Send a test message to each notification target of ENTRY, and its latest job\'s status to the commit again; print each result (exit 1 if one failed)' -r
@@ -19,5 +22,6 @@ complete -c wh-automata-trigger -l rollback -d 'Roll ENTRY back: run it for an e
 complete -c wh-automata-trigger -l freeze -d 'Freeze ENTRY: its deliveries are recorded `held` and run nothing until --unfreeze'
 complete -c wh-automata-trigger -l unfreeze -d 'Unfreeze ENTRY: its newest held job runs (the older ones are superseded)'
 complete -c wh-automata-trigger -l force -d 'Run a frozen entry all the same'
+complete -c wh-automata-trigger -l wait -d 'With --remote: follow the job to its end and exit with its status; with --commit SHA and no --branch or --tag, the job of that commit, however it was started'
 complete -c wh-automata-trigger -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c wh-automata-trigger -s V -l version -d 'Print version'

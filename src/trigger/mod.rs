@@ -21,6 +21,7 @@ mod freeze;
 mod jobs;
 mod notify_test;
 mod releases;
+mod remote;
 mod run;
 
 /// Bad usage, invalid settings, unknown entry, a refused job.
@@ -126,39 +127,43 @@ impl Mode {
 }
 
 fn run(args: TriggerArgs) -> Result<u8, Fail> {
-    let loaded = load(&args.settings)?;
+    if let Some(url) = &args.remote {
+        return remote::main(&args, url);
+    }
+    let path = args.settings.clone().ok_or_else(|| Fail(EXIT_USAGE, "the settings file is needed".into()))?;
+    let loaded = load(&path)?;
     // Before anything opens the store: root acts as the owner of state_dir.
     crate::run_as::become_owner_of(&loaded.settings.server.state_dir).map_err(|e| Fail(EXIT_USAGE, e))?;
     match Mode::of(&args) {
         Mode::Jobs { limit } => jobs::list_jobs(&loaded.settings, limit),
         Mode::Log { id, follow } => jobs::print_log(&loaded.settings, id, follow),
         Mode::Explain { file } => explain::explain(&loaded, &file, &args),
-        Mode::NotifyTest { entry } => notify_test::notify_test(&loaded, &entry, &args.settings),
+        Mode::NotifyTest { entry } => notify_test::notify_test(&loaded, &entry, &path),
         Mode::Releases { entry } => {
-            loaded.entry(&entry, &args.settings)?;
+            loaded.entry(&entry, &path)?;
             releases::list(&loaded.settings, &entry)
         }
         Mode::Rollback { entry, to } => {
-            let entry = loaded.entry(&entry, &args.settings)?;
+            let entry = loaded.entry(&entry, &path)?;
             let event = releases::rollback_event(&loaded.settings, &entry.name, to.as_deref())?;
             run::run(&loaded, &entry, event, &[], crate::event::Trigger::Rollback, args.force)
         }
         Mode::Freeze { entry, reason } => {
-            let entry = loaded.entry(&entry, &args.settings)?;
+            let entry = loaded.entry(&entry, &path)?;
             freeze::freeze(&loaded.settings, &entry.name, reason.as_deref())
         }
         Mode::Unfreeze { entry } => {
-            let entry = loaded.entry(&entry, &args.settings)?;
+            let entry = loaded.entry(&entry, &path)?;
             freeze::unfreeze(&loaded.settings, &entry.name)
         }
         Mode::DryRun { entry } => {
-            let entry = loaded.entry(&entry, &args.settings)?;
+            let entry = loaded.entry(&entry, &path)?;
             let (event, _) = run::manual_event(&entry, &args, &loaded.settings)?;
             dry_run::dry_run(&entry, &event);
             Ok(0)
         }
         Mode::Run { entry } => {
-            let entry = loaded.entry(&entry, &args.settings)?;
+            let entry = loaded.entry(&entry, &path)?;
             let (event, body) = run::manual_event(&entry, &args, &loaded.settings)?;
             run::run(&loaded, &entry, event, &body, crate::event::Trigger::Manual, args.force)
         }

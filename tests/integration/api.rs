@@ -191,3 +191,73 @@ fn without_api_settings_there_is_no_api_and_allow_from_is_kept() {
         "{text}"
     );
 }
+
+/// What CI runs: `wh-automata-trigger --remote URL --token-file F ENTRY --wait --commit SHA`,
+/// for the job the webhook started: the log as it comes, and the job's exit status: 0, the failed
+/// action's, the newer job's when superseded, 2 when the wait runs out.
+#[test]
+fn ci_waits_for_the_deploy_of_its_commit_and_fails_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = SETTINGS.replace(
+        "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']",
+        "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"; case $WH_AFTER in b*) exit 3;; esac']",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    std::fs::write(dir.path().join("ci.token"), format!("{RUN}\n")).unwrap();
+    let url = format!("http://{}", daemon.addr);
+    let wait = |commit: &str, extra: &[&str]| {
+        let mut args =
+            vec!["--remote", &url, "--token-file", "ci.token", "site", "--wait", "--commit", commit];
+        args.extend_from_slice(extra);
+        crate::common::trigger(dir.path(), &args, &[])
+    };
+    let a = "a".repeat(40);
+    push(&daemon, 'a', "w1");
+    let out = wait(&a, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ran webhook {a}")));
+    // A failing deploy fails the pipeline with the action's status.
+    let b = "b".repeat(40);
+    push(&daemon, 'b', "w2");
+    let out = wait(&b, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    // Waiting before the webhook came: it waits for the job to appear.
+    let c = "c".repeat(40);
+    let waiter = {
+        let (dir, url, c) = (dir.path().to_path_buf(), url.clone(), c.clone());
+        std::thread::spawn(move || {
+            let args = ["--remote", &url, "--token-file", "ci.token", "site", "--wait", "--commit", &c];
+            crate::common::trigger(&dir, &args, &[])
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    push(&daemon, 'c', "w3");
+    let out = waiter.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Superseded: the newer job's result counts.
+    let first = push(&daemon, 'd', "w4");
+    crate::common::eventually("d runs", || {
+        daemon.store().job(first).unwrap().unwrap().state == JobState::Running
+    });
+    push(&daemon, 'e', "w5");
+    // e waits behind d; a newer push (of a commit that fails) supersedes it.
+    let e = "e".repeat(40);
+    let f = format!("{}1", "b".repeat(39));
+    let body = push_body("Codertocat/Hello-World", "refs/heads/master", &"0".repeat(40), &f);
+    daemon.post("/hooks/site", &github_push(&body, SECRET, "w6"), &body);
+    let out = wait(&e, &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("superseded by job"), "{err}");
+    assert_eq!(out.status.code(), Some(3), "the newer job (a b... commit) failed: {err}");
+    // Held: the wait runs out with exit 2 and the state.
+    let admin_freeze = call(&daemon, "POST", "/api/v1/entries/site/freeze", Some(ADMIN), "{}");
+    assert_eq!(admin_freeze.status, 200);
+    push(&daemon, '9', "w7");
+    let out = wait(&"9".repeat(40), &["--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("still held"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
