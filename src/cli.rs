@@ -113,22 +113,23 @@ pub struct TriggerArgs {
     pub releases: Option<String>,
     /// Roll ENTRY back: run it for an earlier release's commit (the one before the newest, or
     /// --to), with WH_TRIGGER=rollback and its `rollback:` actions when it has them.
-    #[arg(long, requires = "entry", conflicts_with_all = ["payload", "branch", "tag", "commit"])]
+    #[arg(long, conflicts_with_all = ["payload", "branch", "tag", "commit"])]
     pub rollback: bool,
     /// Freeze ENTRY: its deliveries are recorded `held` and run nothing until --unfreeze.
-    #[arg(long, requires = "entry", conflicts_with_all = ["rollback", "unfreeze", "dry_run", "payload", "branch", "tag", "commit"])]
+    #[arg(long, conflicts_with_all = ["rollback", "unfreeze", "dry_run", "payload", "branch", "tag", "commit"])]
     pub freeze: bool,
     /// With --freeze: why (shown by /health, --jobs and the held jobs' statuses).
     #[arg(long, value_name = "TEXT", requires = "freeze")]
     pub reason: Option<String>,
     /// Unfreeze ENTRY: its newest held job runs (the older ones are superseded).
-    #[arg(long, requires = "entry", conflicts_with_all = ["rollback", "dry_run", "payload", "branch", "tag", "commit"])]
+    #[arg(long, conflicts_with_all = ["rollback", "dry_run", "payload", "branch", "tag", "commit"])]
     pub unfreeze: bool,
     /// Run a frozen entry all the same.
     #[arg(long)]
     pub force: bool,
     /// Work against the daemon at URL through its job API (no SETTINGS then: the first name is
-    /// the entry): --jobs, --log [--follow], a run, --freeze, --unfreeze, --wait.
+    /// the entry): --jobs, --log [--follow], a run, --rollback, --releases, --freeze,
+    /// --unfreeze, --wait.
     #[arg(long, value_name = "URL", requires = "token_file")]
     pub remote: Option<String>,
     /// With --remote: the file holding the API token.

@@ -9,7 +9,7 @@ complete -c wh-automata-trigger -l log -d 'Print the log of job ID' -r
 complete -c wh-automata-trigger -l explain -d 'For a saved delivery: which entries match it, and why the others do not' -r -F
 complete -c wh-automata-trigger -l releases -d 'List the releases of ENTRY (jobs that succeeded for a commit), newest first' -r
 complete -c wh-automata-trigger -l reason -d 'With --freeze: why (shown by /health, --jobs and the held jobs\' statuses)' -r
-complete -c wh-automata-trigger -l remote -d 'Work against the daemon at URL through its job API (no SETTINGS then: the first name is the entry): --jobs, --log [--follow], a run, --freeze, --unfreeze, --wait' -r
+complete -c wh-automata-trigger -l remote -d 'Work against the daemon at URL through its job API (no SETTINGS then: the first name is the entry): --jobs, --log [--follow], a run, --rollback, --releases, --freeze, --unfreeze, --wait' -r
 complete -c wh-automata-trigger -l token-file -d 'With --remote: the file holding the API token' -r -F
 complete -c wh-automata-trigger -l timeout -d 'With --wait: the longest wait (then exit 2 with the job\'s state)' -r
 complete -c wh-automata-trigger -l to -d 'With --rollback: the release to go back to, by its commit (or a prefix) or its job id' -r

@@ -32,7 +32,7 @@ use job::{RawJob, COLUMNS};
 use outbox::Facts;
 pub use outbox::{destination, Backlog, Change, Item, Outgoing, Reporter, STATUS_SINK};
 pub use query::{Counts, JobFilter};
-pub use releases::{RolledBack, RELEASES_KEPT};
+pub use releases::{NoRelease, RolledBack, RELEASES_KEPT};
 /// How many of the newest jobs (and their logs) are kept; older ones go once finished.
 pub const HISTORY: i64 = 10_000;
 

@@ -19,6 +19,19 @@ pub(super) fn is_release() -> String {
     format!("state = 'succeeded' AND commit_sha != '' AND commit_sha != '{ZERO_SHA}'")
 }
 
+/// Why there is nothing to roll back to.
+#[derive(Debug, thiserror::Error)]
+pub enum NoRelease {
+    #[error("entry {0} has no release to roll back to")]
+    None(String),
+    #[error("entry {0} has no earlier release than {1}")]
+    NoEarlier(String, String),
+    #[error("{1:?} is not a release of {0} (see --releases {0})")]
+    NotARelease(String, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What recording a failure with its rollback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RolledBack {
@@ -41,6 +54,38 @@ impl Store {
             .query_map(params![entry, limit as i64], RawJob::read)?
             .collect::<Result<_, _>>()?;
         rows.into_iter().map(RawJob::decode).collect()
+    }
+
+    /// The event of a rollback of `entry` by hand, and the release's job: the release `to` names
+    /// (its job id, or its commit or a prefix of it of 4 hex digits or more), else the newest
+    /// release for another commit than the newest one's. `rollback_from` is the newest
+    /// release's commit.
+    pub fn rollback_target(
+        &self,
+        entry: &str,
+        to: Option<&str>,
+    ) -> Result<(crate::event::Event, i64), NoRelease> {
+        let releases = self.releases(entry, 50)?;
+        let current = releases.first().ok_or_else(|| NoRelease::None(entry.to_string()))?;
+        let target = match to {
+            Some(to) => releases
+                .iter()
+                .find(|j| to.parse::<i64>().is_ok_and(|id| id == j.id))
+                .or_else(|| {
+                    let sha = to.to_ascii_lowercase();
+                    (sha.len() >= 4 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .then(|| releases.iter().find(|j| j.event.after.starts_with(&sha)))
+                        .flatten()
+                })
+                .ok_or_else(|| NoRelease::NotARelease(entry.to_string(), to.chars().take(80).collect()))?,
+            None => releases.iter().find(|j| j.event.after != current.event.after).ok_or_else(|| {
+                NoRelease::NoEarlier(entry.to_string(), current.event.after.chars().take(12).collect())
+            })?,
+        };
+        let mut event = target.event.clone();
+        event.delivery_id = None;
+        event.rollback_from = Some(current.event.after.clone()).filter(|c| *c != target.event.after);
+        Ok((event, target.id))
     }
 
     /// Whether any job of `entry` was ever recorded for `commit` (what `poll:` asks before it

@@ -108,6 +108,7 @@ enum Mode {
 impl Mode {
     /// The flags' meaning; clap has already refused the combinations that conflict.
     fn of(args: &TriggerArgs) -> Mode {
+        // Without an entry, `loaded.entry("")` says which entries there are.
         let entry = || args.entry.clone().unwrap_or_default();
         match (args.jobs, args.log, &args.explain, &args.notify_test) {
             (true, ..) => Mode::Jobs { limit: args.limit },

@@ -42,43 +42,12 @@ fn how(job: &Job) -> &'static str {
     }
 }
 
-/// The event of a rollback of `entry`: the release `to` names (its commit or a prefix of it,
-/// or its job id), else the newest release for another commit than the newest one's.
+/// The event of a rollback of `entry` (see [`crate::store::Store::rollback_target`]).
 pub(super) fn rollback_event(settings: &Settings, entry: &str, to: Option<&str>) -> Result<Event, Fail> {
-    let no_release = || Fail(EXIT_USAGE, format!("entry {entry} has no release to roll back to"));
-    let store = open_store(settings)?.ok_or_else(no_release)?;
-    let releases = store.releases(entry, LISTED)?;
-    let current = releases.first().ok_or_else(no_release)?;
-    let target = match to {
-        Some(to) => releases
-            .iter()
-            .find(|j| to.parse::<i64>().is_ok_and(|id| id == j.id))
-            .or_else(|| {
-                let sha = to.to_ascii_lowercase();
-                (sha.len() >= 4 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .then(|| releases.iter().find(|j| j.event.after.starts_with(&sha)))
-                    .flatten()
-            })
-            .ok_or_else(|| {
-                Fail(
-                    EXIT_USAGE,
-                    format!("{:?} is not a release of {entry} (see --releases {entry})", shown(to, 80)),
-                )
-            })?,
-        None => releases.iter().find(|j| j.event.after != current.event.after).ok_or_else(|| {
-            Fail(
-                EXIT_USAGE,
-                format!("entry {entry} has no earlier release than {}", short(&current.event.after)),
-            )
-        })?,
-    };
-    let mut event = target.event.clone();
-    event.delivery_id = None;
-    event.rollback_from = Some(current.event.after.clone()).filter(|c| *c != target.event.after);
-    eprintln!("rolling {entry} back to {} (job {})", short(&event.after), target.id);
+    let none = || Fail(EXIT_USAGE, crate::store::NoRelease::None(entry.to_string()).to_string());
+    let store = open_store(settings)?.ok_or_else(none)?;
+    let (event, job) =
+        store.rollback_target(entry, to).map_err(|e| Fail(EXIT_USAGE, shown(&e.to_string(), 300)))?;
+    eprintln!("rolling {entry} back to {} (job {job})", &event.after[..event.after.len().min(12)]);
     Ok(event)
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
 }

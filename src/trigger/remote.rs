@@ -97,6 +97,21 @@ pub(super) fn main(args: &TriggerArgs, url: &str) -> Result<u8, Fail> {
     if let Some(id) = args.log {
         return follow(&remote, id, args, args.follow);
     }
+    if let Some(name) = &args.releases {
+        let (_, said) = remote.json(Method::GET, &format!("entries/{name}/releases"), None)?;
+        println!("{:<12}  {:<6}  {:<24}  TRIGGER", "COMMIT", "JOB", "WHEN");
+        for job in said["releases"].as_array().into_iter().flatten() {
+            let commit: String =
+                job["event"]["commit"].as_str().unwrap_or_default().chars().take(12).collect();
+            let when = job["finished_at"].as_str().unwrap_or("-");
+            let how = match job["trigger"].as_str().unwrap_or_default() {
+                "webhook" => "push",
+                other => other,
+            };
+            println!("{commit:<12}  {:<6}  {when:<24}  {how}", job["id"]);
+        }
+        return Ok(0);
+    }
     let entry = entry.ok_or_else(|| Fail(EXIT_USAGE, "name the entry".into()))?;
     if args.freeze || args.unfreeze {
         let which = if args.freeze { "freeze" } else { "unfreeze" };
@@ -105,13 +120,20 @@ pub(super) fn main(args: &TriggerArgs, url: &str) -> Result<u8, Fail> {
         eprintln!("{which}: {said}");
         return Ok(0);
     }
-    if args.releases.is_some()
-        || args.rollback
-        || args.explain.is_some()
-        || args.dry_run
-        || args.notify_test.is_some()
-    {
-        return Err(Fail(EXIT_USAGE, "--remote does this not (yet): run it on the daemon's machine".into()));
+    if args.explain.is_some() || args.dry_run || args.notify_test.is_some() {
+        return Err(Fail(
+            EXIT_USAGE,
+            "--explain, --dry-run and --notify-test run on the daemon's machine".into(),
+        ));
+    }
+    if args.rollback {
+        let body = json!({ "to": args.to, "force": args.force });
+        let (_, said) = remote.json(Method::POST, &format!("entries/{entry}/rollback"), Some(body))?;
+        let id =
+            said["job"].as_i64().ok_or_else(|| Fail(EXIT_USAGE, format!("no job in the answer: {said}")))?;
+        let to = said["to"]["commit"].as_str().unwrap_or("-");
+        eprintln!("rollback job {id} to {to} queued on {}", remote.base);
+        return if args.wait { follow(&remote, id, args, true) } else { Ok(0) };
     }
     if args.wait && args.commit.is_some() && args.branch.is_none() && args.tag.is_none() {
         // The job of that commit, however it was started.

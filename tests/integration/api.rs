@@ -261,3 +261,50 @@ fn ci_waits_for_the_deploy_of_its_commit_and_fails_when_it_fails() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn releases_and_a_rollback_through_the_api_and_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(dir.path(), SETTINGS, &[("SECRET", SECRET)]);
+    let first = push(&daemon, 'a', "r1");
+    daemon.wait_job(first);
+    daemon.wait_job(push(&daemon, 'c', "r2"));
+    let releases = call(&daemon, "GET", "/api/v1/entries/site/releases", Some(READ), "").json();
+    let commits: Vec<&str> = releases["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["event"]["commit"].as_str().unwrap())
+        .collect();
+    assert_eq!(commits, ["c".repeat(40), "a".repeat(40)]);
+    assert_eq!(call(&daemon, "POST", "/api/v1/entries/site/rollback", Some(READ), "{}").status, 403);
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/rollback", Some(RUN), "{\"to\":\"ffff\"}");
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(reply.json()["error"].as_str().unwrap().contains("is not a release of site"));
+    // The release before the newest, by default.
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/rollback", Some(RUN), "{}");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let job = daemon.wait_job(reply.json()["job"].as_i64().unwrap());
+    assert_eq!((job.trigger, job.event.after), (wh_automata::event::Trigger::Rollback, "a".repeat(40)));
+    assert_eq!(job.event.rollback_from, Some("c".repeat(40)));
+
+    std::fs::write(dir.path().join("ops.token"), ADMIN).unwrap();
+    let url = format!("http://{}", daemon.addr);
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--remote", url.as_str(), "--token-file", "ops.token"];
+        all.extend_from_slice(args);
+        crate::common::trigger(dir.path(), &all, &[])
+    };
+    let out = remote(&["site", "--rollback", "--to", &first.to_string(), "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ran rollback {}", "a".repeat(40))));
+    let out = remote(&["--releases", "site"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().filter(|l| l.ends_with("rollback")).count(), 2, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("cccccccccccc") && l.ends_with("push")), "{text}");
+    let out = remote(&["--jobs"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+    let out = remote(&["site", "--freeze", "--reason", "from ci"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(daemon.store().frozen_reason("site").unwrap().as_deref(), Some("from ci"));
+}

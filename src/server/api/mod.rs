@@ -6,8 +6,9 @@
 //! `GET entries`, `GET jobs?entry=&state=&commit=&trigger=&limit=&before=` (newest first, the
 //! next page `before` the last id), `GET jobs/{id}`, `GET jobs/{id}/log` (plain text), and
 //! `?wait=10m` on a job or on `jobs?entry=E&commit=SHA`: the answer comes when the job ends (or
-//! the wait runs out: 202 with the state then). `POST entries/{name}/run` (`{"branch"|"tag",
-//! "commit"}`), `POST entries/{name}/freeze` (`{"reason"}`) and `unfreeze`.
+//! the wait runs out: 202 with the state then), `GET entries/{name}/releases`.
+//! `POST entries/{name}/run` (`{"branch"|"tag", "commit"}`), `POST entries/{name}/rollback`
+//! (`{"to"}`), `POST entries/{name}/freeze` (`{"reason"}`) and `unfreeze`.
 
 mod auth;
 mod views;
@@ -98,6 +99,14 @@ pub(super) async fn api(app: Arc<App>, req: Request<Incoming>, peer: std::net::S
         (&Method::GET, ["jobs"]) => views::jobs(&app, &query).await,
         (&Method::GET, ["jobs", id]) => views::job(&app, id, &query).await,
         (&Method::GET, ["jobs", id, "log"]) => views::log(&app, id).await,
+        (&Method::GET, ["entries", name, "releases"]) => views::releases(&app, name).await,
+        (&Method::POST, ["entries", name, "rollback"]) => match need(Scope::Run) {
+            Err(refused) => Ok(*refused),
+            Ok(()) => match read_body().await {
+                Err(refused) => Ok(*refused),
+                Ok(body) => views::rollback(&app, name, &body, token.scope).await,
+            },
+        },
         (&Method::POST, ["entries", name, "run"]) => match need(Scope::Run) {
             Err(refused) => Ok(*refused),
             Ok(()) => match read_body().await {
@@ -118,7 +127,7 @@ pub(super) async fn api(app: Arc<App>, req: Request<Incoming>, peer: std::net::S
             | ["jobs"]
             | ["jobs", _]
             | ["jobs", _, "log"]
-            | ["entries", _, "run" | "freeze" | "unfreeze"],
+            | ["entries", _, "run" | "freeze" | "unfreeze" | "rollback" | "releases"],
         ) => Ok(error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not a method of /api/v1/{path}", parts.method),

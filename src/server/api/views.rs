@@ -210,6 +210,74 @@ pub(super) async fn log(app: &Arc<App>, id: &str) -> Result<Answer> {
     Ok(res)
 }
 
+pub(super) async fn releases(app: &Arc<App>, name: &str) -> Result<Answer> {
+    if app.settings().entry(name).is_none() {
+        return Err((StatusCode::NOT_FOUND, format!("no entry {name:?}")));
+    }
+    let store = app.store.clone();
+    let entry = name.to_string();
+    let releases = blocking(move || store.releases(&entry, 50)).await.map_err(store_error)?;
+    let list: Vec<Value> = releases.iter().map(job_json).collect();
+    Ok(json_answer(StatusCode::OK, &json!({ "releases": list })))
+}
+
+/// Whether a run of `name` may go: 409 when it is frozen, unless an admin forces it.
+async fn not_frozen(app: &Arc<App>, name: &str, force: bool, scope: Scope) -> Result<()> {
+    if app.settings().entry(name).is_none() {
+        return Err((StatusCode::NOT_FOUND, format!("no entry {name:?}")));
+    }
+    let store = app.store.clone();
+    let entry = name.to_string();
+    match blocking(move || store.frozen_reason(&entry)).await.map_err(store_error)? {
+        Some(why) if !(force && scope >= Scope::Admin) => Err((
+            StatusCode::CONFLICT,
+            format!("entry {name} is frozen ({why}): an admin token may force it"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Queues `job`; its id.
+async fn queue(app: &Arc<App>, job: NewJob) -> Result<i64> {
+    let app2 = app.clone();
+    let enqueued = blocking(move || app2.enqueue(None, Bytes::new(), vec![job]))
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    enqueued.queued.first().map(|(id, _)| *id).ok_or_else(|| store_error("no job was recorded"))
+}
+
+/// `POST entries/{name}/rollback`: `{"to": SHA|JOB, "force": bool}`.
+pub(super) async fn rollback(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) -> Result<Answer> {
+    let ask: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?
+    };
+    let to = match &ask["to"] {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => return Err(bad("to: a commit or a job id")),
+    };
+    not_frozen(app, name, ask["force"].as_bool().unwrap_or(false), scope).await?;
+    let store = app.store.clone();
+    let entry = name.to_string();
+    let target =
+        blocking(move || Ok::<_, crate::store::StoreError>(store.rollback_target(&entry, to.as_deref())))
+            .await
+            .map_err(store_error)?;
+    let (event, release) = target.map_err(|e| match e {
+        crate::store::NoRelease::Store(e) => store_error(e),
+        other => (StatusCode::CONFLICT, other.to_string()),
+    })?;
+    let commit = event.after.clone();
+    let id = queue(app, NewJob { entry: name.to_string(), trigger: Trigger::Rollback, event }).await?;
+    Ok(json_answer(
+        StatusCode::ACCEPTED,
+        &json!({ "status": "queued", "job": id, "to": { "commit": commit, "job": release } }),
+    ))
+}
+
 /// `POST entries/{name}/run`: `{"branch"|"tag": NAME, "commit": SHA, "force": bool}`.
 pub(super) async fn run(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) -> Result<Answer> {
     let ask: Value = if body.is_empty() {
@@ -234,30 +302,11 @@ pub(super) async fn run(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) 
     {
         return Err(bad("commit: 4 to 64 hex digits"));
     }
-    if app.settings().entry(name).is_none() {
-        return Err((StatusCode::NOT_FOUND, format!("no entry {name:?}")));
-    }
-    let store = app.store.clone();
-    let entry = name.to_string();
-    if let Some(why) = blocking(move || store.frozen_reason(&entry)).await.map_err(store_error)? {
-        if !(force && scope >= Scope::Admin) {
-            return Err((
-                StatusCode::CONFLICT,
-                format!("entry {name} is frozen ({why}): an admin token may force a run"),
-            ));
-        }
-    }
+    not_frozen(app, name, force, scope).await?;
     let git_ref = branch.map(|b| format!("refs/heads/{b}")).or(tag.map(|t| format!("refs/tags/{t}")));
     let mut event = Event::manual_ref(git_ref.as_deref(), commit.as_deref());
     event.pusher = String::new();
-    let job = NewJob { entry: name.to_string(), trigger: Trigger::Manual, event };
-    let app2 = app.clone();
-    let enqueued = blocking(move || app2.enqueue(None, Bytes::new(), vec![job]))
-        .await
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let Some((id, _)) = enqueued.queued.first() else {
-        return Err(store_error("no job was recorded"));
-    };
+    let id = queue(app, NewJob { entry: name.to_string(), trigger: Trigger::Manual, event }).await?;
     Ok(json_answer(StatusCode::ACCEPTED, &json!({ "status": "queued", "job": id })))
 }
 
