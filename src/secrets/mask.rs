@@ -52,6 +52,11 @@ impl Mask {
         self.needles.first().map_or(0, Vec::len)
     }
 
+    /// Whether a secret may hold a line break (a multi-line value): then one may span lines.
+    fn spans_lines(&self) -> bool {
+        self.needles.iter().any(|n| n.contains(&b'\n'))
+    }
+
     /// Where the secrets are in `data` (start, end): leftmost, the longest at each place.
     fn spans(&self, data: &[u8]) -> Vec<(usize, usize)> {
         let mut spans = Vec::new();
@@ -98,8 +103,15 @@ impl Masking {
         }
         self.held.extend_from_slice(piece);
         let spans = self.mask.spans(&self.held);
-        // What may be the start of a secret stays: the longest less one byte.
+        // What may be the start of a secret stays: the longest less one byte, and never more
+        // than what follows the last line break when no secret holds one (a whole line goes
+        // out at once: a live log lags by no line).
         let mut cut = self.held.len().saturating_sub(self.mask.longest() - 1);
+        if !self.mask.spans_lines() {
+            if let Some(newline) = self.held.iter().rposition(|b| *b == b'\n') {
+                cut = cut.max(newline + 1);
+            }
+        }
         // A secret that starts before the cut ends within what is held: written whole now.
         if let Some(&(_, end)) = spans.iter().find(|(start, end)| *start < cut && *end > cut) {
             cut = end;
@@ -158,5 +170,19 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out), "x=***\ny=***\n");
         // Without secrets, nothing is held back.
         assert_eq!(Masking::new(Mask::default()).push(b"abc"), b"abc");
+    }
+
+    /// A whole line goes out at once (a live log does not lag by a line); a secret cut between
+    /// two pieces of one line is still masked whole.
+    #[test]
+    fn whole_lines_are_not_held_back() {
+        let mut m = Masking::new(Mask::new(["a-long-secret-value-0123"]));
+        assert_eq!(m.push(b"line 1\n"), b"line 1\n");
+        assert_eq!(m.push(b"token a-long-sec"), b"");
+        assert_eq!(m.push(b"ret-value-0123 end\nnext"), b"token *** end\n");
+        assert_eq!(m.flush(), b"next");
+        // A secret that holds a line break: lines are held as before.
+        let mut m = Masking::new(Mask::new(["first line of it\nsecond"]));
+        assert_eq!(m.push(b"x\n"), b"");
     }
 }

@@ -44,6 +44,13 @@ impl Body for LogStream {
     }
 }
 
+impl LogStream {
+    /// A stream of what `pieces` gives, until its sender is gone.
+    pub(super) fn of(pieces: mpsc::Receiver<Bytes>) -> LogStream {
+        LogStream { pieces }
+    }
+}
+
 /// Why a page is not shown.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {

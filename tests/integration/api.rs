@@ -308,3 +308,76 @@ fn releases_and_a_rollback_through_the_api_and_remote() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(daemon.store().frozen_reason("site").unwrap().as_deref(), Some("from ci"));
 }
+
+/// Reads a Server-Sent Events stream to its end; each event with when it arrived.
+fn events(daemon: &Daemon, path: &str, last: Option<&str>) -> Vec<(std::time::Instant, String)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(daemon.addr).unwrap();
+    let resume = last.map(|l| format!("Last-Event-ID: {l}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\nAccept: text/event-stream\r\n{resume}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut out = Vec::new();
+    let mut event = String::new();
+    let mut line = String::new();
+    let mut in_body = false;
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if in_body {
+            // Chunked framing: only the event lines matter.
+            if line.starts_with("id:") || line.starts_with("event:") || line.starts_with("data:") {
+                event.push_str(&line);
+            } else if (line == "\r\n" || line == "\n") && !event.is_empty() {
+                out.push((std::time::Instant::now(), std::mem::take(&mut event)));
+            }
+        } else if line == "\r\n" {
+            in_body = true;
+        }
+        line.clear();
+    }
+    out
+}
+
+#[test]
+fn a_log_streams_as_events_while_the_job_runs_and_resumes_after_the_last_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = SETTINGS.replace(
+        "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']",
+        "actions: ['for i in 1 2 3; do echo \"line $i <b>\\a\"; sleep 0.7; done']",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let id = push(&daemon, 'a', "s1");
+    let got = events(&daemon, &format!("/api/v1/jobs/{id}/log"), None);
+    let ended = std::time::Instant::now();
+    let texts: Vec<&str> = got.iter().map(|(_, e)| e.as_str()).collect();
+    let lines: Vec<&&str> = texts.iter().filter(|e| e.contains("Z line ")).collect();
+    assert_eq!(lines.len(), 3, "{texts:#?}");
+    assert!(lines[0].contains(r#"Z line 1 <b>\u0007""#), "control characters are escaped: {}", lines[0]);
+    // The first line came while the job still ran.
+    let first = got.iter().find(|(_, e)| e.contains("line 1")).unwrap().0;
+    assert!(
+        ended.duration_since(first) > std::time::Duration::from_millis(300),
+        "streamed as it came: {:?} before the end; {texts:#?}",
+        ended.duration_since(first)
+    );
+    let end = texts.last().unwrap();
+    assert!(end.starts_with("event: end") && end.contains("\"state\":\"succeeded\""), "{end}");
+    // Resuming after the second line's event: only what follows.
+    let second = lines[1].lines().find_map(|l| l.strip_prefix("id: ")).unwrap().trim().to_string();
+    let again = events(&daemon, &format!("/api/v1/jobs/{id}/log"), Some(&second));
+    let rest: Vec<&String> = again.iter().map(|(_, e)| e).filter(|e| e.contains("event: log")).collect();
+    assert!(rest.iter().all(|e| !e.contains("line 1") && !e.contains("line 2")), "{rest:?}");
+    assert!(rest.iter().any(|e| e.contains("line 3")), "{rest:?}");
+    assert!(again.last().unwrap().1.starts_with("event: end"));
+    // Without a token: 401, no stream.
+    let reply = http(
+        daemon.addr,
+        "GET",
+        &format!("/api/v1/jobs/{id}/log"),
+        &[("Accept".into(), "text/event-stream".into())],
+        b"",
+    );
+    assert_eq!(reply.status, 401);
+}

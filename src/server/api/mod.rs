@@ -11,6 +11,7 @@
 //! (`{"to"}`), `POST entries/{name}/freeze` (`{"reason"}`) and `unfreeze`.
 
 mod auth;
+mod events;
 mod views;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::answers::{json_answer, Answer};
-use crate::app::App;
+use crate::app::{blocking, App};
 use crate::forwarded;
 use crate::settings::Scope;
 
@@ -36,25 +37,59 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
     json_answer(status, &json!({ "error": message.into() }))
 }
 
-pub(super) async fn api(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Answer {
+/// The API's answer: JSON (or a log's text), or a log as events while its job runs.
+pub(super) async fn api(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> http::Response<super::Body> {
+    use http_body_util::Either;
+    match answer(app, req, peer).await {
+        Reply::Answer(answer) => answer.map(Either::Left),
+        Reply::Events(stream) => {
+            let mut res = http::Response::new(Either::Right(stream));
+            let headers = res.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+            headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            // nginx: pass the events on as they come.
+            headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+            res
+        }
+    }
+}
+
+/// An answer, or a log's events.
+enum Reply {
+    Answer(Answer),
+    Events(super::jobs::LogStream),
+}
+
+async fn answer(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
+    match route(app, req, peer).await {
+        Ok(reply) => reply,
+        Err(answer) => Reply::Answer(answer),
+    }
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Result<Reply, Answer> {
     let settings = app.settings();
     let Some(api) = settings.api.clone() else {
-        return error(StatusCode::NOT_FOUND, "no API here: the settings have no `api:`");
+        return Err(error(StatusCode::NOT_FOUND, "no API here: the settings have no `api:`"));
     };
     let client = forwarded::client(peer.ip(), req.headers(), &settings.server.trusted_proxies);
     drop(settings);
     if api.allow_from.as_ref().is_some_and(|nets| !nets.contains(client)) {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             format!("requests from {client} may not use the API (api.allow_from)"),
-        );
+        ));
     }
     if auth::throttled(client) {
         app.metrics.api_refused.inc();
-        return error(
+        return Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests with a wrong token: try again in a minute",
-        );
+        ));
     }
     let Some(token) = auth::token(&api, req.headers()).cloned() else {
         auth::failed(client);
@@ -62,11 +97,22 @@ pub(super) async fn api(app: Arc<App>, req: Request<Incoming>, peer: std::net::S
         if let Some(held_back) = super::hooks::REFUSALS.admit("the API") {
             warn!(status = 401, %client, held_back, "API request refused: no token, or not one of api.tokens");
         }
-        return error(
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             "a token is needed: Authorization: Bearer <token> (api.tokens)",
-        );
+        ));
     };
+    let wants_events = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let last_event: u64 = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();
@@ -94,6 +140,18 @@ pub(super) async fn api(app: Arc<App>, req: Request<Incoming>, peer: std::net::S
             }
         }
     };
+    if let (&Method::GET, ["jobs", id, "log"], true) = (&parts.method, segments.as_slice(), wants_events) {
+        let id = id.parse::<i64>().ok();
+        let store = app.store.clone();
+        let found = match id {
+            Some(id) => blocking(move || store.job(id)).await.ok().flatten().is_some(),
+            None => false,
+        };
+        return match (id, found) {
+            (Some(id), true) => Ok(Reply::Events(events::stream(app.clone(), id, last_event))),
+            _ => Err(error(StatusCode::NOT_FOUND, format!("no job {:?}", segments[1]))),
+        };
+    }
     let answer = match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["entries"]) => views::entries(&app).await,
         (&Method::GET, ["jobs"]) => views::jobs(&app, &query).await,
@@ -134,5 +192,5 @@ pub(super) async fn api(app: Arc<App>, req: Request<Incoming>, peer: std::net::S
         )),
         _ => Ok(error(StatusCode::NOT_FOUND, format!("no API route /api/v1/{path}"))),
     };
-    answer.unwrap_or_else(|(status, message)| error(status, message))
+    Ok(Reply::Answer(answer.unwrap_or_else(|(status, message)| error(status, message))))
 }
