@@ -381,3 +381,38 @@ fn a_log_streams_as_events_while_the_job_runs_and_resumes_after_the_last_event()
     );
     assert_eq!(reply.status, 401);
 }
+
+/// Waiting requests have a room of their own (a quarter of max_connections): beyond it they
+/// get 503 at once, and the hosts' deliveries still get in.
+#[test]
+fn waiting_requests_have_a_room_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = SETTINGS
+        .replace(
+            "server: { listen: 127.0.0.1:0 }",
+            "server: { listen: 127.0.0.1:0, max_connections: 8, max_connections_per_address: 8 }",
+        )
+        .replace("actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']", "actions: ['sleep 3']");
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let id = push(&daemon, 'a', "l1");
+    let addr = daemon.addr;
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let headers = vec![("Authorization".to_string(), format!("Bearer {READ}"))];
+                http(addr, "GET", &format!("/api/v1/jobs/{id}?wait=20s"), &headers, b"").status
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let reply = call(&daemon, "GET", &format!("/api/v1/jobs/{id}?wait=20s"), Some(READ), "");
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    // A delivery gets in, and a request that does not wait too.
+    push(&daemon, 'b', "l2");
+    assert_eq!(call(&daemon, "GET", "/api/v1/entries", Some(READ), "").status, 200);
+    for w in waiters {
+        assert_eq!(w.join().unwrap(), 200);
+    }
+    assert_eq!(call(&daemon, "GET", &format!("/api/v1/jobs/{id}?wait=1s"), Some(READ), "").status, 200);
+}

@@ -22,9 +22,13 @@ const PIECE: usize = 16 * 1024;
 const LOOK: Duration = Duration::from_millis(200);
 
 /// The stream of job `id`'s log from byte `from`.
-pub(super) fn stream(app: Arc<App>, id: i64, from: u64) -> LogStream {
+/// It holds `long`, its place among the long requests, until it ends.
+pub(super) fn stream(app: Arc<App>, id: i64, from: u64, long: super::Long) -> LogStream {
     let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(send(app, id, from, tx));
+    tokio::spawn(async move {
+        send(app, id, from, tx).await;
+        drop(long);
+    });
     LogStream::of(rx)
 }
 

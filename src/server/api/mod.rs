@@ -27,6 +27,43 @@ use crate::app::{blocking, App};
 use crate::forwarded;
 use crate::settings::Scope;
 
+/// Requests that last (`?wait=`, event streams) at once: a quarter of `server.max_connections`,
+/// so that however many CI jobs wait, the hosts' deliveries keep three quarters of the places.
+static LONG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place among the long requests, given back when dropped.
+pub(super) struct Long;
+
+impl Long {
+    /// A place, or `None` when they are all taken (answered 503).
+    fn take(app: &App) -> Option<Long> {
+        use std::sync::atomic::Ordering;
+        let cap = (app.settings().server.max_connections / 4).max(1);
+        let taken = LONG.fetch_add(1, Ordering::AcqRel);
+        if taken >= cap {
+            LONG.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Long)
+    }
+}
+
+impl Drop for Long {
+    fn drop(&mut self) {
+        LONG.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The answer when every place for long requests is taken.
+fn busy() -> Answer {
+    let mut res = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many waiting requests and event streams at once (a quarter of server.max_connections): try again",
+    );
+    res.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+    res
+}
+
 /// The most of a request body the API reads.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -148,10 +185,22 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
             None => false,
         };
         return match (id, found) {
-            (Some(id), true) => Ok(Reply::Events(events::stream(app.clone(), id, last_event))),
+            (Some(id), true) => match Long::take(&app) {
+                Some(long) => Ok(Reply::Events(events::stream(app.clone(), id, last_event, long))),
+                None => Err(busy()),
+            },
             _ => Err(error(StatusCode::NOT_FOUND, format!("no job {:?}", segments[1]))),
         };
     }
+    // A request that waits holds a place among the long ones while it waits.
+    let _long = if query.split('&').any(|p| p.starts_with("wait=")) {
+        match Long::take(&app) {
+            Some(long) => Some(long),
+            None => return Err(busy()),
+        }
+    } else {
+        None
+    };
     let answer = match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["entries"]) => views::entries(&app).await,
         (&Method::GET, ["jobs"]) => views::jobs(&app, &query).await,
