@@ -81,3 +81,98 @@ fn a_burst_through_nginx_is_answered_in_full() {
     // The client nginx names is the one the log shows.
     assert!(daemon.log().contains("client=127.0.0.1"), "{}", daemon.log());
 }
+
+/// The shipped `contrib/nginx.conf` (its TLS left out: the test speaks plain HTTP to it), run by
+/// a real nginx in front of `upstream`.
+fn shipped_nginx(dir: &Path, upstream: std::net::SocketAddr) -> Option<(Child, std::net::SocketAddr)> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        eprintln!("skipped: nginx is not installed (.ci/run installs it)");
+        return None;
+    }
+    let addr = free_addr();
+    let site = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/nginx.conf"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("ssl_certificate") && !l.contains("listen [::]"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("listen 443 ssl;", &format!("listen {addr};"))
+        .replace("127.0.0.1:8970", &upstream.to_string());
+    let d = dir.display();
+    let user = if nix::unistd::Uid::effective().is_root() { "user root;\n" } else { "" };
+    let conf = format!(
+        "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{site}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-g", "daemon off;", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < until,
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((child, addr))
+}
+
+/// Through the shipped nginx snippet, a job's log arrives as events while the job runs, not
+/// buffered to its end (the snippet's `proxy_buffering off`, and the daemon's
+/// `X-Accel-Buffering: no` for a proxy configured otherwise).
+#[test]
+fn the_job_api_streams_through_the_shipped_nginx_snippet() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let token = "read-token-0123456789";
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\napi:\n  tokens:\n    - {{ name: ci, token: {token} }}\nentries:\n  site:\n    \
+         secret: s\n    actions: ['echo first; sleep 1.5; echo last']\n"
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[]);
+    let proxy_dir = tempfile::tempdir().unwrap();
+    let Some((mut proxy, addr)) = shipped_nginx(proxy_dir.path(), daemon.addr) else { return };
+    let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), &"1".repeat(40));
+    let reply = http(addr, "POST", "/hooks/site", &github_push(&body, "s", "n1"), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let id = reply.job_ids()[0];
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /api/v1/jobs/{id}/log HTTP/1.1\r\nHost: hooks.example.com\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    let mut first_at = None;
+    let mut ended = false;
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if line.contains(" first\"") && first_at.is_none() {
+            first_at = Some(started.elapsed());
+        }
+        if line.starts_with("event: end") {
+            ended = true;
+        }
+        line.clear();
+    }
+    let total = started.elapsed();
+    let first_at = first_at.expect("the first line came through");
+    assert!(ended, "the end event came through");
+    assert!(
+        total - first_at > Duration::from_millis(700),
+        "not buffered: first at {first_at:?} of {total:?}"
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
