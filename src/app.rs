@@ -44,6 +44,8 @@ pub struct App {
     pub store: Arc<Store>,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
+    /// The running jobs' cancel signals (a cancel by request).
+    pub cancels: crate::jobs::cancel::Cancels,
     /// Told when statuses or messages are written to the outbox ([`crate::outbox_sender`]).
     pub outbox_wake: Arc<tokio::sync::Notify>,
     source: PathBuf,
@@ -109,6 +111,7 @@ impl App {
             store: Arc::new(store),
             queue: Queue::new(),
             metrics: Arc::new(Metrics::new()),
+            cancels: Default::default(),
             outbox_wake,
         })
     }

@@ -113,8 +113,27 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
     };
     let mut pause = Pause::new();
     let mut lock = Some(lock);
+    // The job's own cancel signal: the daemon's stop, or a cancel by request.
+    let (job_cancel, relay) = app.cancels.register(id, cancel.clone());
+    let taken = run_registered(app, next, work, &mut cancel, job_cancel, &mut pause, &mut lock).await;
+    relay.abort();
+    app.cancels.done(id);
+    taken
+}
+
+/// [`run_job`] once the job is registered for a cancel by request.
+async fn run_registered(
+    app: &Arc<App>,
+    next: &Waiting,
+    work: &Work,
+    cancel: &mut watch::Receiver<bool>,
+    job_cancel: watch::Receiver<bool>,
+    pause: &mut Pause,
+    lock: &mut Option<Option<EntryLock>>,
+) -> Taken {
+    let id = next.id;
     let prepared = loop {
-        match prepare(app, id, cancel.clone()).await {
+        match prepare(app, id, job_cancel.clone()).await {
             Ok(Start::Run(mut p)) => {
                 p.lock = lock.take().flatten();
                 break *p;
@@ -127,7 +146,7 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
             }
             Err(e) => {
                 app.store_failed(&format!("cannot start job {id}; trying again"), &e);
-                if !pause.wait(app, &mut cancel).await {
+                if !pause.wait(app, cancel).await {
                     // Stopping: it is still `queued`, for the next start.
                     return Taken::Done;
                 }
@@ -145,8 +164,12 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
     let started = std::time::Instant::now();
     // Its own task: a panic in the work ends that task, not this worker.
     let finished = match tokio::spawn(work(prepared)).await {
-        // Cancelled here means stopped by the daemon's stop: it runs again at the next start.
-        Ok(Outcome::Cancelled { action }) => Finished::interrupted(action),
+        // Cancelled by request: recorded so, with who asked.
+        Ok(Outcome::Cancelled { action }) => match app.cancels.done(id) {
+            Some(why) => Finished::cancelled(action, &why),
+            // Else stopped by the daemon's stop: it runs again at the next start.
+            None => Finished::interrupted(action),
+        },
         Ok(outcome) => Finished::of(&outcome, timeout),
         Err(e) => {
             let why = Panicked::of(e);
@@ -169,7 +192,7 @@ async fn run_job(app: &Arc<App>, next: &Waiting, work: &Work, mut cancel: watch:
     }
     let failed_rollback =
         trigger == Trigger::Rollback && finished.state.is_final() && finished.state != JobState::Succeeded;
-    match record(app, id, finished, (&rollback_entry, trigger), &mut cancel).await {
+    match record(app, id, finished, (&rollback_entry, trigger), cancel).await {
         Some(RolledBack::To { job, commit }) => {
             warn!(rollback = job, %commit, "the job failed: rolling back to the last release");
             let key = String::new();

@@ -39,6 +39,12 @@ impl Finished {
         Finished { state: JobState::Queued, exit_code: None, reason: Some(reason) }
     }
 
+    /// Cancelled during action `action` by a request (`why`: who asked).
+    pub(crate) fn cancelled(action: usize, why: &str) -> Finished {
+        let reason = format!("cancelled during action {action}: {why}");
+        Finished { state: JobState::Cancelled, exit_code: None, reason: Some(reason) }
+    }
+
     pub(crate) fn failed(reason: String) -> Finished {
         Finished { state: JobState::Failed, exit_code: None, reason: Some(reason) }
     }

@@ -4,6 +4,7 @@
 //! across processes.
 
 pub mod action_records;
+pub mod cancel;
 pub mod end;
 pub mod entry_lock;
 pub mod job_log;

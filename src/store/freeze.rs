@@ -166,6 +166,31 @@ impl Store {
         Ok(unfrozen)
     }
 
+    /// Cancels job `id` when it waits (queued or held), for `why`; `false` when it does not
+    /// (it runs, or has ended). In one transaction with the check: a worker that takes the job
+    /// at the same moment finds it cancelled and does not start it.
+    pub fn cancel_waiting(&self, id: i64, why: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let state: Option<String> = tx
+            .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if !matches!(state.as_deref(), Some("queued" | "held")) {
+            return Ok(false);
+        }
+        let reporter = self.reporter();
+        let mut wrote = false;
+        let end = End { state: JobState::Cancelled, exit_code: None, reason: Some(why), by: None };
+        let changed = self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
+        tx.commit()?;
+        drop(conn);
+        if let Some(reporter) = reporter.filter(|_| wrote) {
+            reporter.written();
+        }
+        Ok(changed)
+    }
+
     /// The frozen entries.
     pub fn frozen(&self) -> Result<Vec<Frozen>, StoreError> {
         let conn = self.conn();

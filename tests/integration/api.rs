@@ -416,3 +416,50 @@ fn waiting_requests_have_a_room_of_their_own() {
     }
     assert_eq!(call(&daemon, "GET", &format!("/api/v1/jobs/{id}?wait=1s"), Some(READ), "").status, 200);
 }
+
+/// Cancelling: a waiting job at once, a running one by killing its processes (recorded
+/// cancelled, not run again at the next start), an ended one refused.
+#[test]
+fn a_job_is_cancelled_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = SETTINGS.replace(
+        "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']",
+        "actions: ['echo started >> ../ran; sleep 5; echo finished >> ../ran']\n    workdir: work",
+    );
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let running = push(&daemon, 'a', "c1");
+    crate::common::eventually("it runs", || {
+        daemon.store().job(running).unwrap().unwrap().state == JobState::Running
+    });
+    // A manual run waits behind it.
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/run", Some(RUN), r#"{"branch":"master"}"#);
+    let queued = reply.json()["job"].as_i64().unwrap();
+    assert_eq!(call(&daemon, "POST", &format!("/api/v1/jobs/{queued}/cancel"), Some(READ), "").status, 403);
+    let reply = call(&daemon, "POST", &format!("/api/v1/jobs/{queued}/cancel"), Some(RUN), "");
+    assert_eq!((reply.status, reply.json()["state"].as_str()), (200, Some("cancelled")), "{}", reply.body);
+    let reply = call(&daemon, "POST", &format!("/api/v1/jobs/{running}/cancel"), Some(RUN), "");
+    assert_eq!((reply.status, reply.json()["state"].as_str()), (202, Some("cancelling")), "{}", reply.body);
+    let job = daemon.wait_job(running);
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(
+        job.reason.as_deref().unwrap().contains("cancelled through the API (token \"ci\")"),
+        "{:?}",
+        job.reason
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ran")).unwrap(),
+        "started\n",
+        "its processes were killed"
+    );
+    let q = daemon.store().job(queued).unwrap().unwrap();
+    assert_eq!(q.state, JobState::Cancelled, "the waiting one never ran");
+    assert_eq!(call(&daemon, "POST", &format!("/api/v1/jobs/{running}/cancel"), Some(RUN), "").status, 409);
+    assert_eq!(call(&daemon, "POST", "/api/v1/jobs/999/cancel", Some(RUN), "").status, 404);
+    // Not run again at the next start.
+    daemon.stop();
+    let daemon = Daemon::start(dir.path(), &[("SECRET", SECRET)]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(daemon.store().job(running).unwrap().unwrap().state, JobState::Cancelled);
+}

@@ -7,7 +7,8 @@
 //! next page `before` the last id), `GET jobs/{id}`, `GET jobs/{id}/log` (plain text), and
 //! `?wait=10m` on a job or on `jobs?entry=E&commit=SHA`: the answer comes when the job ends (or
 //! the wait runs out: 202 with the state then), `GET entries/{name}/releases`.
-//! `POST entries/{name}/run` (`{"branch"|"tag", "commit"}`), `POST entries/{name}/rollback`
+//! `POST jobs/{id}/cancel`, `POST entries/{name}/run` (`{"branch"|"tag", "commit"}`),
+//! `POST entries/{name}/rollback`
 //! (`{"to"}`), `POST entries/{name}/freeze` (`{"reason"}`) and `unfreeze`.
 
 mod auth;
@@ -207,6 +208,10 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
         (&Method::GET, ["jobs", id]) => views::job(&app, id, &query).await,
         (&Method::GET, ["jobs", id, "log"]) => views::log(&app, id).await,
         (&Method::GET, ["entries", name, "releases"]) => views::releases(&app, name).await,
+        (&Method::POST, ["jobs", id, "cancel"]) => match need(Scope::Run) {
+            Err(refused) => Ok(*refused),
+            Ok(()) => views::cancel(&app, id, &token.name).await,
+        },
         (&Method::POST, ["entries", name, "rollback"]) => match need(Scope::Run) {
             Err(refused) => Ok(*refused),
             Ok(()) => match read_body().await {
@@ -233,7 +238,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
             ["entries"]
             | ["jobs"]
             | ["jobs", _]
-            | ["jobs", _, "log"]
+            | ["jobs", _, "log" | "cancel"]
             | ["entries", _, "run" | "freeze" | "unfreeze" | "rollback" | "releases"],
         ) => Ok(error(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -221,6 +221,32 @@ pub(super) async fn releases(app: &Arc<App>, name: &str) -> Result<Answer> {
     Ok(json_answer(StatusCode::OK, &json!({ "releases": list })))
 }
 
+/// `POST jobs/{id}/cancel`: a waiting job is cancelled at once (200); a running one is asked to
+/// stop, its process groups killed (202: its end follows); an ended one is 409.
+pub(super) async fn cancel(app: &Arc<App>, id: &str, by: &str) -> Result<Answer> {
+    let id = id_of(id)?;
+    let why = format!("cancelled through the API (token {by:?})");
+    let store = app.store.clone();
+    let reason = why.clone();
+    if blocking(move || store.cancel_waiting(id, &reason)).await.map_err(store_error)? {
+        return Ok(json_answer(StatusCode::OK, &json!({ "job": id, "state": "cancelled" })));
+    }
+    if app.cancels.request(id, &why) {
+        return Ok(json_answer(StatusCode::ACCEPTED, &json!({ "job": id, "state": "cancelling" })));
+    }
+    let store = app.store.clone();
+    match blocking(move || store.job(id)).await.map_err(store_error)? {
+        None => Err((StatusCode::NOT_FOUND, format!("no job {id}"))),
+        Some(job) if job.state.is_final() => {
+            Err((StatusCode::CONFLICT, format!("job {id} has ended: {}", job.state.as_str())))
+        }
+        Some(_) => Err((
+            StatusCode::CONFLICT,
+            format!("job {id} runs outside this daemon (a manual run in the foreground): stop it there"),
+        )),
+    }
+}
+
 /// Whether a run of `name` may go: 409 when it is frozen, unless an admin forces it.
 async fn not_frozen(app: &Arc<App>, name: &str, force: bool, scope: Scope) -> Result<()> {
     if app.settings().entry(name).is_none() {
