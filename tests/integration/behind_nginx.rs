@@ -27,26 +27,7 @@ fn nginx(dir: &Path, upstream: std::net::SocketAddr) -> Option<(Child, std::net:
          location /hooks {{\n      proxy_pass http://wh;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header Forwarded \"\";\n    }}\n  }}\n}}\n"
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-g", "daemon off;", "-p"])
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < until,
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((child, addr))
+    Some((start(dir, &conf, addr), addr))
 }
 
 #[test]
@@ -105,26 +86,7 @@ fn shipped_nginx(dir: &Path, upstream: std::net::SocketAddr) -> Option<(Child, s
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
          fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{site}\n}}\n"
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-g", "daemon off;", "-p"])
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < until,
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((child, addr))
+    Some((start(dir, &conf, addr), addr))
 }
 
 /// Through the shipped nginx snippet, a job's log arrives as events while the job runs, not
@@ -175,4 +137,28 @@ fn the_job_api_streams_through_the_shipped_nginx_snippet() {
     );
     let _ = proxy.kill();
     let _ = proxy.wait();
+}
+
+/// Starts nginx on `conf` (written into `dir`) and waits until it answers at `addr`.
+fn start(dir: &Path, conf: &str, addr: std::net::SocketAddr) -> Child {
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-g", "daemon off;", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < until,
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
