@@ -200,7 +200,7 @@ fn ci_waits_for_the_deploy_of_its_commit_and_fails_when_it_fails() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = SETTINGS.replace(
         "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']",
-        "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"; case $WH_AFTER in b*) exit 3;; esac']",
+        "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"; case $WH_AFTER in b*) exit 3;; d*) sleep 2;; esac']",
     );
     let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
     std::fs::write(dir.path().join("ci.token"), format!("{RUN}\n")).unwrap();

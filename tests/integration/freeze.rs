@@ -152,8 +152,11 @@ fn held_pushes_say_so_on_their_commits_and_end_like_any_job() {
     });
     assert_eq!(said(&seen, &shas[0]), [("pending".to_string(), "held: maintenance".to_string())]);
     trigger(dir.path(), &["settings.yaml", "site", "--unfreeze"], &[]);
-    let seen =
-        standin.wait("the newest deployed", |s| said(s, &shas[1]).last().is_some_and(|l| l.0 == "success"));
+    // Each commit's statuses go in order; the two commits' lanes go side by side.
+    let seen = standin.wait("the newest deployed, the older superseded", |s| {
+        said(s, &shas[1]).last().is_some_and(|l| l.0 == "success")
+            && said(s, &shas[0]).last().is_some_and(|l| l.0 == "error")
+    });
     assert_eq!(
         said(&seen, &shas[0]),
         [

@@ -282,7 +282,7 @@ fn a_kill_between_the_failure_and_the_rollback_loses_no_rollback() {
     let service = Service::start(&dir.path().join("checkout"));
     let env = [("SECRET", SECRET)];
     // The rollback waits a little before it does anything: the kill comes first.
-    let rollback = "    rollback:\n      - sleep 0.5; echo start >> ../rb; git checkout -q --detach \"$WH_AFTER\"; echo end >> ../rb\n";
+    let rollback = "    rollback:\n      - sleep 1.5; echo start >> ../rb; git checkout -q --detach \"$WH_AFTER\"; echo end >> ../rb\n";
     let mut daemon = Daemon::with_settings(dir.path(), &settings(dir.path(), service.port, rollback), &env);
     let first = push(&daemon, &"0".repeat(40), &a, "d-a");
     assert_eq!(daemon.wait_job(first).state, JobState::Succeeded);
