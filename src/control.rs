@@ -208,7 +208,7 @@ async fn client(app: Arc<App>, mut stream: AsyncUnixStream, mut stop: watch::Rec
             return;
         }
     };
-    info!(job = id, %entry, "manual run queued");
+    info!(job = id, %entry, "{} queued", if rollback { "rollback" } else { "manual run" });
     if send(&mut stream, &Reply::Queued { id }).await.is_err() {
         return;
     }

@@ -45,6 +45,7 @@ pub(super) fn load(
         let top = lines.iter().position(|l| l.trim_end() == "notify:").map(|i| i + 1);
         top.map(|at| key_lines(&lines, at)).unwrap_or_default()
     };
+    let api_line = top_level_line(&text, "api:");
     let include_globs: Vec<PathBuf> = main.include.iter().map(|p| base.join(p)).collect();
     let mut sources =
         vec![Source { file: source.clone(), text, entries: main.entries, networks: main.networks }];
@@ -58,8 +59,7 @@ pub(super) fn load(
         let mut said = Vec::new();
         let allow = |list: &[String]| compile::api_allow_from(list, &networks);
         let api = super::api::api(raw, &base, env, &allow, &mut said);
-        let line = text_line(&source, "api:");
-        problems.extend(said.into_iter().map(|m| problem(&source, line, None, m)));
+        problems.extend(said.into_iter().map(|m| problem(&source, api_line, None, m)));
         api
     });
     let files = sources.iter().map(|s| s.file.clone()).collect();
@@ -76,9 +76,8 @@ pub(super) fn load(
     Ok(Settings { source, files, include_globs, server, entries, targets, api, warnings, index })
 }
 
-/// The line (1-based) of `key` at the top level of the file at `path`, if it is there.
-fn text_line(path: &Path, key: &str) -> Option<usize> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// The line (1-based) of `key` at the top level of `text`, if it is there.
+fn top_level_line(text: &str, key: &str) -> Option<usize> {
     text.lines().position(|l| l.trim_end() == key || l.starts_with(&format!("{key} "))).map(|i| i + 1)
 }
 

@@ -6,7 +6,6 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::outbox::Facts;
 use super::{now_ms, End, Store, StoreError};
 use crate::store::JobState;
 
@@ -90,54 +89,40 @@ impl Store {
         entry: &str,
         reason: &str,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let reporter = self.reporter();
-        let mut wrote = false;
-        if let Some((id, end)) = ending {
-            self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
-        }
-        let held = freeze_in(&tx, entry, reason)?;
-        if let Some(reporter) = reporter.as_deref().filter(|r| r.wants(entry)) {
-            for id in &held {
-                wrote |= self.report_change(&tx, reporter, *id, Facts::default())?;
+        self.reporting(|tx, reporter, wrote| {
+            if let Some((id, end)) = ending {
+                self.finish_in(tx, id, &end, reporter, wrote)?;
             }
-        }
-        tx.commit()?;
-        drop(conn);
-        if let Some(reporter) = reporter.filter(|_| wrote) {
-            reporter.written();
-        }
-        Ok(held)
+            let held = freeze_in(tx, entry, reason)?;
+            *wrote |= self.report_jobs(tx, reporter, entry, &held)?;
+            Ok(held)
+        })
     }
 
     /// Unfreezes `entry`: the newest held job waits to run (unless its commit is the current
     /// release), the older held ones are superseded by it.
     pub fn unfreeze(&self, entry: &str) -> Result<Unfrozen, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let mut unfrozen = Unfrozen {
-            was_frozen: tx.prepare_cached("DELETE FROM frozen WHERE entry = ?1")?.execute([entry])? > 0,
-            ..Unfrozen::default()
-        };
-        let held: Vec<(i64, String, String)> = tx
-            .prepare_cached("SELECT id, git_ref, commit_sha FROM jobs WHERE entry = ?1 AND state = 'held' ORDER BY id DESC")?
-            .query_map([entry], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        tx.prepare_cached(
-            "UPDATE jobs SET state = 'queued', reason = NULL WHERE entry = ?1 AND state = 'held'",
-        )?
-        .execute([entry])?;
-        let release: Option<String> = tx
-            .prepare_cached(&format!(
-                "SELECT commit_sha FROM jobs WHERE entry = ?1 AND {} ORDER BY id DESC LIMIT 1",
-                super::releases::is_release()
-            ))?
-            .query_row([entry], |r| r.get(0))
-            .optional()?;
-        let reporter = self.reporter();
-        let mut wrote = false;
-        if let Some((newest, git_ref, commit)) = held.first() {
+        self.reporting(|tx, reporter, wrote| {
+            let mut unfrozen = Unfrozen {
+                was_frozen: tx.prepare_cached("DELETE FROM frozen WHERE entry = ?1")?.execute([entry])? > 0,
+                ..Unfrozen::default()
+            };
+            let held: Vec<(i64, String, String)> = tx
+                .prepare_cached(
+                    "SELECT id, git_ref, commit_sha FROM jobs WHERE entry = ?1 AND state = 'held' ORDER BY id DESC",
+                )?
+                .query_map([entry], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            tx.prepare_cached("UPDATE jobs SET state = 'queued', reason = NULL WHERE entry = ?1 AND state = 'held'")?
+                .execute([entry])?;
+            let release: Option<String> = tx
+                .prepare_cached(&format!(
+                    "SELECT commit_sha FROM jobs WHERE entry = ?1 AND {} ORDER BY id DESC LIMIT 1",
+                    super::releases::is_release()
+                ))?
+                .query_row([entry], |r| r.get(0))
+                .optional()?;
+            let Some((newest, git_ref, commit)) = held.first() else { return Ok(unfrozen) };
             let current = release.as_deref() == Some(commit.as_str());
             for (id, ..) in held.iter().skip(usize::from(!current)) {
                 let reason = if id == newest {
@@ -147,48 +132,33 @@ impl Store {
                 };
                 let by = (id != newest).then_some(*newest);
                 let end = End { state: JobState::Superseded, exit_code: None, reason: Some(&reason), by };
-                if self.finish_in(&tx, *id, &end, reporter.as_deref(), &mut wrote)? {
+                if self.finish_in(tx, *id, &end, reporter, wrote)? {
                     unfrozen.superseded.push(*id);
                 }
             }
             if !current {
-                if let Some(reporter) = reporter.as_deref().filter(|r| r.wants(entry)) {
-                    wrote |= self.report_change(&tx, reporter, *newest, Facts::default())?;
-                }
+                *wrote |= self.report_jobs(tx, reporter, entry, &[*newest])?;
                 unfrozen.runs = Some((*newest, git_ref.clone()));
             }
-        }
-        tx.commit()?;
-        drop(conn);
-        if let Some(reporter) = reporter.filter(|_| wrote) {
-            reporter.written();
-        }
-        Ok(unfrozen)
+            Ok(unfrozen)
+        })
     }
 
     /// Cancels job `id` when it waits (queued or held), for `why`; `false` when it does not
     /// (it runs, or has ended). In one transaction with the check: a worker that takes the job
     /// at the same moment finds it cancelled and does not start it.
     pub fn cancel_waiting(&self, id: i64, why: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let state: Option<String> = tx
-            .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
-            .optional()?;
-        if !matches!(state.as_deref(), Some("queued" | "held")) {
-            return Ok(false);
-        }
-        let reporter = self.reporter();
-        let mut wrote = false;
-        let end = End { state: JobState::Cancelled, exit_code: None, reason: Some(why), by: None };
-        let changed = self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
-        tx.commit()?;
-        drop(conn);
-        if let Some(reporter) = reporter.filter(|_| wrote) {
-            reporter.written();
-        }
-        Ok(changed)
+        self.reporting(|tx, reporter, wrote| {
+            let state: Option<String> = tx
+                .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            if !matches!(state.as_deref(), Some("queued" | "held")) {
+                return Ok(false);
+            }
+            let end = End { state: JobState::Cancelled, exit_code: None, reason: Some(why), by: None };
+            self.finish_in(tx, id, &end, reporter, wrote)
+        })
     }
 
     /// The frozen entries.

@@ -343,18 +343,8 @@ impl Store {
         reason: Option<&str>,
         by: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let reporter = self.reporter();
-        let mut wrote = false;
         let end = End { state, exit_code, reason, by };
-        let changed = self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
-        tx.commit()?;
-        drop(conn);
-        if let Some(reporter) = reporter.filter(|_| wrote) {
-            reporter.written();
-        }
-        Ok(changed)
+        self.reporting(|tx, reporter, wrote| self.finish_in(tx, id, &end, reporter, wrote))
     }
 
     /// Puts job `id` in its final state within `tx` (a job is superseded only while it waits),

@@ -182,6 +182,42 @@ impl Store {
         self.reporter.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Runs `work` in one transaction with the reporter (if any) and a flag it sets when it
+    /// wrote outbox items; commits, then wakes the sender when something was written.
+    pub(super) fn reporting<T>(
+        &self,
+        work: impl FnOnce(&Connection, Option<&dyn Reporter>, &mut bool) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let reporter = self.reporter();
+        let mut wrote = false;
+        let out = work(&tx, reporter.as_deref(), &mut wrote)?;
+        tx.commit()?;
+        drop(conn);
+        if let Some(reporter) = reporter.filter(|_| wrote) {
+            reporter.written();
+        }
+        Ok(out)
+    }
+
+    /// Reports the state of each of `jobs` (of `entry`) as it is now, when the reporter wants
+    /// the entry; whether items were written.
+    pub(super) fn report_jobs(
+        &self,
+        tx: &Connection,
+        reporter: Option<&dyn Reporter>,
+        entry: &str,
+        jobs: &[i64],
+    ) -> Result<bool, StoreError> {
+        let Some(reporter) = reporter.filter(|r| r.wants(entry)) else { return Ok(false) };
+        let mut wrote = false;
+        for id in jobs {
+            wrote |= self.report_change(tx, reporter, *id, Facts::default())?;
+        }
+        Ok(wrote)
+    }
+
     /// The heads (first items) of `dest`'s lanes, those tried least recently first; at most
     /// `limit`. Read through an index: the cost does not grow with the outbox.
     pub fn outbox_heads(&self, dest: &str, limit: usize) -> Result<Vec<Item>, StoreError> {

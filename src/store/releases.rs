@@ -6,7 +6,6 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::outbox::Facts;
 use super::{insert_job, End, Job, RawJob, Row, Store, StoreError, COLUMNS};
 use crate::event::{Trigger, ZERO_SHA};
 use crate::store::{JobState, NewJob};
@@ -109,46 +108,35 @@ impl Store {
         exit_code: Option<i32>,
         reason: Option<&str>,
     ) -> Result<RolledBack, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let failed = job_in(&tx, id)?.ok_or_else(|| StoreError::Failed(format!("no job {id}")))?;
-        let release = last_release(&tx, &failed.entry, &failed.event.after)?;
-        let (rolled_back, reason) = match release {
-            Some(release) => {
-                let mut event = release.event;
-                event.rollback_from = Some(failed.event.after.clone()).filter(|c| !c.is_empty());
-                event.delivery_id = None;
-                let job = NewJob { entry: failed.entry.clone(), trigger: Trigger::Rollback, event };
-                let row =
-                    Row { delivery: None, state: JobState::Queued, payload_id: None, foreground_pid: None };
-                let rid = insert_job(&tx, &job, &row)?;
-                let commit = job.event.after.clone();
-                let short = &commit[..commit.len().min(7)];
-                let why = format!("rolled back to {short} (job {rid}): {}", reason.unwrap_or("failed"));
-                (RolledBack::To { job: rid, commit }, why)
+        self.reporting(|tx, reporter, wrote| {
+            let failed = job_in(tx, id)?.ok_or_else(|| StoreError::Failed(format!("no job {id}")))?;
+            let (rolled_back, reason) = match last_release(tx, &failed.entry, &failed.event.after)? {
+                Some(release) => {
+                    let mut event = release.event;
+                    event.rollback_from = Some(failed.event.after.clone()).filter(|c| !c.is_empty());
+                    event.delivery_id = None;
+                    let job = NewJob { entry: failed.entry.clone(), trigger: Trigger::Rollback, event };
+                    let row = Row {
+                        delivery: None,
+                        state: JobState::Queued,
+                        payload_id: None,
+                        foreground_pid: None,
+                    };
+                    let rid = insert_job(tx, &job, &row)?;
+                    let commit = job.event.after.clone();
+                    let short = &commit[..commit.len().min(7)];
+                    let why = format!("rolled back to {short} (job {rid}): {}", reason.unwrap_or("failed"));
+                    (RolledBack::To { job: rid, commit }, why)
+                }
+                None => (RolledBack::NoRelease, reason.unwrap_or_default().to_string()),
+            };
+            let reason = Some(reason.as_str()).filter(|r| !r.is_empty());
+            self.finish_in(tx, id, &End { state, exit_code, reason, by: None }, reporter, wrote)?;
+            if let RolledBack::To { job, .. } = &rolled_back {
+                *wrote |= self.report_jobs(tx, reporter, &failed.entry, &[*job])?;
             }
-            None => (RolledBack::NoRelease, reason.unwrap_or_default().to_string()),
-        };
-        let reporter = self.reporter();
-        let mut wrote = false;
-        let end = End {
-            state,
-            exit_code,
-            reason: Some(&reason).filter(|r| !r.is_empty()).map(|r| r.as_str()),
-            by: None,
-        };
-        self.finish_in(&tx, id, &end, reporter.as_deref(), &mut wrote)?;
-        if let (RolledBack::To { job, .. }, Some(reporter)) = (&rolled_back, reporter.as_deref()) {
-            if reporter.wants(&failed.entry) {
-                wrote |= self.report_change(&tx, reporter, *job, Facts::default())?;
-            }
-        }
-        tx.commit()?;
-        drop(conn);
-        if let Some(reporter) = reporter.filter(|_| wrote) {
-            reporter.written();
-        }
-        Ok(rolled_back)
+            Ok(rolled_back)
+        })
     }
 }
 

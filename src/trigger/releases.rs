@@ -4,12 +4,12 @@
 use crate::event::Event;
 use crate::printable::shown;
 use crate::settings::Settings;
-use crate::store::{Job, RELEASES_KEPT};
+use crate::store::Job;
 
 use super::jobs::when;
 use super::{open_store, Fail, EXIT_USAGE};
 
-/// How many releases are listed (pruning keeps at least [`RELEASES_KEPT`]).
+/// How many releases are listed (pruning keeps `server.releases_kept`).
 const LISTED: usize = 50;
 
 pub(super) fn list(settings: &Settings, entry: &str) -> Result<u8, Fail> {
@@ -28,7 +28,8 @@ pub(super) fn list(settings: &Settings, entry: &str) -> Result<u8, Fail> {
         let when = when(job.finished_at.or(Some(job.created_at)));
         println!("{:<12}  {:<6}  {:<20}  {}", shown(&commit, 12), job.id, when, how(job));
     }
-    eprintln!("(the newest {RELEASES_KEPT} releases of an entry are kept however old)");
+    let kept = settings.server.releases_kept;
+    eprintln!("(the newest {kept} releases of an entry are kept however old: server.releases_kept)");
     Ok(0)
 }
 
@@ -48,6 +49,9 @@ pub(super) fn rollback_event(settings: &Settings, entry: &str, to: Option<&str>)
     let store = open_store(settings)?.ok_or_else(none)?;
     let (event, job) =
         store.rollback_target(entry, to).map_err(|e| Fail(EXIT_USAGE, shown(&e.to_string(), 300)))?;
-    eprintln!("rolling {entry} back to {} (job {job})", &event.after[..event.after.len().min(12)]);
+    eprintln!(
+        "the release to roll {entry} back to: {} (job {job})",
+        &event.after[..event.after.len().min(12)]
+    );
     Ok(event)
 }

@@ -195,11 +195,12 @@ fn follow(remote: &Remote, first: i64, args: &TriggerArgs, wait: bool) -> Result
     let mut out = std::io::stdout();
     loop {
         let (_, job) = remote.json(Method::GET, &format!("jobs/{id}?wait=1s"), None)?;
-        let (_, log) = remote.call(Method::GET, &format!("jobs/{id}/log"), None)?;
-        if log.len() > printed {
-            let _ = out.write_all(&log[printed..]);
+        // Only what has not been printed yet.
+        let (_, log) = remote.call(Method::GET, &format!("jobs/{id}/log?from={printed}"), None)?;
+        if !log.is_empty() {
+            let _ = out.write_all(&log);
             let _ = out.flush();
-            printed = log.len();
+            printed += log.len();
         }
         let state = job["state"].as_str().and_then(JobState::parse);
         let reason = job["reason"].as_str().unwrap_or_default();

@@ -31,6 +31,21 @@ fn call(daemon: &Daemon, method: &str, path: &str, token: Option<&str>, body: &s
     http(daemon.addr, method, path, &headers, body.as_bytes())
 }
 
+/// A chunked body without its framing (the log is streamed in pieces).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
 fn push(daemon: &Daemon, commit: char, delivery: &str) -> i64 {
     let body = push_body(
         "Codertocat/Hello-World",
@@ -110,6 +125,9 @@ fn ci_waits_for_the_job_the_webhook_started_and_pages_hold_while_jobs_are_added(
     assert_eq!((reply.status, reply.json()["state"].as_str()), (200, Some("succeeded")));
     let log = call(&daemon, "GET", &format!("/api/v1/jobs/{second}/log"), Some(READ), "");
     assert!(log.body.contains(&format!("ran webhook {}", "b".repeat(40))), "{}", log.body);
+    let tail = call(&daemon, "GET", &format!("/api/v1/jobs/{second}/log?from=10"), Some(READ), "");
+    let (whole, rest) = (dechunk(&log.body), dechunk(&tail.body));
+    assert_eq!(rest, whole[10..], "?from= gives what follows byte N");
 
     for (i, c) in ['c', 'd', 'e'].into_iter().enumerate() {
         daemon.wait_job(push(&daemon, c, &format!("p{i}")));

@@ -32,6 +32,30 @@ pub(super) fn stream(app: Arc<App>, id: i64, from: u64, long: super::Long) -> Lo
     LogStream::of(rx)
 }
 
+/// Job `id`'s log as it is now, from byte `from`, read in pieces: a large log costs a small
+/// buffer, not its size in memory.
+pub(super) fn plain(path: std::path::PathBuf, from: u64) -> LogStream {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let Ok(mut file) = tokio::fs::File::open(&path).await else { return };
+        if file.seek(std::io::SeekFrom::Start(from)).await.is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    LogStream::of(rx)
+}
+
 async fn send(app: Arc<App>, id: i64, mut offset: u64, tx: mpsc::Sender<Bytes>) {
     let path = app.store.log_path(id);
     let mut pending: Vec<u8> = Vec::new();

@@ -93,6 +93,16 @@ pub(super) async fn api(
             headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
             res
         }
+        Reply::Text(stream) => {
+            let mut res = http::Response::new(Either::Right(stream));
+            let headers = res.headers_mut();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            headers.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+            res
+        }
     }
 }
 
@@ -100,6 +110,8 @@ pub(super) async fn api(
 enum Reply {
     Answer(Answer),
     Events(super::jobs::LogStream),
+    /// A log as it is now, read in pieces.
+    Text(super::jobs::LogStream),
 }
 
 async fn answer(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
@@ -178,19 +190,27 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
             }
         }
     };
-    if let (&Method::GET, ["jobs", id, "log"], true) = (&parts.method, segments.as_slice(), wants_events) {
+    if let (&Method::GET, ["jobs", id, "log"]) = (&parts.method, segments.as_slice()) {
         let id = id.parse::<i64>().ok();
         let store = app.store.clone();
         let found = match id {
             Some(id) => blocking(move || store.job(id)).await.ok().flatten().is_some(),
             None => false,
         };
-        return match (id, found) {
-            (Some(id), true) => match Long::take(&app) {
-                Some(long) => Ok(Reply::Events(events::stream(app.clone(), id, last_event, long))),
-                None => Err(busy()),
-            },
-            _ => Err(error(StatusCode::NOT_FOUND, format!("no job {:?}", segments[1]))),
+        let Some(id) = id.filter(|_| found) else {
+            return Err(error(StatusCode::NOT_FOUND, format!("no job {:?}", segments[1])));
+        };
+        if !wants_events {
+            // `?from=N`: from byte N (what a follower has printed already).
+            let from = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "from")
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            return Ok(Reply::Text(events::plain(app.store.log_path(id), from)));
+        }
+        return match Long::take(&app) {
+            Some(long) => Ok(Reply::Events(events::stream(app.clone(), id, last_event, long))),
+            None => Err(busy()),
         };
     }
     // A request that waits holds a place among the long ones while it waits.
@@ -206,7 +226,6 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
         (&Method::GET, ["entries"]) => views::entries(&app).await,
         (&Method::GET, ["jobs"]) => views::jobs(&app, &query).await,
         (&Method::GET, ["jobs", id]) => views::job(&app, id, &query).await,
-        (&Method::GET, ["jobs", id, "log"]) => views::log(&app, id).await,
         (&Method::GET, ["entries", name, "releases"]) => views::releases(&app, name).await,
         (&Method::POST, ["jobs", id, "cancel"]) => match need(Scope::Run) {
             Err(refused) => Ok(*refused),

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Response, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::super::answers::{json_answer, Answer};
@@ -191,23 +190,6 @@ pub(super) async fn job(app: &Arc<App>, id: &str, query: &str) -> Result<Answer>
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-pub(super) async fn log(app: &Arc<App>, id: &str) -> Result<Answer> {
-    let id = id_of(id)?;
-    let store = app.store.clone();
-    let (job, text) =
-        blocking(move || store.job(id).map(|j| (j, std::fs::read(store.log_path(id)).unwrap_or_default())))
-            .await
-            .map_err(store_error)?;
-    if job.is_none() {
-        return Err((StatusCode::NOT_FOUND, format!("no job {id}")));
-    }
-    let mut res = Response::new(Full::new(Bytes::from(text)));
-    let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert("x-content-type-options", header::HeaderValue::from_static("nosniff"));
-    Ok(res)
 }
 
 pub(super) async fn releases(app: &Arc<App>, name: &str) -> Result<Answer> {
