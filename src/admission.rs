@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use tokio::sync::Notify;
@@ -39,6 +39,8 @@ pub struct Conn {
     since: Instant,
     stage: AtomicU8,
     evict: Notify,
+    table: Weak<Connections>,
+    left: AtomicBool,
 }
 
 /// A connection's place in the table; given back when dropped.
@@ -83,6 +85,8 @@ impl Connections {
             since: Instant::now(),
             stage: AtomicU8::new(IDLE),
             evict: Notify::new(),
+            table: Arc::downgrade(self),
+            left: AtomicBool::new(false),
         });
         inner.open.insert(conn.id, conn.clone());
         *inner.by_address.entry(ip).or_insert(0) += 1;
@@ -105,6 +109,25 @@ impl Connections {
             }
             None => false,
         }
+    }
+
+    /// Gives `conn`'s place back while it stays open (a request that lasts, which has a room
+    /// of its own); `false` when it had no place any more.
+    fn release(&self, conn: &Conn) -> bool {
+        let mut inner = self.lock();
+        if inner.open.remove(&conn.id).is_none() {
+            return false;
+        }
+        if let Some(n) = inner.by_address.get_mut(&conn.ip) {
+            *n -= 1;
+            if *n == 0 {
+                inner.by_address.remove(&conn.ip);
+            }
+        }
+        drop(inner);
+        self.freed.notify_waiters();
+        self.freed.notify_one();
+        true
     }
 
     /// Resolves when a place is given back.
@@ -140,6 +163,21 @@ impl Conn {
         self.stage.store(IDLE, Ordering::Relaxed);
     }
 
+    /// Leaves the table for good: the connection serves a request that lasts (a log stream, a
+    /// `?wait=`), counted in a room of its own, and closes when it is answered. It no longer
+    /// counts against the places that deliveries need, nor is it evicted for them.
+    pub fn leave(&self) {
+        self.left.store(true, Ordering::Relaxed);
+        if let Some(table) = self.table.upgrade() {
+            table.release(self);
+        }
+    }
+
+    /// Whether it left the table ([`Conn::leave`]).
+    pub fn has_left(&self) -> bool {
+        self.left.load(Ordering::Relaxed)
+    }
+
     /// Resolves when the table wants this connection's place.
     pub async fn evicted(&self) {
         self.evict.notified().await;
@@ -148,17 +186,7 @@ impl Conn {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut inner = self.of.lock();
-        inner.open.remove(&self.conn.id);
-        if let Some(n) = inner.by_address.get_mut(&self.conn.ip) {
-            *n -= 1;
-            if *n == 0 {
-                inner.by_address.remove(&self.conn.ip);
-            }
-        }
-        drop(inner);
-        self.of.freed.notify_waiters();
-        self.of.freed.notify_one();
+        self.of.release(&self.conn);
     }
 }
 
@@ -207,5 +235,24 @@ mod tests {
         let proxied: Vec<Slot> = (0..3).map(|_| admitted(table.admit(ip("127.0.0.1"), true))).collect();
         assert!(matches!(table.admit(ip("127.0.0.1"), true), Admission::Full));
         drop(proxied);
+    }
+
+    #[test]
+    fn a_connection_that_left_frees_its_place_once() {
+        let table = Connections::new(2, 1);
+        let a = admitted(table.admit(ip("10.0.0.1"), false));
+        let b = admitted(table.admit(ip("10.0.0.2"), false));
+        assert!(matches!(table.admit(ip("10.0.0.3"), false), Admission::Full));
+        a.conn.leave();
+        assert_eq!(table.len(), 1);
+        // Its address may connect again, and its place is taken by another.
+        let a2 = admitted(table.admit(ip("10.0.0.1"), false));
+        assert!(matches!(table.admit(ip("10.0.0.3"), false), Admission::Full));
+        // Dropping the one that left gives nothing back twice.
+        drop(a);
+        assert_eq!(table.len(), 2);
+        assert!(matches!(table.admit(ip("10.0.0.1"), false), Admission::AddressFull));
+        drop((b, a2));
+        assert!(table.is_empty());
     }
 }

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     /// API requests refused for their token (none, a wrong one, or too many wrong ones).
     pub api_refused: Counter,
+    /// Log streams and `?wait=` requests being answered now (at most `api.max_waiting`).
+    pub api_waiting: Gauge,
     /// 1 for each frozen entry (set at each scrape from the store).
     pub frozen: Family<EntryLabel, Gauge>,
     pub notifications: Family<TargetLabels, Counter>,
@@ -113,6 +115,7 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             frozen: Family::default(),
             api_refused: Counter::default(),
+            api_waiting: Gauge::default(),
             notifications: Family::default(),
             registry: Registry::default(),
         };
@@ -137,6 +140,11 @@ impl Metrics {
             "api_refused",
             "API requests refused for their token (none, a wrong one, or too many wrong ones)",
             m.api_refused.clone(),
+        );
+        registry.register(
+            "api_waiting",
+            "Log streams and ?wait= requests of the API being answered now (at most api.max_waiting)",
+            m.api_waiting.clone(),
         );
         registry.register(
             "entry_frozen",

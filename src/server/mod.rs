@@ -156,7 +156,7 @@ async fn route(
         return answer.map(Either::Left);
     }
     if path.starts_with(api::PREFIX) {
-        return api::api(app, req, peer).await;
+        return api::api(app, req, peer, conn).await;
     }
     if let (true, Some(id)) = (reading, path.strip_prefix("/jobs/")) {
         return match jobs::page(&app, id, req.uri().query()).await {

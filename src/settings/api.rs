@@ -18,6 +18,9 @@ pub(super) struct RawApi {
     pub(super) tokens: Vec<RawToken>,
     /// Addresses or networks (CIDR) the API may be used from (default: any; the token decides).
     pub(super) allow_from: Option<Vec<String>>,
+    /// The most log streams and `?wait=` requests at once (default 64). They have this room of
+    /// their own: they never take the places of server.max_connections that deliveries need.
+    pub(super) max_waiting: Option<usize>,
 }
 
 /// One token as written.
@@ -66,10 +69,15 @@ pub struct Token {
 pub struct Api {
     pub tokens: Vec<Token>,
     pub allow_from: Option<Nets>,
+    /// The most long requests (log streams, `?wait=`) at once.
+    pub max_waiting: usize,
 }
 
 /// Reads an address list (names of `networks:` lists allowed).
 pub(super) type NetworksOf<'a> = dyn Fn(&[String]) -> Result<Option<Nets>, Vec<String>> + 'a;
+
+/// Long requests at once when the settings do not say.
+const DEFAULT_WAITING: usize = 64;
 
 /// The shortest token taken: a guessable one would open the API.
 const MIN_TOKEN: usize = 16;
@@ -139,5 +147,9 @@ pub(super) fn api(
             None
         }),
     };
-    (problems.len() == before).then_some(Api { tokens, allow_from })
+    let max_waiting = raw.max_waiting.unwrap_or(DEFAULT_WAITING);
+    if !(1..=10_000).contains(&max_waiting) {
+        problems.push(format!("api.max_waiting: {max_waiting} is not within 1 to 10000"));
+    }
+    (problems.len() == before).then_some(Api { tokens, allow_from, max_waiting })
 }

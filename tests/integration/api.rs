@@ -400,38 +400,58 @@ fn a_log_streams_as_events_while_the_job_runs_and_resumes_after_the_last_event()
     assert_eq!(reply.status, 401);
 }
 
-/// Waiting requests have a room of their own (a quarter of max_connections): beyond it they
-/// get 503 at once, and the hosts' deliveries still get in.
+/// Waiting requests have a room of their own (`api.max_waiting`): beyond it they get 503 at
+/// once; they take none of the places of `server.max_connections`, so with every place they
+/// could hold taken by waiters, the hosts' deliveries and short requests still get in, and the
+/// waiters are not cut for them.
 #[test]
 fn waiting_requests_have_a_room_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = SETTINGS
         .replace(
             "server: { listen: 127.0.0.1:0 }",
-            "server: { listen: 127.0.0.1:0, max_connections: 8, max_connections_per_address: 8 }",
+            "server: { listen: 127.0.0.1:0, max_connections: 2, max_connections_per_address: 2 }",
         )
+        .replace("api:\n", "api:\n  max_waiting: 3\n")
         .replace("actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']", "actions: ['sleep 3']");
     let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
     let id = push(&daemon, 'a', "l1");
     let addr = daemon.addr;
-    let waiters: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let headers = vec![("Authorization".to_string(), format!("Bearer {READ}"))];
-                http(addr, "GET", &format!("/api/v1/jobs/{id}?wait=20s"), &headers, b"").status
-            })
+    let waiting = |n: usize| {
+        crate::common::eventually("the requests wait", || {
+            daemon.get("/metrics").body.contains(&format!("wh_automata_api_waiting {n}\n"))
         })
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let mut waiters = Vec::new();
+    for n in 1..=2 {
+        waiters.push(std::thread::spawn(move || {
+            let headers = vec![("Authorization".to_string(), format!("Bearer {READ}"))];
+            http(addr, "GET", &format!("/api/v1/jobs/{id}?wait=20s"), &headers, b"").status
+        }));
+        waiting(n);
+    }
+    waiters.push(std::thread::spawn(move || {
+        let headers = vec![
+            ("Authorization".to_string(), format!("Bearer {READ}")),
+            ("Accept".to_string(), "text/event-stream".to_string()),
+        ];
+        let reply = http(addr, "GET", &format!("/api/v1/jobs/{id}/log"), &headers, b"");
+        assert!(reply.body.contains("event: end"), "{}", reply.body);
+        reply.status
+    }));
+    waiting(3);
     let reply = call(&daemon, "GET", &format!("/api/v1/jobs/{id}?wait=20s"), Some(READ), "");
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.header("retry-after"), Some("5"));
-    // A delivery gets in, and a request that does not wait too.
+    // Three requests wait, on two places: a delivery gets in, and requests that do not wait.
     push(&daemon, 'b', "l2");
-    assert_eq!(call(&daemon, "GET", "/api/v1/entries", Some(READ), "").status, 200);
+    for _ in 0..3 {
+        assert_eq!(call(&daemon, "GET", "/api/v1/entries", Some(READ), "").status, 200);
+    }
     for w in waiters {
         assert_eq!(w.join().unwrap(), 200);
     }
+    waiting(0);
     assert_eq!(call(&daemon, "GET", &format!("/api/v1/jobs/{id}?wait=1s"), Some(READ), "").status, 200);
 }
 

@@ -24,34 +24,39 @@ use serde_json::json;
 use tracing::warn;
 
 use super::answers::{json_answer, Answer};
+use crate::admission::Conn;
 use crate::app::{blocking, App};
 use crate::forwarded;
 use crate::settings::Scope;
 
-/// Requests that last (`?wait=`, event streams) at once: a quarter of `server.max_connections`,
-/// so that however many CI jobs wait, the hosts' deliveries keep three quarters of the places.
+/// Requests that last (`?wait=`, event streams) at once, at most `api.max_waiting`. Their
+/// connections leave the table of `server.max_connections` ([`Conn::leave`]): however many CI
+/// jobs wait, the hosts' deliveries keep every place.
 static LONG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A place among the long requests, given back when dropped.
-pub(super) struct Long;
+pub(super) struct Long(prometheus_client::metrics::gauge::Gauge);
 
 impl Long {
-    /// A place, or `None` when they are all taken (answered 503).
-    fn take(app: &App) -> Option<Long> {
+    /// A place, or `None` when they are all taken (answered 503). The connection then leaves
+    /// the table of connections, and closes once answered.
+    fn take(app: &App, cap: usize, conn: &Conn) -> Option<Long> {
         use std::sync::atomic::Ordering;
-        let cap = (app.settings().server.max_connections / 4).max(1);
         let taken = LONG.fetch_add(1, Ordering::AcqRel);
         if taken >= cap {
             LONG.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Long)
+        conn.leave();
+        app.metrics.api_waiting.inc();
+        Some(Long(app.metrics.api_waiting.clone()))
     }
 }
 
 impl Drop for Long {
     fn drop(&mut self) {
         LONG.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.dec();
     }
 }
 
@@ -59,7 +64,7 @@ impl Drop for Long {
 fn busy() -> Answer {
     let mut res = error(
         StatusCode::SERVICE_UNAVAILABLE,
-        "too many waiting requests and event streams at once (a quarter of server.max_connections): try again",
+        "too many waiting requests and event streams at once (api.max_waiting): try again",
     );
     res.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
     res
@@ -80,9 +85,10 @@ pub(super) async fn api(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
+    conn: &Conn,
 ) -> http::Response<super::Body> {
     use http_body_util::Either;
-    match answer(app, req, peer).await {
+    let mut res = match answer(app, req, peer, conn).await {
         Reply::Answer(answer) => answer.map(Either::Left),
         Reply::Events(stream) => {
             let mut res = http::Response::new(Either::Right(stream));
@@ -103,7 +109,12 @@ pub(super) async fn api(
             headers.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
             res
         }
+    };
+    if conn.has_left() {
+        // Outside the table now: closed once answered, so it never takes a place again.
+        res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
+    res
 }
 
 /// An answer, or a log's events.
@@ -114,14 +125,19 @@ enum Reply {
     Text(super::jobs::LogStream),
 }
 
-async fn answer(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Reply {
-    match route(app, req, peer).await {
+async fn answer(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr, conn: &Conn) -> Reply {
+    match route(app, req, peer, conn).await {
         Ok(reply) => reply,
         Err(answer) => Reply::Answer(answer),
     }
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Result<Reply, Answer> {
+async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    conn: &Conn,
+) -> Result<Reply, Answer> {
     let settings = app.settings();
     let Some(api) = settings.api.clone() else {
         return Err(error(StatusCode::NOT_FOUND, "no API here: the settings have no `api:`"));
@@ -208,14 +224,14 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr
                 .unwrap_or(0);
             return Ok(Reply::Text(events::plain(app.store.log_path(id), from)));
         }
-        return match Long::take(&app) {
+        return match Long::take(&app, api.max_waiting, conn) {
             Some(long) => Ok(Reply::Events(events::stream(app.clone(), id, last_event, long))),
             None => Err(busy()),
         };
     }
     // A request that waits holds a place among the long ones while it waits.
     let _long = if query.split('&').any(|p| p.starts_with("wait=")) {
-        match Long::take(&app) {
+        match Long::take(&app, api.max_waiting, conn) {
             Some(long) => Some(long),
             None => return Err(busy()),
         }
