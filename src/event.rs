@@ -184,6 +184,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    pub const ALL: [Trigger; 4] = [Trigger::Webhook, Trigger::Manual, Trigger::Rollback, Trigger::Poll];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Webhook => "webhook",

@@ -1,8 +1,8 @@
 //! The HTTP front: hyper 1, HTTP/1 only (a reverse proxy in front does TLS).
 //!
 //! Routes: `POST {path}/{entry}` (one entry), `POST {path}` (every entry whose matcher fits and
-//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`, each in its
-//! own module. A webhook reads top to bottom in `hooks::hook`: admitted, received within the
+//! whose secret authenticates), `GET /health`, `GET /metrics`, `GET /jobs/<id>`, `/api/v1/`
+//! (the job API), `/ui/` (the page for people), each in its own module. A webhook reads top to bottom in `hooks::hook`: admitted, received within the
 //! limits, handed once to [`crate::intake`] (which decides what it asks for), recorded and
 //! queued, answered. The answer never waits for actions. Limits: body size (refused before reading past it),
 //! header read timeout, body read timeout, a cap on connections.
@@ -36,6 +36,7 @@ mod health;
 mod hooks;
 pub mod jobs;
 mod metrics;
+mod ui;
 
 use answers::{json_answer, HookError};
 
@@ -158,7 +159,19 @@ async fn route(
     if path.starts_with(api::PREFIX) {
         return api::api(app, req, peer, conn).await;
     }
+    if path == ui::PREFIX || path.starts_with("/ui/") {
+        return ui::ui(app, req, peer, conn).await;
+    }
     if let (true, Some(id)) = (reading, path.strip_prefix("/jobs/")) {
+        // A signed-in person's browser goes to the job's page (the key is not needed there).
+        if ui::wants_page(&app, req.headers()) && id.parse::<u64>().is_ok() {
+            let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+            *res.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(to) = header::HeaderValue::from_str(&format!("/ui/jobs/{id}")) {
+                res.headers_mut().insert(header::LOCATION, to);
+            }
+            return res;
+        }
         return match jobs::page(&app, id, req.uri().query()).await {
             Ok(stream) => {
                 let mut res = Response::new(Either::Right(stream));

@@ -135,6 +135,24 @@ fn the_job_api_streams_through_the_shipped_nginx_snippet() {
         total - first_at > Duration::from_millis(700),
         "not buffered: first at {first_at:?} of {total:?}"
     );
+    // `?wait=` through it: answered when the job has ended, not cut by a proxy timeout.
+    let body = push_body("acme/site", "refs/heads/main", &"1".repeat(40), &"2".repeat(40));
+    let reply = http(addr, "POST", "/hooks/site", &github_push(&body, "s", "n2"), &body);
+    let second = reply.job_ids()[0];
+    let started = Instant::now();
+    let auth = vec![("Authorization".to_string(), format!("Bearer {token}"))];
+    let reply = http(addr, "GET", &format!("/api/v1/jobs/{second}?wait=30s"), &auth, b"");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("\"state\":\"succeeded\""), "{}", reply.body);
+    assert!(started.elapsed() > Duration::from_millis(1000), "it waited for the job");
+    // The page passes through, and a sign-in from the page's own origin is taken.
+    let reply = http(addr, "GET", "/ui/", &[], b"");
+    assert_eq!(reply.status, 200);
+    assert!(reply.header("content-security-policy").is_some());
+    let origin = vec![("Origin".to_string(), format!("http://{addr}"))];
+    let reply = http(addr, "POST", "/ui/login", &origin, format!("token={token}").as_bytes());
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert!(reply.header("set-cookie").unwrap().starts_with("wh_session="));
     let _ = proxy.kill();
     let _ = proxy.wait();
 }

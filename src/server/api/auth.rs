@@ -29,6 +29,14 @@ pub(super) fn token<'a>(api: &'a Api, headers: &HeaderMap) -> Option<&'a Token> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)?;
+    find(api, given)
+}
+
+/// The token of the settings whose value is `given`.
+pub(in crate::server) fn find<'a>(api: &'a Api, given: &str) -> Option<&'a Token> {
+    if given.is_empty() {
+        return None;
+    }
     let given = Sha256::digest(given.as_bytes());
     let mut found = None;
     for token in &api.tokens {
@@ -41,7 +49,7 @@ pub(super) fn token<'a>(api: &'a Api, headers: &HeaderMap) -> Option<&'a Token> 
 }
 
 /// Whether `client` failed too often lately.
-pub(super) fn throttled(client: IpAddr) -> bool {
+pub(in crate::server) fn throttled(client: IpAddr) -> bool {
     let mut failed = FAILED.lock().unwrap_or_else(|e| e.into_inner());
     let map = failed.get_or_insert_with(HashMap::new);
     match map.get(&client) {
@@ -55,7 +63,7 @@ pub(super) fn throttled(client: IpAddr) -> bool {
 }
 
 /// Counts a failure of `client`.
-pub(super) fn failed(client: IpAddr) {
+pub(in crate::server) fn failed(client: IpAddr) {
     let mut failed = FAILED.lock().unwrap_or_else(|e| e.into_inner());
     let map = failed.get_or_insert_with(HashMap::new);
     if map.len() >= REMEMBERED {

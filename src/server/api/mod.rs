@@ -11,9 +11,9 @@
 //! `POST entries/{name}/rollback`
 //! (`{"to"}`), `POST entries/{name}/freeze` (`{"reason"}`) and `unfreeze`.
 
-mod auth;
+pub(super) mod auth;
 mod events;
-mod views;
+pub(super) mod views;
 
 use std::sync::Arc;
 
@@ -88,9 +88,82 @@ pub(super) async fn api(
     conn: &Conn,
 ) -> http::Response<super::Body> {
     use http_body_util::Either;
-    let mut res = match answer(app, req, peer, conn).await {
+    let res = match answer(app, req, peer, conn).await {
         Reply::Answer(answer) => answer.map(Either::Left),
-        Reply::Events(stream) => {
+        Reply::Log(log) => log_response(log),
+    };
+    closing(res, conn)
+}
+
+/// An answer, or a log.
+enum Reply {
+    Answer(Answer),
+    Log(LogReply),
+}
+
+/// A job's log: as events while its job runs, or as it is now, read in pieces.
+enum LogReply {
+    Events(super::jobs::LogStream),
+    Text(super::jobs::LogStream),
+}
+
+/// `GET jobs/{id}/log` (and the page's log): plain text from `?from=N`, or with
+/// `Accept: text/event-stream` events from `Last-Event-ID` (or `?from=N`), holding a place
+/// among the long requests.
+async fn log_reply(
+    app: &Arc<App>,
+    id: i64,
+    query: &str,
+    headers: &http::HeaderMap,
+    conn: &Conn,
+    api: &crate::settings::Api,
+) -> Result<LogReply, Answer> {
+    let store = app.store.clone();
+    if blocking(move || store.job(id)).await.ok().flatten().is_none() {
+        return Err(error(StatusCode::NOT_FOUND, format!("no job {id}")));
+    }
+    let from = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "from")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let wants_events = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_events {
+        return Ok(LogReply::Text(events::plain(app.store.log_path(id), from)));
+    }
+    let last_event: u64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(from);
+    match Long::take(app, api.max_waiting, conn) {
+        Some(long) => Ok(LogReply::Events(events::stream(app.clone(), id, last_event, long))),
+        None => Err(busy()),
+    }
+}
+
+/// A job's log for the page: as the API answers it.
+pub(super) async fn log(
+    app: &Arc<App>,
+    id: i64,
+    query: &str,
+    headers: &http::HeaderMap,
+    conn: &Conn,
+    api: &crate::settings::Api,
+) -> http::Response<super::Body> {
+    let res = match log_reply(app, id, query, headers, conn, api).await {
+        Ok(log) => log_response(log),
+        Err(answer) => answer.map(http_body_util::Either::Left),
+    };
+    closing(res, conn)
+}
+
+fn log_response(log: LogReply) -> http::Response<super::Body> {
+    use http_body_util::Either;
+    match log {
+        LogReply::Events(stream) => {
             let mut res = http::Response::new(Either::Right(stream));
             let headers = res.headers_mut();
             headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
@@ -99,7 +172,7 @@ pub(super) async fn api(
             headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
             res
         }
-        Reply::Text(stream) => {
+        LogReply::Text(stream) => {
             let mut res = http::Response::new(Either::Right(stream));
             let headers = res.headers_mut();
             headers.insert(
@@ -109,20 +182,15 @@ pub(super) async fn api(
             headers.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
             res
         }
-    };
+    }
+}
+
+/// A connection that left the table closes once answered, so it never takes a place again.
+fn closing(mut res: http::Response<super::Body>, conn: &Conn) -> http::Response<super::Body> {
     if conn.has_left() {
-        // Outside the table now: closed once answered, so it never takes a place again.
         res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     res
-}
-
-/// An answer, or a log's events.
-enum Reply {
-    Answer(Answer),
-    Events(super::jobs::LogStream),
-    /// A log as it is now, read in pieces.
-    Text(super::jobs::LogStream),
 }
 
 async fn answer(app: Arc<App>, req: Request<Incoming>, peer: std::net::SocketAddr, conn: &Conn) -> Reply {
@@ -168,26 +236,15 @@ async fn route(
             "a token is needed: Authorization: Bearer <token> (api.tokens)",
         ));
     };
-    let wants_events = req
-        .headers()
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    let last_event: u64 = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();
     let segments: Vec<&str> = path.split('/').collect();
-    let need = |scope: Scope| -> Result<(), Box<Answer>> {
+    let need = |scope: Scope| -> views::Result<()> {
         if token.scope >= scope {
             Ok(())
         } else {
-            Err(Box::new(error(
+            Err((
                 StatusCode::FORBIDDEN,
                 format!(
                     "token {:?} has scope {}; this needs {}",
@@ -195,39 +252,20 @@ async fn route(
                     token.scope.as_str(),
                     scope.as_str()
                 ),
-            )))
+            ))
         }
     };
     let read_body = || async {
         match Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => Ok(b.to_bytes()),
-            Err(_) => {
-                Err(Box::new(error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 64 KiB, or cut off")))
-            }
+            Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, "body larger than 64 KiB, or cut off".to_string())),
         }
     };
     if let (&Method::GET, ["jobs", id, "log"]) = (&parts.method, segments.as_slice()) {
-        let id = id.parse::<i64>().ok();
-        let store = app.store.clone();
-        let found = match id {
-            Some(id) => blocking(move || store.job(id)).await.ok().flatten().is_some(),
-            None => false,
+        let Ok(id) = id.parse::<i64>() else {
+            return Err(error(StatusCode::NOT_FOUND, format!("no job {id:?}")));
         };
-        let Some(id) = id.filter(|_| found) else {
-            return Err(error(StatusCode::NOT_FOUND, format!("no job {:?}", segments[1])));
-        };
-        if !wants_events {
-            // `?from=N`: from byte N (what a follower has printed already).
-            let from = form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "from")
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            return Ok(Reply::Text(events::plain(app.store.log_path(id), from)));
-        }
-        return match Long::take(&app, api.max_waiting, conn) {
-            Some(long) => Ok(Reply::Events(events::stream(app.clone(), id, last_event, long))),
-            None => Err(busy()),
-        };
+        return Ok(Reply::Log(log_reply(&app, id, &query, &parts.headers, conn, &api).await?));
     }
     // A request that waits holds a place among the long ones while it waits.
     let _long = if query.split('&').any(|p| p.starts_with("wait=")) {
@@ -244,27 +282,27 @@ async fn route(
         (&Method::GET, ["jobs", id]) => views::job(&app, id, &query).await,
         (&Method::GET, ["entries", name, "releases"]) => views::releases(&app, name).await,
         (&Method::POST, ["jobs", id, "cancel"]) => match need(Scope::Run) {
-            Err(refused) => Ok(*refused),
+            Err(refused) => Err(refused),
             Ok(()) => views::cancel(&app, id, &token.name).await,
         },
         (&Method::POST, ["entries", name, "rollback"]) => match need(Scope::Run) {
-            Err(refused) => Ok(*refused),
+            Err(refused) => Err(refused),
             Ok(()) => match read_body().await {
-                Err(refused) => Ok(*refused),
+                Err(refused) => Err(refused),
                 Ok(body) => views::rollback(&app, name, &body, token.scope).await,
             },
         },
         (&Method::POST, ["entries", name, "run"]) => match need(Scope::Run) {
-            Err(refused) => Ok(*refused),
+            Err(refused) => Err(refused),
             Ok(()) => match read_body().await {
-                Err(refused) => Ok(*refused),
+                Err(refused) => Err(refused),
                 Ok(body) => views::run(&app, name, &body, token.scope).await,
             },
         },
         (&Method::POST, ["entries", name, which @ ("freeze" | "unfreeze")]) => match need(Scope::Admin) {
-            Err(refused) => Ok(*refused),
+            Err(refused) => Err(refused),
             Ok(()) => match read_body().await {
-                Err(refused) => Ok(*refused),
+                Err(refused) => Err(refused),
                 Ok(body) => views::freeze(&app, name, *which == "freeze", &body).await,
             },
         },
@@ -275,11 +313,14 @@ async fn route(
             | ["jobs", _]
             | ["jobs", _, "log" | "cancel"]
             | ["entries", _, "run" | "freeze" | "unfreeze" | "rollback" | "releases"],
-        ) => Ok(error(
+        ) => Err((
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not a method of /api/v1/{path}", parts.method),
         )),
-        _ => Ok(error(StatusCode::NOT_FOUND, format!("no API route /api/v1/{path}"))),
+        _ => Err((StatusCode::NOT_FOUND, format!("no API route /api/v1/{path}"))),
     };
-    Ok(Reply::Answer(answer.unwrap_or_else(|(status, message)| error(status, message))))
+    Ok(Reply::Answer(match answer {
+        Ok((status, value)) => json_answer(status, &value),
+        Err((status, message)) => error(status, message),
+    }))
 }

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::super::answers::{json_answer, Answer};
 use crate::app::{blocking, App};
 use crate::control::Reply;
 use crate::event::{Event, Trigger};
@@ -16,7 +15,10 @@ use crate::settings::Scope;
 use crate::store::{Job, JobFilter, JobState, NewJob};
 
 /// An answer, or a refusal (status and why).
-pub(super) type Result<T> = std::result::Result<T, (StatusCode, String)>;
+pub(in crate::server) type Result<T> = std::result::Result<T, (StatusCode, String)>;
+
+/// What a route answers: its status and the JSON (the API sends it; the page shows it).
+pub(in crate::server) type Done = (StatusCode, Value);
 
 /// The longest `?wait=`.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -40,7 +42,7 @@ fn time(ms: Option<i64>) -> Value {
 }
 
 /// A job as the API shows it.
-pub(super) fn job_json(job: &Job) -> Value {
+pub(in crate::server) fn job_json(job: &Job) -> Value {
     let e = &job.event;
     json!({
         "id": job.id,
@@ -58,6 +60,9 @@ pub(super) fn job_json(job: &Job) -> Value {
             "branch": e.branch,
             "tag": e.tag,
             "commit": e.after,
+            "message": e.head.as_ref().map(|c| c.message.as_str()),
+            "author": e.head.as_ref().map(|c| c.author.as_str()),
+            "pusher": e.pusher,
             "rollback_from": e.rollback_from,
         },
         "created_at": time(Some(job.created_at)),
@@ -80,7 +85,7 @@ fn wait_of(pairs: &[(String, String)]) -> Result<Option<Duration>> {
     }
 }
 
-pub(super) async fn entries(app: &Arc<App>) -> Result<Answer> {
+pub(in crate::server) async fn entries(app: &Arc<App>) -> Result<Done> {
     let settings = app.settings();
     let names: Vec<String> = settings.entries.iter().map(|e| e.name.clone()).collect();
     drop(settings);
@@ -109,7 +114,7 @@ pub(super) async fn entries(app: &Arc<App>) -> Result<Answer> {
     })
     .await
     .map_err(store_error)?;
-    Ok(json_answer(StatusCode::OK, &json!({ "entries": listed })))
+    Ok((StatusCode::OK, json!({ "entries": listed })))
 }
 
 /// The filter of `GET jobs`.
@@ -147,7 +152,7 @@ fn filter_of(pairs: &[(String, String)]) -> Result<JobFilter> {
     Ok(filter)
 }
 
-pub(super) async fn jobs(app: &Arc<App>, query: &str) -> Result<Answer> {
+pub(in crate::server) async fn jobs(app: &Arc<App>, query: &str) -> Result<Done> {
     let pairs = query_pairs(query);
     let filter = filter_of(&pairs)?;
     let wait = wait_of(&pairs)?;
@@ -164,7 +169,7 @@ pub(super) async fn jobs(app: &Arc<App>, query: &str) -> Result<Answer> {
             let status = if wait.is_some() && !done { StatusCode::ACCEPTED } else { StatusCode::OK };
             let next = (jobs.len() == filter.limit).then(|| jobs.last().map(|j| j.id)).flatten();
             let list: Vec<Value> = jobs.iter().map(job_json).collect();
-            return Ok(json_answer(status, &json!({ "jobs": list, "next_before": next })));
+            return Ok((status, json!({ "jobs": list, "next_before": next })));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -174,7 +179,7 @@ fn id_of(id: &str) -> Result<i64> {
     id.parse().map_err(|_| (StatusCode::NOT_FOUND, format!("no job {id:?}")))
 }
 
-pub(super) async fn job(app: &Arc<App>, id: &str, query: &str) -> Result<Answer> {
+pub(in crate::server) async fn job(app: &Arc<App>, id: &str, query: &str) -> Result<Done> {
     let id = id_of(id)?;
     let pairs = query_pairs(query);
     let wait = wait_of(&pairs)?;
@@ -186,13 +191,13 @@ pub(super) async fn job(app: &Arc<App>, id: &str, query: &str) -> Result<Answer>
         let done = job.state.is_final();
         if wait.is_none() || done || tokio::time::Instant::now() >= until {
             let status = if wait.is_some() && !done { StatusCode::ACCEPTED } else { StatusCode::OK };
-            return Ok(json_answer(status, &job_json(&job)));
+            return Ok((status, job_json(&job)));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-pub(super) async fn releases(app: &Arc<App>, name: &str) -> Result<Answer> {
+pub(in crate::server) async fn releases(app: &Arc<App>, name: &str) -> Result<Done> {
     if app.settings().entry(name).is_none() {
         return Err((StatusCode::NOT_FOUND, format!("no entry {name:?}")));
     }
@@ -200,21 +205,21 @@ pub(super) async fn releases(app: &Arc<App>, name: &str) -> Result<Answer> {
     let entry = name.to_string();
     let releases = blocking(move || store.releases(&entry, 50)).await.map_err(store_error)?;
     let list: Vec<Value> = releases.iter().map(job_json).collect();
-    Ok(json_answer(StatusCode::OK, &json!({ "releases": list })))
+    Ok((StatusCode::OK, json!({ "releases": list })))
 }
 
 /// `POST jobs/{id}/cancel`: a waiting job is cancelled at once (200); a running one is asked to
 /// stop, its process groups killed (202: its end follows); an ended one is 409.
-pub(super) async fn cancel(app: &Arc<App>, id: &str, by: &str) -> Result<Answer> {
+pub(in crate::server) async fn cancel(app: &Arc<App>, id: &str, by: &str) -> Result<Done> {
     let id = id_of(id)?;
     let why = format!("cancelled through the API (token {by:?})");
     let store = app.store.clone();
     let reason = why.clone();
     if blocking(move || store.cancel_waiting(id, &reason)).await.map_err(store_error)? {
-        return Ok(json_answer(StatusCode::OK, &json!({ "job": id, "state": "cancelled" })));
+        return Ok((StatusCode::OK, json!({ "job": id, "state": "cancelled" })));
     }
     if app.cancels.request(id, &why) {
-        return Ok(json_answer(StatusCode::ACCEPTED, &json!({ "job": id, "state": "cancelling" })));
+        return Ok((StatusCode::ACCEPTED, json!({ "job": id, "state": "cancelling" })));
     }
     let store = app.store.clone();
     match blocking(move || store.job(id)).await.map_err(store_error)? {
@@ -255,7 +260,12 @@ async fn queue(app: &Arc<App>, job: NewJob) -> Result<i64> {
 }
 
 /// `POST entries/{name}/rollback`: `{"to": SHA|JOB, "force": bool}`.
-pub(super) async fn rollback(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) -> Result<Answer> {
+pub(in crate::server) async fn rollback(
+    app: &Arc<App>,
+    name: &str,
+    body: &Bytes,
+    scope: Scope,
+) -> Result<Done> {
     let ask: Value = if body.is_empty() {
         json!({})
     } else {
@@ -280,14 +290,14 @@ pub(super) async fn rollback(app: &Arc<App>, name: &str, body: &Bytes, scope: Sc
     })?;
     let commit = event.after.clone();
     let id = queue(app, NewJob { entry: name.to_string(), trigger: Trigger::Rollback, event }).await?;
-    Ok(json_answer(
+    Ok((
         StatusCode::ACCEPTED,
-        &json!({ "status": "queued", "job": id, "to": { "commit": commit, "job": release } }),
+        json!({ "status": "queued", "job": id, "to": { "commit": commit, "job": release } }),
     ))
 }
 
 /// `POST entries/{name}/run`: `{"branch"|"tag": NAME, "commit": SHA, "force": bool}`.
-pub(super) async fn run(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) -> Result<Answer> {
+pub(in crate::server) async fn run(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) -> Result<Done> {
     let ask: Value = if body.is_empty() {
         json!({})
     } else {
@@ -315,11 +325,16 @@ pub(super) async fn run(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) 
     let mut event = Event::manual_ref(git_ref.as_deref(), commit.as_deref());
     event.pusher = String::new();
     let id = queue(app, NewJob { entry: name.to_string(), trigger: Trigger::Manual, event }).await?;
-    Ok(json_answer(StatusCode::ACCEPTED, &json!({ "status": "queued", "job": id })))
+    Ok((StatusCode::ACCEPTED, json!({ "status": "queued", "job": id })))
 }
 
 /// `POST entries/{name}/freeze` (`{"reason": TEXT}`) and `unfreeze`.
-pub(super) async fn freeze(app: &Arc<App>, name: &str, freeze: bool, body: &Bytes) -> Result<Answer> {
+pub(in crate::server) async fn freeze(
+    app: &Arc<App>,
+    name: &str,
+    freeze: bool,
+    body: &Bytes,
+) -> Result<Done> {
     let ask: Value = if body.is_empty() {
         json!({})
     } else {
@@ -332,10 +347,10 @@ pub(super) async fn freeze(app: &Arc<App>, name: &str, freeze: bool, body: &Byte
     }
     let reply = crate::control::freezing(app, name.to_string(), freeze.then_some(reason)).await;
     match reply {
-        Reply::Frozen { held } => Ok(json_answer(StatusCode::OK, &json!({ "frozen": true, "held": held }))),
-        Reply::Unfrozen { was_frozen, runs, superseded } => Ok(json_answer(
+        Reply::Frozen { held } => Ok((StatusCode::OK, json!({ "frozen": true, "held": held }))),
+        Reply::Unfrozen { was_frozen, runs, superseded } => Ok((
             StatusCode::OK,
-            &json!({ "frozen": false, "was_frozen": was_frozen, "runs": runs, "superseded": superseded }),
+            json!({ "frozen": false, "was_frozen": was_frozen, "runs": runs, "superseded": superseded }),
         )),
         Reply::Error { message } if message.contains("no entry named") => {
             Err((StatusCode::NOT_FOUND, message))
