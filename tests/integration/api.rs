@@ -501,3 +501,131 @@ fn a_job_is_cancelled_through_the_api() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(daemon.store().job(running).unwrap().unwrap().state, JobState::Cancelled);
 }
+
+/// `value` against `schema` of the OpenAPI document `doc`: types, required and known
+/// properties, items, `$ref`s, `anyOf`/`oneOf`. The path of the first misfit, if any.
+fn misfit(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    doc: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.strip_prefix("#/components/schemas/").expect("a component");
+        return misfit(value, &doc["components"]["schemas"][name], doc, at);
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = schema[key].as_array() {
+            return options
+                .iter()
+                .all(|o| misfit(value, o, doc, at).is_some())
+                .then(|| format!("{at}: fits none of {key}"));
+        }
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    if !types.is_empty() && !types.contains(&kind) && !(kind == "integer" && types.contains(&"number")) {
+        return Some(format!("{at}: {kind}, not {types:?}"));
+    }
+    if let Value::Object(map) = value {
+        let properties = schema["properties"].as_object().cloned().unwrap_or_default();
+        for (key, v) in map {
+            let Some(property) = properties.get(key) else {
+                return Some(format!("{at}.{key}: not documented"));
+            };
+            if let Some(m) = misfit(v, property, doc, &format!("{at}.{key}")) {
+                return Some(m);
+            }
+        }
+        for required in schema["required"].as_array().into_iter().flatten() {
+            if !map.contains_key(required.as_str().unwrap()) {
+                return Some(format!("{at}.{required}: required, missing"));
+            }
+        }
+    }
+    if let Value::Array(items) = value {
+        for (i, item) in items.iter().enumerate() {
+            if let Some(m) = misfit(item, &schema["items"], doc, &format!("{at}[{i}]")) {
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
+/// The OpenAPI document is the router's table: every route it lists answers (with a status it
+/// documents, and JSON its schemas describe), and a path it does not list is 404.
+#[test]
+fn the_openapi_document_describes_what_the_api_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_settings(dir.path(), SETTINGS, &[("SECRET", SECRET)]);
+    assert_eq!(call(&daemon, "GET", "/api/v1/openapi.json", None, "").status, 401);
+    let reply = call(&daemon, "GET", "/api/v1/openapi.json", Some(READ), "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let doc = reply.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let id = push(&daemon, 'a', "o1");
+    daemon.wait_job(id);
+    let mut asked = 0;
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let concrete = path.replace("{id}", &id.to_string()).replace("{name}", "site");
+            let body = match concrete.rsplit('/').next().unwrap() {
+                "run" => r#"{"branch":"master"}"#,
+                "rollback" => r#"{"to":"aaaa"}"#,
+                "freeze" => r#"{"reason":"checking the document"}"#,
+                _ => "",
+            };
+            let reply = call(&daemon, &method.to_uppercase(), &concrete, Some(ADMIN), body);
+            let documented = &operation["responses"][reply.status.to_string()];
+            assert!(
+                documented.is_object(),
+                "{method} {path}: {} is not documented: {}",
+                reply.status,
+                reply.body
+            );
+            if let Some(schema) = documented["content"].get("application/json").map(|c| &c["schema"]) {
+                if path.ends_with("openapi.json") {
+                    continue;
+                }
+                assert_eq!(misfit(&reply.json(), schema, &doc, "$"), None, "{method} {path}: {}", reply.body);
+            }
+            asked += 1;
+        }
+    }
+    assert!(asked >= 10, "{asked} routes asked");
+    // The check can fail: a wrong type, an unknown key, a missing one.
+    let entries =
+        &doc["paths"]["/api/v1/entries"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    for bad in [
+        serde_json::json!({ "entries": [{ "name": 1 }] }),
+        serde_json::json!({ "entries": [], "more": true }),
+        serde_json::json!({}),
+    ] {
+        assert!(misfit(&bad, entries, &doc, "$").is_some(), "{bad}");
+    }
+    // A refusal is an ApiError, as documented.
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/run", Some(READ), "");
+    let schema = &doc["paths"]["/api/v1/entries/{name}/run"]["post"]["responses"]["403"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!((reply.status, misfit(&reply.json(), schema, &doc, "$")), (403, None));
+    // A body the shape does not know is refused, saying why.
+    let reply = call(&daemon, "POST", "/api/v1/entries/site/run", Some(RUN), r#"{"brnach":"master"}"#);
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["error"].as_str().unwrap().contains("brnach"), "{}", reply.body);
+    assert_eq!(call(&daemon, "GET", "/api/v1/nothing", Some(READ), "").status, 404);
+    assert_eq!(call(&daemon, "DELETE", "/api/v1/jobs/1", Some(ADMIN), "").status, 405);
+}

@@ -13,6 +13,8 @@
 
 pub(super) mod auth;
 mod events;
+mod routes;
+mod shapes;
 pub(super) mod views;
 
 use std::sync::Arc;
@@ -20,14 +22,13 @@ use std::sync::Arc;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::json;
 use tracing::warn;
 
 use super::answers::{json_answer, Answer};
 use crate::admission::Conn;
 use crate::app::{blocking, App};
 use crate::forwarded;
-use crate::settings::Scope;
+use routes::{Lookup, Op};
 
 /// Requests that last (`?wait=`, event streams) at once, at most `api.max_waiting`. Their
 /// connections leave the table of `server.max_connections` ([`Conn::leave`]): however many CI
@@ -77,7 +78,7 @@ pub(super) const PREFIX: &str = "/api/v1/";
 
 /// A JSON error answer.
 fn error(status: StatusCode, message: impl Into<String>) -> Answer {
-    json_answer(status, &json!({ "error": message.into() }))
+    json_answer(status, &shapes::ApiError { error: message.into() })
 }
 
 /// The API's answer: JSON (or a log's text), or a log as events while its job runs.
@@ -239,31 +240,27 @@ async fn route(
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();
-    let segments: Vec<&str> = path.split('/').collect();
-    let need = |scope: Scope| -> views::Result<()> {
-        if token.scope >= scope {
-            Ok(())
-        } else {
-            Err((
-                StatusCode::FORBIDDEN,
-                format!(
-                    "token {:?} has scope {}; this needs {}",
-                    token.name,
-                    token.scope.as_str(),
-                    scope.as_str()
-                ),
-            ))
+    let (route, params) = match routes::find(parts.method.as_str(), &format!("/{path}")) {
+        Lookup::Route(route, params) => (route, params),
+        Lookup::Method => {
+            let message = format!("{} is not a method of /api/v1/{path}", parts.method);
+            return Err(error(StatusCode::METHOD_NOT_ALLOWED, message));
         }
+        Lookup::Nowhere => return Err(error(StatusCode::NOT_FOUND, format!("no API route /api/v1/{path}"))),
     };
-    let read_body = || async {
-        match Limited::new(body, MAX_BODY).collect().await {
-            Ok(b) => Ok(b.to_bytes()),
-            Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, "body larger than 64 KiB, or cut off".to_string())),
-        }
-    };
-    if let (&Method::GET, ["jobs", id, "log"]) = (&parts.method, segments.as_slice()) {
-        let Ok(id) = id.parse::<i64>() else {
-            return Err(error(StatusCode::NOT_FOUND, format!("no job {id:?}")));
+    if token.scope < route.scope {
+        let message = format!(
+            "token {:?} has scope {}; this needs {}",
+            token.name,
+            token.scope.as_str(),
+            route.scope.as_str()
+        );
+        return Err(error(StatusCode::FORBIDDEN, message));
+    }
+    let param = params.first().map(String::as_str).unwrap_or_default();
+    if route.op == Op::Log {
+        let Ok(id) = param.parse::<i64>() else {
+            return Err(error(StatusCode::NOT_FOUND, format!("no job {param:?}")));
         };
         return Ok(Reply::Log(log_reply(&app, id, &query, &parts.headers, conn, &api).await?));
     }
@@ -276,48 +273,27 @@ async fn route(
     } else {
         None
     };
-    let answer = match (&parts.method, segments.as_slice()) {
-        (&Method::GET, ["entries"]) => views::entries(&app).await,
-        (&Method::GET, ["jobs"]) => views::jobs(&app, &query).await,
-        (&Method::GET, ["jobs", id]) => views::job(&app, id, &query).await,
-        (&Method::GET, ["entries", name, "releases"]) => views::releases(&app, name).await,
-        (&Method::POST, ["jobs", id, "cancel"]) => match need(Scope::Run) {
-            Err(refused) => Err(refused),
-            Ok(()) => views::cancel(&app, id, &token.name).await,
-        },
-        (&Method::POST, ["entries", name, "rollback"]) => match need(Scope::Run) {
-            Err(refused) => Err(refused),
-            Ok(()) => match read_body().await {
-                Err(refused) => Err(refused),
-                Ok(body) => views::rollback(&app, name, &body, token.scope).await,
-            },
-        },
-        (&Method::POST, ["entries", name, "run"]) => match need(Scope::Run) {
-            Err(refused) => Err(refused),
-            Ok(()) => match read_body().await {
-                Err(refused) => Err(refused),
-                Ok(body) => views::run(&app, name, &body, token.scope).await,
-            },
-        },
-        (&Method::POST, ["entries", name, which @ ("freeze" | "unfreeze")]) => match need(Scope::Admin) {
-            Err(refused) => Err(refused),
-            Ok(()) => match read_body().await {
-                Err(refused) => Err(refused),
-                Ok(body) => views::freeze(&app, name, *which == "freeze", &body).await,
-            },
-        },
-        (
-            _,
-            ["entries"]
-            | ["jobs"]
-            | ["jobs", _]
-            | ["jobs", _, "log" | "cancel"]
-            | ["entries", _, "run" | "freeze" | "unfreeze" | "rollback" | "releases"],
-        ) => Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not a method of /api/v1/{path}", parts.method),
-        )),
-        _ => Err((StatusCode::NOT_FOUND, format!("no API route /api/v1/{path}"))),
+    let body = if parts.method == Method::POST {
+        match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 64 KiB, or cut off"))
+            }
+        }
+    } else {
+        bytes::Bytes::new()
+    };
+    let answer = match route.op {
+        Op::OpenApi => Ok((StatusCode::OK, routes::openapi())),
+        Op::Entries => views::entries(&app).await,
+        Op::Jobs => views::jobs(&app, &query).await,
+        Op::Job => views::job(&app, param, &query).await,
+        Op::Releases => views::releases(&app, param).await,
+        Op::Cancel => views::cancel(&app, param, &token.name).await,
+        Op::Rollback => views::rollback(&app, param, &body, token.scope).await,
+        Op::Run => views::run(&app, param, &body, token.scope).await,
+        Op::Freeze | Op::Unfreeze => views::freeze(&app, param, route.op == Op::Freeze, &body).await,
+        Op::Log => unreachable!("answered above"),
     };
     Ok(Reply::Answer(match answer {
         Ok((status, value)) => json_answer(status, &value),

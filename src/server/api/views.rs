@@ -6,13 +6,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use super::shapes::{
+    Cancelled, CommitOrJob, Entries, EntryView, FreezeRequest, Freezing, JobView, JobsPage, Queued,
+    ReleaseRef, Releases, RollbackRequest, RunRequest,
+};
 
 use crate::app::{blocking, App};
 use crate::control::Reply;
 use crate::event::{Event, Trigger};
 use crate::settings::Scope;
-use crate::store::{Job, JobFilter, JobState, NewJob};
+use crate::store::{JobFilter, JobState, NewJob};
 
 /// An answer, or a refusal (status and why).
 pub(in crate::server) type Result<T> = std::result::Result<T, (StatusCode, String)>;
@@ -33,42 +38,17 @@ fn bad(message: impl Into<String>) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, message.into())
 }
 
-/// A time in RFC 3339.
-fn time(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |ms| {
-        let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-        humantime::format_rfc3339_millis(t).to_string().into()
-    })
+/// A shape as the JSON the route answers.
+fn value(shape: impl serde::Serialize) -> Value {
+    serde_json::to_value(shape).unwrap_or(Value::Null)
 }
 
-/// A job as the API shows it.
-pub(in crate::server) fn job_json(job: &Job) -> Value {
-    let e = &job.event;
-    json!({
-        "id": job.id,
-        "entry": job.entry,
-        "trigger": job.trigger.as_str(),
-        "state": job.state.as_str(),
-        "final": job.state.is_final(),
-        "exit_code": job.exit_code,
-        "reason": job.reason,
-        "event": {
-            "provider": e.provider_name(),
-            "event": e.name(),
-            "repo": e.repo,
-            "ref": e.git_ref,
-            "branch": e.branch,
-            "tag": e.tag,
-            "commit": e.after,
-            "message": e.head.as_ref().map(|c| c.message.as_str()),
-            "author": e.head.as_ref().map(|c| c.author.as_str()),
-            "pusher": e.pusher,
-            "rollback_from": e.rollback_from,
-        },
-        "created_at": time(Some(job.created_at)),
-        "started_at": time(job.started_at),
-        "finished_at": time(job.finished_at),
-    })
+/// A request's body read into its shape (an empty body is the shape's default).
+fn body_of<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad(format!("the body: {e}")))
 }
 
 fn query_pairs(query: &str) -> Vec<(String, String)> {
@@ -90,7 +70,7 @@ pub(in crate::server) async fn entries(app: &Arc<App>) -> Result<Done> {
     let names: Vec<String> = settings.entries.iter().map(|e| e.name.clone()).collect();
     drop(settings);
     let store = app.store.clone();
-    let listed = blocking(move || -> std::result::Result<Vec<Value>, crate::store::StoreError> {
+    let listed = blocking(move || -> std::result::Result<Vec<EntryView>, crate::store::StoreError> {
         let counts = store.counts()?;
         let frozen = store.frozen()?;
         let mut out = Vec::new();
@@ -100,21 +80,21 @@ pub(in crate::server) async fn entries(app: &Arc<App>) -> Result<Done> {
             let release = store.releases(&name, 1)?;
             let c = counts.get(&name).copied().unwrap_or_default();
             let frozen = frozen.iter().find(|f| f.entry == name).map(|f| f.reason.clone());
-            out.push(json!({
-                "name": name,
-                "frozen": frozen,
-                "last_job": last.first().map(job_json),
-                "release": release.first().map(|j| json!({ "commit": j.event.after, "job": j.id })),
-                "running": c.running,
-                "waiting": c.waiting,
-                "held": c.held,
-            }));
+            out.push(EntryView {
+                name,
+                frozen,
+                last_job: last.first().map(JobView::from),
+                release: release.first().map(|j| ReleaseRef { commit: j.event.after.clone(), job: j.id }),
+                running: c.running,
+                waiting: c.waiting,
+                held: c.held,
+            });
         }
         Ok(out)
     })
     .await
     .map_err(store_error)?;
-    Ok((StatusCode::OK, json!({ "entries": listed })))
+    Ok((StatusCode::OK, value(Entries { entries: listed })))
 }
 
 /// The filter of `GET jobs`.
@@ -168,8 +148,8 @@ pub(in crate::server) async fn jobs(app: &Arc<App>, query: &str) -> Result<Done>
         if wait.is_none() || done || tokio::time::Instant::now() >= until {
             let status = if wait.is_some() && !done { StatusCode::ACCEPTED } else { StatusCode::OK };
             let next = (jobs.len() == filter.limit).then(|| jobs.last().map(|j| j.id)).flatten();
-            let list: Vec<Value> = jobs.iter().map(job_json).collect();
-            return Ok((status, json!({ "jobs": list, "next_before": next })));
+            let jobs = jobs.iter().map(JobView::from).collect();
+            return Ok((status, value(JobsPage { jobs, next_before: next })));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -191,7 +171,7 @@ pub(in crate::server) async fn job(app: &Arc<App>, id: &str, query: &str) -> Res
         let done = job.state.is_final();
         if wait.is_none() || done || tokio::time::Instant::now() >= until {
             let status = if wait.is_some() && !done { StatusCode::ACCEPTED } else { StatusCode::OK };
-            return Ok((status, job_json(&job)));
+            return Ok((status, value(JobView::from(&job))));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -204,8 +184,8 @@ pub(in crate::server) async fn releases(app: &Arc<App>, name: &str) -> Result<Do
     let store = app.store.clone();
     let entry = name.to_string();
     let releases = blocking(move || store.releases(&entry, 50)).await.map_err(store_error)?;
-    let list: Vec<Value> = releases.iter().map(job_json).collect();
-    Ok((StatusCode::OK, json!({ "releases": list })))
+    let releases = releases.iter().map(JobView::from).collect();
+    Ok((StatusCode::OK, value(Releases { releases })))
 }
 
 /// `POST jobs/{id}/cancel`: a waiting job is cancelled at once (200); a running one is asked to
@@ -216,10 +196,10 @@ pub(in crate::server) async fn cancel(app: &Arc<App>, id: &str, by: &str) -> Res
     let store = app.store.clone();
     let reason = why.clone();
     if blocking(move || store.cancel_waiting(id, &reason)).await.map_err(store_error)? {
-        return Ok((StatusCode::OK, json!({ "job": id, "state": "cancelled" })));
+        return Ok((StatusCode::OK, value(Cancelled { job: id, state: "cancelled".into() })));
     }
     if app.cancels.request(id, &why) {
-        return Ok((StatusCode::ACCEPTED, json!({ "job": id, "state": "cancelling" })));
+        return Ok((StatusCode::ACCEPTED, value(Cancelled { job: id, state: "cancelling".into() })));
     }
     let store = app.store.clone();
     match blocking(move || store.job(id)).await.map_err(store_error)? {
@@ -266,18 +246,12 @@ pub(in crate::server) async fn rollback(
     body: &Bytes,
     scope: Scope,
 ) -> Result<Done> {
-    let ask: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?
-    };
-    let to = match &ask["to"] {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => return Err(bad("to: a commit or a job id")),
-    };
-    not_frozen(app, name, ask["force"].as_bool().unwrap_or(false), scope).await?;
+    let ask: RollbackRequest = body_of(body)?;
+    let to = ask.to.map(|to| match to {
+        CommitOrJob::Job(id) => id.to_string(),
+        CommitOrJob::Commit(commit) => commit,
+    });
+    not_frozen(app, name, ask.force, scope).await?;
     let store = app.store.clone();
     let entry = name.to_string();
     let target =
@@ -290,22 +264,14 @@ pub(in crate::server) async fn rollback(
     })?;
     let commit = event.after.clone();
     let id = queue(app, NewJob { entry: name.to_string(), trigger: Trigger::Rollback, event }).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        json!({ "status": "queued", "job": id, "to": { "commit": commit, "job": release } }),
-    ))
+    let to = Some(ReleaseRef { commit, job: release });
+    Ok((StatusCode::ACCEPTED, value(Queued { status: "queued".into(), job: id, to })))
 }
 
 /// `POST entries/{name}/run`: `{"branch"|"tag": NAME, "commit": SHA, "force": bool}`.
 pub(in crate::server) async fn run(app: &Arc<App>, name: &str, body: &Bytes, scope: Scope) -> Result<Done> {
-    let ask: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?
-    };
-    let field = |k: &str| ask.get(k).and_then(Value::as_str).map(str::to_string);
-    let (branch, tag, commit) = (field("branch"), field("tag"), field("commit"));
-    let force = ask.get("force").and_then(Value::as_bool).unwrap_or(false);
+    let ask: RunRequest = body_of(body)?;
+    let (branch, tag, commit, force) = (ask.branch, ask.tag, ask.commit, ask.force);
     if branch.is_some() && tag.is_some() {
         return Err(bad("give branch or tag, not both"));
     }
@@ -325,7 +291,7 @@ pub(in crate::server) async fn run(app: &Arc<App>, name: &str, body: &Bytes, sco
     let mut event = Event::manual_ref(git_ref.as_deref(), commit.as_deref());
     event.pusher = String::new();
     let id = queue(app, NewJob { entry: name.to_string(), trigger: Trigger::Manual, event }).await?;
-    Ok((StatusCode::ACCEPTED, json!({ "status": "queued", "job": id })))
+    Ok((StatusCode::ACCEPTED, value(Queued { status: "queued".into(), job: id, to: None })))
 }
 
 /// `POST entries/{name}/freeze` (`{"reason": TEXT}`) and `unfreeze`.
@@ -335,22 +301,32 @@ pub(in crate::server) async fn freeze(
     freeze: bool,
     body: &Bytes,
 ) -> Result<Done> {
-    let ask: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?
-    };
-    let reason =
-        ask.get("reason").and_then(Value::as_str).unwrap_or("frozen through the API").trim().to_string();
+    let ask: FreezeRequest = body_of(body)?;
+    let reason = ask.reason.as_deref().unwrap_or("frozen through the API").trim().to_string();
     if reason.chars().any(char::is_control) || reason.len() > 500 {
         return Err(bad("reason: one line of at most 500 bytes"));
     }
     let reply = crate::control::freezing(app, name.to_string(), freeze.then_some(reason)).await;
     match reply {
-        Reply::Frozen { held } => Ok((StatusCode::OK, json!({ "frozen": true, "held": held }))),
+        Reply::Frozen { held } => Ok((
+            StatusCode::OK,
+            value(Freezing {
+                frozen: true,
+                held: Some(held),
+                was_frozen: None,
+                runs: None,
+                superseded: None,
+            }),
+        )),
         Reply::Unfrozen { was_frozen, runs, superseded } => Ok((
             StatusCode::OK,
-            json!({ "frozen": false, "was_frozen": was_frozen, "runs": runs, "superseded": superseded }),
+            value(Freezing {
+                frozen: false,
+                held: None,
+                was_frozen: Some(was_frozen),
+                runs,
+                superseded: Some(superseded),
+            }),
         )),
         Reply::Error { message } if message.contains("no entry named") => {
             Err((StatusCode::NOT_FOUND, message))
