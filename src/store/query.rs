@@ -46,8 +46,12 @@ impl Store {
         }
         if let Some(commit) = &filter.commit {
             // Hex only (checked by the caller): nothing in it is a LIKE wildcard.
-            sql.push_str(" AND commit_sha LIKE ?");
-            args.push(format!("{}%", commit.to_ascii_lowercase()).into());
+            // A range the index walks (every hex digit sorts before 'g'), then the prefix.
+            let commit = commit.to_ascii_lowercase();
+            sql.push_str(" AND commit_sha >= ? AND commit_sha < ? AND commit_sha LIKE ?");
+            args.push(commit.clone().into());
+            args.push(format!("{commit}g").into());
+            args.push(format!("{commit}%").into());
         }
         if let Some(trigger) = filter.trigger {
             sql.push_str(" AND trigger = ?");

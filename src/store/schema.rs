@@ -177,6 +177,22 @@ CREATE TABLE IF NOT EXISTS frozen (
 );
 ",
     },
+    Migration {
+        to: 9,
+        what: "indexes for the job API's filters (newest first, each a walk of one index)",
+        // With 100,000 jobs kept, a list by entry took 160 ms, by commit 77 ms, of a rare
+        // state or trigger 76 ms, the entries 470 ms (bench/api-load); each is now a few ms.
+        // The index of states dropped at 6 is back: the API lists by state, and counts the
+        // running, waiting and held jobs at each look at the entries.
+        sql: "
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_entry ON jobs(entry);
+CREATE INDEX IF NOT EXISTS jobs_entry_state ON jobs(entry, state);
+CREATE INDEX IF NOT EXISTS jobs_entry_sha ON jobs(entry, commit_sha);
+CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(commit_sha);
+CREATE INDEX IF NOT EXISTS jobs_trigger ON jobs(trigger);
+",
+    },
 ];
 
 /// The version this program writes.
