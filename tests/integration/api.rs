@@ -537,7 +537,8 @@ fn misfit(
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    if !types.is_empty() && !types.contains(&kind) && !(kind == "integer" && types.contains(&"number")) {
+    let fits = types.is_empty() || types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+    if !fits {
         return Some(format!("{at}: {kind}, not {types:?}"));
     }
     if let Value::Object(map) = value {
