@@ -174,6 +174,7 @@ fn sign_in(daemon: &Daemon, token: &str) -> (String, String) {
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(flag), "{set}");
     }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
     let cookie = set.split(';').next().unwrap().to_string();
     let page = get(daemon, "/ui/", &cookie, "text/html");
     let csrf =
@@ -256,6 +257,14 @@ fn the_page_refuses_forged_posts_and_scopes_hold() {
     assert_eq!(reply.status, 401);
     assert!(!reply.body.contains(ADMIN) && !reply.body.contains("wrong-but-long"), "{}", reply.body);
     assert!(daemon.get("/metrics").body.contains("wh_automata_api_refused_total 1\n"));
+    // Over TLS (a trusted proxy says so: loopback is one by default), the cookie is Secure.
+    let headers = vec![
+        ("Origin".to_string(), origin.clone()),
+        ("X-Forwarded-Proto".to_string(), "https".to_string()),
+    ];
+    let reply = http(daemon.addr, "POST", "/ui/login", &headers, format!("token={READ}").as_bytes());
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert!(reply.header("set-cookie").unwrap().ends_with("; Secure"), "{:?}", reply.header("set-cookie"));
     // Headers that keep the page to itself.
     let reply = get(&daemon, "/ui/", "", "text/html");
     assert!(reply.header("content-security-policy").unwrap().contains("script-src 'self'"));
