@@ -280,6 +280,56 @@ fn ci_waits_for_the_deploy_of_its_commit_and_fails_when_it_fails() {
     );
 }
 
+/// `--wait`'s other endings: a job that times out exits 124, one cancelled through the API 125,
+/// and a commit skipped as already deployed reports the job that deployed it (0).
+#[test]
+fn wait_exits_124_on_timeout_125_on_cancel_and_0_for_a_commit_already_deployed() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = SETTINGS.replace(
+        "actions: ['sleep 0.3; echo \"ran $WH_TRIGGER $WH_AFTER\"']",
+        "actions: ['echo \"ran $WH_AFTER\"; case $WH_AFTER in 7*|8*) sleep 30;; esac']\n    timeout: 1s\n    skip_deployed: true",
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    std::fs::write(dir.path().join("ci.token"), format!("{RUN}\n")).unwrap();
+    let url = format!("http://{}", daemon.addr);
+    let wait = |commit: &str| {
+        let args = ["--remote", &url, "--token-file", "ci.token", "site", "--wait", "--commit", commit];
+        crate::common::trigger(dir.path(), &args, &[])
+    };
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    push(&daemon, '7', "t1");
+    let out = wait(&"7".repeat(40));
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(stderr(&out).contains("timed_out"), "{}", stderr(&out));
+    // Cancelled while the CI job waits for it.
+    let running = push(&daemon, '8', "t2");
+    let waiter = {
+        let (dir, url) = (dir.path().to_path_buf(), url.clone());
+        std::thread::spawn(move || {
+            let c = "8".repeat(40);
+            let args = ["--remote", &url, "--token-file", "ci.token", "site", "--wait", "--commit", &c];
+            crate::common::trigger(&dir, &args, &[])
+        })
+    };
+    crate::common::eventually("it runs", || {
+        daemon.store().job(running).unwrap().unwrap().state == JobState::Running
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(call(&daemon, "POST", &format!("/api/v1/jobs/{running}/cancel"), Some(RUN), "").status, 202);
+    let out = waiter.join().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    // Deployed, then pushed again (another delivery of the same commit): no new job; the wait
+    // reports the job that deployed it.
+    let deployed = push(&daemon, 'a', "t3");
+    assert_eq!(daemon.wait_job(deployed).state, JobState::Succeeded);
+    let body = push_body("Codertocat/Hello-World", "refs/heads/master", &"0".repeat(40), &"a".repeat(40));
+    let reply = daemon.post("/hooks/site", &github_push(&body, SECRET, "t4"), &body);
+    assert!(reply.body.contains("already deployed"), "{}", reply.body);
+    let out = wait(&"a".repeat(40));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("job {deployed} succeeded")), "{}", stderr(&out));
+}
+
 #[test]
 fn releases_and_a_rollback_through_the_api_and_remote() {
     let dir = tempfile::tempdir().unwrap();

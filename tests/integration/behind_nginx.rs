@@ -119,9 +119,14 @@ fn the_job_api_streams_through_the_shipped_nginx_snippet() {
     let mut line = String::new();
     let mut first_at = None;
     let mut ended = false;
+    let (mut id_now, mut first_id) = (String::new(), String::new());
     while reader.read_line(&mut line).unwrap() > 0 {
+        if let Some(event_id) = line.strip_prefix("id: ") {
+            id_now = event_id.trim().to_string();
+        }
         if line.contains(" first\"") && first_at.is_none() {
             first_at = Some(started.elapsed());
+            first_id = id_now.clone();
         }
         if line.starts_with("event: end") {
             ended = true;
@@ -135,6 +140,22 @@ fn the_job_api_streams_through_the_shipped_nginx_snippet() {
         total - first_at > Duration::from_millis(700),
         "not buffered: first at {first_at:?} of {total:?}"
     );
+    // A reconnect with Last-Event-ID resumes after that line, through nginx too.
+    let resumed = {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /api/v1/jobs/{id}/log HTTP/1.1\r\nHost: hooks.example.com\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\nLast-Event-ID: {first_id}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(!first_id.is_empty());
+    assert!(!resumed.contains(" first\"") && resumed.contains(" last\""), "{resumed}");
+    assert!(resumed.contains("event: end"), "{resumed}");
     // `?wait=` through it: answered when the job has ended, not cut by a proxy timeout.
     let body = push_body("acme/site", "refs/heads/main", &"1".repeat(40), &"2".repeat(40));
     let reply = http(addr, "POST", "/hooks/site", &github_push(&body, "s", "n2"), &body);

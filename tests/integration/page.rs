@@ -258,10 +258,8 @@ fn the_page_refuses_forged_posts_and_scopes_hold() {
     assert!(!reply.body.contains(ADMIN) && !reply.body.contains("wrong-but-long"), "{}", reply.body);
     assert!(daemon.get("/metrics").body.contains("wh_automata_api_refused_total 1\n"));
     // Over TLS (a trusted proxy says so: loopback is one by default), the cookie is Secure.
-    let headers = vec![
-        ("Origin".to_string(), origin.clone()),
-        ("X-Forwarded-Proto".to_string(), "https".to_string()),
-    ];
+    let headers =
+        vec![("Origin".to_string(), origin.clone()), ("X-Forwarded-Proto".to_string(), "https".to_string())];
     let reply = http(daemon.addr, "POST", "/ui/login", &headers, format!("token={READ}").as_bytes());
     assert_eq!(reply.status, 303, "{}", reply.body);
     assert!(reply.header("set-cookie").unwrap().ends_with("; Secure"), "{:?}", reply.header("set-cookie"));
