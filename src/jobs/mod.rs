@@ -9,5 +9,6 @@ pub mod end;
 pub mod entry_lock;
 pub mod job_log;
 pub mod queue;
+mod remote;
 pub mod runner;
 pub mod verify;

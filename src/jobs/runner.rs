@@ -273,7 +273,35 @@ pub async fn run(
         (Trigger::Rollback, Some(rollback)) => rollback,
         _ => &entry.actions,
     };
-    for (i, action) in actions.iter().enumerate() {
+    if !entry.hosts.is_empty() {
+        let mut chosen: Vec<&Action> = Vec::new();
+        let mut numbers = Vec::new();
+        for (i, action) in actions.iter().enumerate() {
+            match skip_reason(action, e).filter(|_| job.trigger != Trigger::Rollback) {
+                Some(why) => log.note(&format!("skip action {}: {why}", i + 1)),
+                None => {
+                    chosen.push(action);
+                    numbers.push(i + 1);
+                }
+            }
+        }
+        let outcome = super::remote::rollout(
+            entry,
+            job.id,
+            &env,
+            &chosen,
+            &numbers,
+            job.payload,
+            deadline,
+            cancel,
+            log,
+        )
+        .await;
+        if !matches!(outcome, Outcome::Succeeded) {
+            return outcome;
+        }
+    }
+    for (i, action) in actions.iter().enumerate().filter(|_| entry.hosts.is_empty()) {
         let n = i + 1;
         if let Some(why) = skip_reason(action, e).filter(|_| job.trigger != Trigger::Rollback) {
             log.note(&format!("skip action {n}: {why}"));

@@ -33,6 +33,8 @@ pub(super) struct EntryPlace<'a> {
     pub secrets: Secrets,
     /// The notification targets, for the entry's `notify:` to name.
     pub targets: &'a std::collections::BTreeMap<String, std::sync::Arc<super::Target>>,
+    /// The hosts and host groups, for the entry's `hosts:` to name.
+    pub hosts: &'a super::hosts::HostNames,
 }
 
 /// The named lists of addresses of `networks:`, from every settings file.
@@ -284,6 +286,8 @@ pub(super) fn entry(
         super::undo::on_failure(raw.on_failure.as_deref()).map_err(|p| told.push(p)).unwrap_or(false);
     let rollback_actions =
         raw.rollback.and_then(|r| super::undo::rollback_actions(r).map_err(|p| told.extend(p)).ok());
+    let (hosts, rollout) =
+        super::hosts::entry_hosts(raw.hosts.as_ref(), raw.rollout.as_ref(), place.hosts, &mut told);
     told.into_iter().for_each(|p| report.bad(p));
     if problems.len() > before {
         return None;
@@ -322,6 +326,8 @@ pub(super) fn entry(
         rollback_actions,
         poll,
         webhooks,
+        hosts,
+        rollout,
     })
 }
 

@@ -62,8 +62,20 @@ pub(super) fn load(
         problems.extend(said.into_iter().map(|m| problem(&source, api_line, None, m)));
         api
     });
+    let hosts = {
+        let mut said = Vec::new();
+        let hosts = super::hosts::hosts(&main.hosts, &main.host_groups, &base, &mut said);
+        let text = &sources[0].text;
+        let (hosts_line, groups_line) =
+            (top_level_line(text, "hosts:"), top_level_line(text, "host_groups:"));
+        problems.extend(said.into_iter().map(|m| {
+            let line = if m.starts_with("host_groups.") { groups_line } else { hosts_line };
+            problem(&source, line, None, m)
+        }));
+        hosts
+    };
     let files = sources.iter().map(|s| s.file.clone()).collect();
-    let entries = entries(sources, &networks, &targets, secrets, env, &mut problems);
+    let entries = entries(sources, &networks, &targets, &hosts, secrets, env, &mut problems);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -113,6 +125,10 @@ fn included(main: &Path, pattern: &str, full: &Path, sources: &mut Vec<Source>, 
             let message = "the top-level `notify:` targets belong in the main settings file";
             problems.push(problem(&file, None, None, message.into()));
         }
+        if !raw.hosts.is_empty() || !raw.host_groups.is_empty() {
+            let message = "`hosts:` and `host_groups:` belong in the main settings file";
+            problems.push(problem(&file, None, None, message.into()));
+        }
         if !raw.include.is_empty() {
             problems.push(problem(
                 &file,
@@ -148,6 +164,7 @@ fn entries(
     sources: Vec<Source>,
     networks: &Networks,
     targets: &std::collections::BTreeMap<String, Arc<super::Target>>,
+    hosts: &super::hosts::HostNames,
     secrets: Secrets,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
@@ -192,6 +209,7 @@ fn entries(
                 networks,
                 secrets,
                 targets,
+                hosts,
             };
             if let Some(entry) = entry(&place, value, env, problems) {
                 entries.push(Arc::new(entry));

@@ -13,6 +13,7 @@ mod actions;
 mod api;
 mod compile;
 mod expand;
+mod hosts;
 pub mod include;
 mod load;
 mod poll;
@@ -32,6 +33,7 @@ use globset::GlobSet;
 
 pub use api::{Api, Scope, Token};
 pub use expand::expand;
+pub use hosts::{Host, HostKey, Rollout};
 pub use load::NO_ENTRIES;
 pub use poll::Poll;
 pub use problems::{Problem, Problems};
@@ -175,6 +177,9 @@ pub struct Entry {
     pub poll: Option<Poll>,
     /// Whether webhooks may run it: not an entry that only polls (no secret, not insecure).
     pub webhooks: bool,
+    /// Where the actions run (through OpenSSH), in order; empty: here.
+    pub hosts: Vec<Arc<Host>>,
+    pub rollout: Rollout,
 }
 
 /// One step of an entry.

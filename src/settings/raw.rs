@@ -31,6 +31,13 @@ pub(super) struct RawFile {
     pub(super) notify: BTreeMap<String, RawTarget>,
     /// The job API (`/api/v1/`): its tokens (in the main settings file only). Off without it.
     pub(super) api: Option<super::api::RawApi>,
+    /// Machines the entries' actions may run on through OpenSSH, by name, each with its host key
+    /// pinned (in the main settings file only).
+    #[serde(default)]
+    pub(super) hosts: BTreeMap<String, super::hosts::RawHost>,
+    /// Named lists of hosts (and of other groups), for entries' `hosts:` to name.
+    #[serde(default)]
+    pub(super) host_groups: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -163,6 +170,11 @@ pub(super) struct RawEntry {
     pub(super) poll: Option<super::poll::RawPoll>,
     /// The repository `poll:` asks (default: the `origin` of the workdir's git checkout).
     pub(super) remote: Option<String>,
+    /// Run the actions on these hosts (names of hosts: or host_groups:) through OpenSSH, one
+    /// after the other, instead of here.
+    pub(super) hosts: Option<Vec<String>>,
+    /// How to deploy to the hosts: max_fail (default 0), wait between hosts.
+    pub(super) rollout: Option<super::hosts::RawRollout>,
     /// The commands of a rollback (default: the entry's actions, for the release's commit).
     #[schemars(with = "Option<RawActions>")]
     pub(super) rollback: Option<serde_yaml::Value>,

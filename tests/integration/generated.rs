@@ -76,7 +76,10 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         k.sort();
         k
     };
-    assert_eq!(keys(&schema), ["api", "entries", "include", "networks", "notify", "server"]);
+    assert_eq!(
+        keys(&schema),
+        ["api", "entries", "host_groups", "hosts", "include", "networks", "notify", "server"]
+    );
     assert_eq!(schema["additionalProperties"], false);
     let entry = &defs["RawEntry"];
     assert_eq!(entry["additionalProperties"], false);
@@ -101,6 +104,8 @@ fn the_schema_describes_every_settings_key_and_refuses_unknown_ones() {
         "rollback",
         "poll",
         "remote",
+        "hosts",
+        "rollout",
     ] {
         assert!(entry["properties"][key]["description"].is_string(), "entry key {key} is described");
     }

@@ -1,0 +1,410 @@
+//! An entry's actions on other hosts, through the system's OpenSSH (`ssh`: the users' own
+//! `~/.ssh/config`, agents, certificates and jump hosts keep working). One session per host per
+//! job, in the rollout's order: `BatchMode`, strict host key checking against the key pinned in
+//! the settings (written to a known_hosts file of its own for the connection), never a key
+//! accepted on first use.
+//!
+//! The remote command is always the same text ([`WRAPPER`], a POSIX `sh` script) and the
+//! entry's name; the environment, the actions and the payload go on its standard input, each
+//! value base64 encoded, and are set there with `export "NAME=value"`: a hostile branch name is
+//! data on the host as it is here. The wrapper takes a per-entry lock on the host (`flock`
+//! under the user's runtime directory) and stops what an interrupted run left before it runs
+//! anything. Its own lines (an action's start and end) carry a random mark sent on the input:
+//! an action's output cannot pass for them.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::job_log::Log;
+use super::runner::Outcome;
+use crate::settings::{Action, Entry, Host, HostKey};
+
+/// The script run on each host.
+const WRAPPER: &str = include_str!("remote.sh");
+/// Variables of the daemon's own machine, not sent: the host has its own.
+const LOCAL_ONLY: [&str; 7] = ["HOME", "PATH", "SHELL", "USER", "LOGNAME", "PWD", "TMPDIR"];
+/// How long ssh gets to connect.
+const CONNECT_TIMEOUT: &str = "10";
+
+/// How one host's run ended.
+enum HostEnd {
+    Succeeded,
+    /// Action `n` of the entry exited with `code` (none: killed, or the connection was lost).
+    Failed {
+        action: usize,
+        code: Option<i32>,
+    },
+    /// No action started: the host could not be reached, refused its key, or its lock.
+    Unreached(String),
+    TimedOut {
+        action: usize,
+    },
+    Cancelled {
+        action: usize,
+    },
+}
+
+/// `'text'` for a POSIX shell.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A random mark for the wrapper's own lines.
+fn nonce() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+/// The known_hosts line of a pinned key.
+fn known_line(host: &Host, key: &str) -> String {
+    if host.port == 22 {
+        format!("{} {key}\n", host.address)
+    } else {
+        format!("[{}]:{} {key}\n", host.address, host.port)
+    }
+}
+
+/// A known_hosts file holding only `host`'s pinned key, removed when dropped.
+struct KnownHosts(PathBuf, bool);
+
+impl KnownHosts {
+    fn of(host: &Host, job: i64) -> std::io::Result<KnownHosts> {
+        match &host.key {
+            HostKey::File(path) => Ok(KnownHosts(path.clone(), false)),
+            HostKey::Key(key) => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let path = std::env::temp_dir().join(format!(
+                    "wh-automata-known-{}-{job}-{}-{}",
+                    std::process::id(),
+                    host.name,
+                    nonce()
+                ));
+                let mut file =
+                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+                file.write_all(known_line(host, key).as_bytes())?;
+                Ok(KnownHosts(path, true))
+            }
+        }
+    }
+}
+
+impl Drop for KnownHosts {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// The `ssh` command for `host`, running the wrapper for `entry`.
+fn ssh(host: &Host, known: &KnownHosts, entry: &str) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-T")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.0.display()))
+        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no"])
+        .args(["-o", &format!("ConnectTimeout={CONNECT_TIMEOUT}")])
+        .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"])
+        .arg("-p")
+        .arg(host.port.to_string());
+    if let Some(identity) = &host.identity_file {
+        cmd.arg("-i").arg(identity).args(["-o", "IdentitiesOnly=yes"]);
+    }
+    if let Some(jump) = &host.jump {
+        cmd.arg("-J").arg(jump);
+    }
+    cmd.arg("--").arg(format!("{}@{}", host.user, host.address)).arg(format!(
+        "sh -c {} wh-automata {}",
+        quoted(WRAPPER),
+        quoted(entry)
+    ));
+    cmd
+}
+
+/// What goes on the wrapper's standard input.
+fn input(nonce: &str, env: &[(String, String)], host: &Host, actions: &[&Action], payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("N {nonce}\n");
+    for (name, value) in env {
+        if !LOCAL_ONLY.contains(&name.as_str()) && name != "WH_PAYLOAD" {
+            out.push_str(&format!("E {name} {}\n", b64(value.as_bytes())));
+        }
+    }
+    out.push_str(&format!("E WH_HOST {}\n", b64(host.name.as_bytes())));
+    if let Some(dir) = &host.dir {
+        out.push_str(&format!("D {}\n", b64(dir.as_bytes())));
+    }
+    for action in actions {
+        out.push_str(&format!("A {}\n", b64(action.run.as_bytes())));
+    }
+    out.push_str("P\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(b64(payload).as_bytes());
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Runs `actions` (numbered as in the entry by `numbers`) on `host`.
+#[allow(clippy::too_many_arguments)]
+async fn on_host(
+    host: &Host,
+    entry: &Entry,
+    job_id: i64,
+    env: &[(String, String)],
+    actions: &[&Action],
+    numbers: &[usize],
+    payload: &[u8],
+    deadline: Instant,
+    cancel: &mut watch::Receiver<bool>,
+    log: &mut Log,
+) -> HostEnd {
+    let known = match KnownHosts::of(host, job_id) {
+        Ok(k) => k,
+        Err(e) => return HostEnd::Unreached(format!("cannot write its known_hosts file: {e}")),
+    };
+    let mark = nonce();
+    let mut child = match ssh(host, &known, &entry.name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("SSH_ASKPASS")
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return HostEnd::Unreached(format!("cannot start ssh: {e}")),
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    if let Some(mut stdin) = child.stdin.take() {
+        let bytes = input(&mark, env, host, actions, payload);
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&bytes).await;
+        });
+    }
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    for pipe in
+        [child.stdout.take().map(either_out), child.stderr.take().map(either_err)].into_iter().flatten()
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe);
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line).await.map(|n| n > 0).unwrap_or(false) {
+                if tx.send(std::mem::take(&mut line)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let prefix = format!("wh-automata[{mark}] ");
+    let mut current: Option<usize> = None;
+    let mut last_status: Option<(usize, i32)> = None;
+    let mut done = false;
+    let mut said = Vec::new();
+    let end = loop {
+        tokio::select! {
+            line = rx.recv() => match line {
+                Some(line) => {
+                    let text = String::from_utf8_lossy(&line);
+                    match text.trim_end().strip_prefix(&prefix) {
+                        Some(ours) => {
+                            let words: Vec<&str> = ours.split(' ').collect();
+                            let n = |i: usize| words.get(i).and_then(|w| w.parse::<usize>().ok());
+                            match words.first() {
+                                Some(&"start") => if let Some(i) = n(1).filter(|i| (1..=numbers.len()).contains(i)) {
+                                    current = Some(i);
+                                    log.note(&format!("{}: action {}: {}", host.name, numbers[i - 1], actions[i - 1].run));
+                                },
+                                Some(&"exit") => if let (Some(i), Some(s)) = (n(1), words.get(2).and_then(|w| w.parse::<i32>().ok())) {
+                                    if (1..=numbers.len()).contains(&i) {
+                                        last_status = Some((i, s));
+                                        let outcome = if s == 0 { "ok".to_string() } else { format!("failed: exit status {s}") };
+                                        log.note(&format!("{}: action {} {outcome}", host.name, numbers[i - 1]));
+                                    }
+                                },
+                                Some(&"done") => done = true,
+                                _ => {}
+                            }
+                        }
+                        None => {
+                            if current.is_none() && said.len() < 4096 {
+                                said.extend_from_slice(&line);
+                            }
+                            log.output(&line);
+                        }
+                    }
+                }
+                None => break None,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                kill(pgid, &mut child).await;
+                break Some(HostEnd::TimedOut { action: current.map_or(1, |i| numbers[i - 1]) });
+            }
+            _ = cancelled(cancel) => {
+                kill(pgid, &mut child).await;
+                break Some(HostEnd::Cancelled { action: current.map_or(1, |i| numbers[i - 1]) });
+            }
+        }
+    };
+    if let Some(end) = end {
+        return end;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let code = match status {
+        Ok(Ok(s)) => s.code(),
+        _ => {
+            kill(pgid, &mut child).await;
+            None
+        }
+    };
+    if done && code == Some(0) {
+        return HostEnd::Succeeded;
+    }
+    match (current, last_status) {
+        (None, _) => {
+            let why = String::from_utf8_lossy(&said).trim().replace('\n', "; ");
+            let why = if why.is_empty() { format!("ssh exited {code:?}") } else { why };
+            HostEnd::Unreached(why)
+        }
+        (Some(i), Some((j, s))) if i == j && s != 0 => {
+            HostEnd::Failed { action: numbers[i - 1], code: Some(s) }
+        }
+        (Some(i), _) => HostEnd::Failed { action: numbers[i - 1], code: None },
+    }
+}
+
+type Pipe = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+fn either_out(p: tokio::process::ChildStdout) -> Pipe {
+    Box::pin(p)
+}
+
+fn either_err(p: tokio::process::ChildStderr) -> Pipe {
+    Box::pin(p)
+}
+
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    loop {
+        if *cancel.borrow_and_update() {
+            return;
+        }
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The local ssh's process group ends (the host's wrapper is then cut off; its lock and its
+/// recorded group let the next run stop what it leaves).
+async fn kill(pgid: Option<Pid>, child: &mut tokio::process::Child) {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        let _ = child.kill().await;
+    }
+}
+
+/// Runs the entry's `actions` (with their numbers in the entry) on each of its hosts, in order,
+/// under its `rollout:`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn rollout(
+    entry: &Entry,
+    job_id: i64,
+    env: &[(String, String)],
+    actions: &[&Action],
+    numbers: &[usize],
+    payload: Option<&std::path::Path>,
+    deadline: Instant,
+    cancel: &mut watch::Receiver<bool>,
+    log: &mut Log,
+) -> Outcome {
+    let payload = payload.and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+    let hosts: &[Arc<Host>] = &entry.hosts;
+    let mut failed: Vec<&str> = Vec::new();
+    let mut first_failure: Option<Outcome> = None;
+    for (k, host) in hosts.iter().enumerate() {
+        if k > 0 && !entry.rollout.wait.is_zero() {
+            log.note(&format!(
+                "waiting {} before the next host",
+                humantime::format_duration(entry.rollout.wait)
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(entry.rollout.wait) => {}
+                _ = tokio::time::sleep_until(deadline) => return Outcome::TimedOut { action: 1 },
+                _ = cancelled(cancel) => return Outcome::Cancelled { action: 1 },
+            }
+        }
+        log.note(&format!(
+            "host {} ({}@{}:{}): {} of {}",
+            host.name,
+            host.user,
+            host.address,
+            host.port,
+            k + 1,
+            hosts.len()
+        ));
+        let end = on_host(host, entry, job_id, env, actions, numbers, &payload, deadline, cancel, log).await;
+        let outcome = match end {
+            HostEnd::Succeeded => {
+                log.note(&format!("host {}: succeeded", host.name));
+                continue;
+            }
+            HostEnd::TimedOut { action } => return Outcome::TimedOut { action },
+            HostEnd::Cancelled { action } => return Outcome::Cancelled { action },
+            HostEnd::Failed { action, code } => {
+                log.note(&format!("host {}: failed at action {action}", host.name));
+                Outcome::Failed { action, exit_code: code }
+            }
+            HostEnd::Unreached(why) => {
+                log.note(&format!("host {}: nothing ran: {why}", host.name));
+                Outcome::NotStarted {
+                    action: numbers.first().copied().unwrap_or(1),
+                    error: format!("host {}: {why}", host.name),
+                }
+            }
+        };
+        failed.push(&host.name);
+        first_failure.get_or_insert(outcome);
+        if failed.len() > entry.rollout.max_fail {
+            let left: Vec<&str> = hosts[k + 1..].iter().map(|h| h.name.as_str()).collect();
+            if !left.is_empty() {
+                log.note(&format!(
+                    "rollout stopped: {} failed (max_fail {}); not run on {}",
+                    failed.join(", "),
+                    entry.rollout.max_fail,
+                    left.join(", ")
+                ));
+            }
+            return first_failure.unwrap_or(Outcome::Succeeded);
+        }
+    }
+    if !failed.is_empty() {
+        log.note(&format!("{} failed, within max_fail {}", failed.join(", "), entry.rollout.max_fail));
+    }
+    Outcome::Succeeded
+}

@@ -1,0 +1,144 @@
+//! Deploying to other hosts through OpenSSH, against real `sshd` instances on loopback ports:
+//! the rollout's order, `WH_HOST`, a log section per host, hostile branch names reaching the
+//! host as data, a failing host stopping the rollout, a wrong pinned key refused with nothing
+//! run; and `--check` on the hosts' settings.
+
+use wh_automata::store::JobState;
+
+use crate::common::{check_settings, github_push, push_body, Daemon, SECRET};
+use crate::sshd::{client_key, Sshd};
+
+fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name
+}
+
+fn host(name: &str, sshd: &Sshd, key: &str, dir: &std::path::Path) -> String {
+    format!(
+        "  {name}: {{ ssh: \"{}@127.0.0.1:{}\", host_key: \"{key}\", identity_file: id_ed25519, dir: \"{}\" }}\n",
+        me(),
+        sshd.port,
+        dir.display()
+    )
+}
+
+fn push(daemon: &Daemon, branch: &str, commit: char, delivery: &str) -> (i64, Vec<u8>) {
+    let body = push_body(
+        "acme/site",
+        &format!("refs/heads/{branch}"),
+        &"0".repeat(40),
+        &commit.to_string().repeat(40),
+    );
+    let reply = daemon.post("/hooks/site", &github_push(&body, SECRET, delivery), &body);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    (reply.job_ids()[0], body)
+}
+
+#[test]
+fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = client_key(dir.path());
+    let (web1, web2) = (Sshd::start(dir.path(), "web1", &public), Sshd::start(dir.path(), "web2", &public));
+    let (d1, d2) = (dir.path().join("srv1"), dir.path().join("srv2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}host_groups:\n  web: [web1, web2]\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web]\n    actions:\n      - 'printf \"%s %s\\n\" \"$WH_HOST\" \"$PWD\" >> ../order'\n      - 'printf %s \"$WH_BRANCH\" > branch; cp \"$WH_PAYLOAD\" payload.json'\n      - 'case \"$WH_AFTER\" in b*) [ \"$WH_HOST\" = web1 ] && exit 7;; esac; true'\n",
+        host("web1", &web1, &web1.host_key, &d1),
+        host("web2", &web2, &web2.host_key, &d2),
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    // A branch name that would run commands if a shell read it as code, here or there.
+    let hostile = "x$(touch${IFS}pwned)`touch${IFS}pwned2`'\"|;&<>";
+    let (id, body) = push(&daemon, hostile, 'a', "r1");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Succeeded, "{log}");
+    let order = std::fs::read_to_string(dir.path().join("order")).unwrap();
+    assert_eq!(order, format!("web1 {}\nweb2 {}\n", d1.display(), d2.display()));
+    for d in [&d1, &d2] {
+        assert_eq!(std::fs::read_to_string(d.join("branch")).unwrap(), hostile, "byte for byte");
+        assert_eq!(std::fs::read(d.join("payload.json")).unwrap(), body, "the payload reached the host");
+    }
+    let stray: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains("pwned")).collect();
+    assert!(stray.is_empty(), "nothing executed: {stray:?}");
+    for section in
+        ["host web1 (", "host web2 (", "web1: action 1: printf", "web2: action 3 ok", "host web2: succeeded"]
+    {
+        assert!(log.contains(section), "{section:?} in:\n{log}");
+    }
+    assert!(log.find("host web1 (").unwrap() < log.find("host web2 (").unwrap());
+
+    // web1 fails (max_fail 0): web2 never runs, the job fails with web1's status.
+    let (id, _) = push(&daemon, "main", 'b', "r2");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!((job.state, job.exit_code), (JobState::Failed, Some(7)), "{log}");
+    assert!(log.contains("rollout stopped: web1 failed (max_fail 0); not run on web2"), "{log}");
+    let order = std::fs::read_to_string(dir.path().join("order")).unwrap();
+    assert_eq!(order.lines().count(), 3, "web1 ran its first action, web2 nothing: {order}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        out.push(path.display().to_string());
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_wrong_pinned_key_is_refused_and_nothing_runs_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = client_key(dir.path());
+    let (good, other) = (Sshd::start(dir.path(), "good", &public), Sshd::start(dir.path(), "other", &public));
+    let srv = dir.path().join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    // `good`'s address with `other`'s key: a machine in the middle, as far as ssh can tell.
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}entries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web1]\n    actions: ['touch ran']\n",
+        host("web1", &good, &other.host_key, &srv),
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let (id, _) = push(&daemon, "main", 'a', "k1");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Failed, "{log}");
+    assert!(
+        log.contains("host web1: nothing ran: ") && log.contains("Host key verification failed"),
+        "{log}"
+    );
+    assert!(!srv.join("ran").exists(), "nothing ran on a host whose key is not the pinned one");
+    // The right key: it runs.
+    std::fs::write(dir.path().join("settings.yaml"), yaml.replace(&other.host_key, &good.host_key)).unwrap();
+    crate::common::eventually("the settings are reloaded", || daemon.log().contains("reloaded"));
+    let (id, _) = push(&daemon, "main", 'c', "k2");
+    assert_eq!(
+        daemon.wait_job(id).state,
+        JobState::Succeeded,
+        "{}",
+        std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default()
+    );
+    assert!(srv.join("ran").exists());
+}
+
+#[test]
+fn check_says_what_is_wrong_with_the_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "hosts:\n  web1: { ssh: deploy@10.0.0.1, host_key: ssh-ed25519 AAAA }\n  open: { ssh: deploy@10.0.0.2 }\n  web2: { ssh: \"-oProxyCommand=x\", host_key: ssh-ed25519 AAAA }\nhost_groups:\n  web: [web1, web]\nentries:\n  site:\n    secret: s\n    hosts: [web3]\n    rollout: { parallel: 2 }\n    actions: [\"true\"]\n";
+    std::fs::write(dir.path().join("settings.yaml"), yaml).unwrap();
+    let (code, said) = check_settings(dir.path(), "settings.yaml");
+    assert_eq!(code, Some(1), "{said}");
+    for expected in [
+        "settings.yaml:1: hosts.open: its host key is not pinned",
+        "settings.yaml:1: hosts.web2: ssh: user@host[:port]",
+        "settings.yaml:5: host_groups.web: names itself (web → web)",
+        "entry \"site\": hosts: \"web3\" is not a host",
+        "rollout.parallel: 2",
+    ] {
+        assert!(said.contains(expected), "{expected:?} in:\n{said}");
+    }
+}
