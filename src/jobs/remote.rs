@@ -115,8 +115,24 @@ impl Drop for KnownHosts {
     }
 }
 
-/// The `ssh` command for `host`, running the wrapper for `entry`.
-fn ssh(host: &Host, known: &KnownHosts, entry: &str) -> Command {
+/// The name of the entry's lock (and files) on a host: its name, with the digest of its settings
+/// file's path in front, so that two daemons (say staging and production) that deploy an entry
+/// of the same name as the same user each have their own, while a foreground run of the same
+/// settings shares the daemon's.
+fn lock_name(entry: &Entry) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(entry.file.as_os_str().as_encoded_bytes());
+    let name: String = entry
+        .name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .collect();
+    format!("{}-{name}", hex::encode(&digest[..6]))
+}
+
+/// The `ssh` command for `host`, running the wrapper for the entry whose lock is `lock`.
+fn ssh(host: &Host, known: &KnownHosts, lock: &str) -> Command {
     let mut cmd = Command::new("ssh");
     cmd.arg("-T")
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
@@ -136,7 +152,7 @@ fn ssh(host: &Host, known: &KnownHosts, entry: &str) -> Command {
     cmd.arg("--").arg(format!("{}@{}", host.user, host.address)).arg(format!(
         "sh -c {} wh-automata {}",
         quoted(WRAPPER),
-        quoted(entry)
+        quoted(lock)
     ));
     cmd
 }
@@ -182,7 +198,7 @@ async fn on_host(
         Err(e) => return HostEnd::Unreached(format!("cannot write its known_hosts file: {e}")),
     };
     let mark = nonce();
-    let mut child = match ssh(host, &known, &entry.name)
+    let mut child = match ssh(host, &known, &lock_name(entry))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

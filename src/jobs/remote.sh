@@ -1,4 +1,5 @@
-# wh-automata's wrapper on a deploy host, run by OpenSSH as `sh -c WRAPPER wh-automata ENTRY`.
+# wh-automata's wrapper on a deploy host, run by OpenSSH as `sh -c WRAPPER wh-automata LOCK`
+# (LOCK: the entry's name, with a digest of the settings file's path in front).
 # Everything else comes on standard input, never in the command line: a line per item,
 #   N <nonce>            the marker of this run's own lines
 #   E <NAME> <base64>    a variable of the action environment
@@ -17,15 +18,23 @@ mkdir -p "$dir" || exit 90
 [ -O "$dir" ] || { echo "wh-automata: $dir is not this user's" >&2; exit 90; }
 chmod 700 "$dir"
 exec 9>>"$dir/$entry.lock"
+# Signal $1 to process group $2 (dash's own kill takes no group: procps's kill, else by /proc).
+stop_group() {
+  env kill -s "$1" -- "-$2" 2>/dev/null && return
+  for stat in /proc/[0-9]*/stat; do
+    read -r p _ _ _ g _ <"$stat" 2>/dev/null || continue
+    [ "$g" = "$2" ] && kill -s "$1" "$p" 2>/dev/null
+  done
+}
 if ! flock -n 9; then
   old=$(cat "$dir/$entry.pgid" 2>/dev/null)
   case $old in
     '' | *[!0-9]*) ;;
     *)
       echo "wh-automata: stopping what an interrupted run left here (process group $old)" >&2
-      kill -TERM -- "-$old" 2>/dev/null
+      stop_group TERM "$old"
       sleep 1
-      kill -KILL -- "-$old" 2>/dev/null
+      stop_group KILL "$old"
       ;;
   esac
   flock -w 30 9 || { echo "wh-automata: another run of $entry holds this host" >&2; exit 91; }

@@ -78,6 +78,43 @@ fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
     assert_eq!(order.lines().count(), 3, "web1 ran its first action, web2 nothing: {order}");
 }
 
+/// `kill -9` of the daemon while a host runs the entry's action, and a start: the job runs
+/// again from its first action on each host, what the dead run left there is stopped first,
+/// and two runs never overlap on a host.
+#[test]
+fn kill_9_mid_rollout_never_leaves_two_runs_on_a_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = client_key(dir.path());
+    let (web1, web2) = (Sshd::start(dir.path(), "web1", &public), Sshd::start(dir.path(), "web2", &public));
+    let (d1, d2) = (dir.path().join("srv1"), dir.path().join("srv2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    // Each run says when it starts and ends; one that starts while another runs says so.
+    // (A run that is killed leaves its pid in `running`: alive, not a zombie, it is an overlap.)
+    let action = "if [ -s running ]; then s=$(cut -d\\  -f3 /proc/$(cat running)/stat 2>/dev/null); if [ -n \"$s\" ] && [ \"$s\" != Z ]; then echo overlap >> events; fi; fi; echo $$ > running; echo \"start $WH_HOST\" >> events; sleep 2; echo \"end $WH_HOST\" >> events; rm running";
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}entries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web1, web2]\n    actions: ['{action}']\n",
+        host("web1", &web1, &web1.host_key, &d1),
+        host("web2", &web2, &web2.host_key, &d2),
+    );
+    let mut daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let (id, _) = push(&daemon, "main", 'a', "x1");
+    crate::common::eventually("web1 runs", || d1.join("running").exists());
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    // The run on web1 is left going (its ssh outlived the daemon); the next start stops it.
+    let daemon = Daemon::start(dir.path(), &[("SECRET", SECRET)]);
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Succeeded, "{log}");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let e1 = std::fs::read_to_string(d1.join("events")).unwrap();
+    let e2 = std::fs::read_to_string(d2.join("events")).unwrap();
+    assert_eq!(e1, "start web1\nstart web1\nend web1\n", "the dead run stopped, then one whole run");
+    assert_eq!(e2, "start web2\nend web2\n");
+    assert!(log.contains("stopping what an interrupted run left here"), "{log}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
