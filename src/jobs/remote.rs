@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::job_log::Log;
-use super::runner::Outcome;
+use super::runner::{cancelled, Outcome};
 use crate::settings::{Action, Entry, Host, HostKey};
 
 /// The script run on each host.
@@ -318,17 +318,6 @@ fn either_out(p: tokio::process::ChildStdout) -> Pipe {
 
 fn either_err(p: tokio::process::ChildStderr) -> Pipe {
     Box::pin(p)
-}
-
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    loop {
-        if *cancel.borrow_and_update() {
-            return;
-        }
-        if cancel.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// The local ssh's process group ends (the host's wrapper is then cut off; its lock and its

@@ -504,7 +504,7 @@ async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, to: mpsc::Sender<Vec<
 }
 
 /// Resolves when `cancel` is true; never, if its sender is gone.
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+pub(super) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     loop {
         if *cancel.borrow_and_update() {
             return;

@@ -21,6 +21,16 @@ fn host(name: &str, sshd: &Sshd, key: &str, dir: &std::path::Path) -> String {
     )
 }
 
+/// Two sshd instances that take the test's key (`id_ed25519` in `dir`), and a directory for each.
+fn two_hosts(dir: &std::path::Path) -> (Sshd, Sshd, std::path::PathBuf, std::path::PathBuf) {
+    let (_, public) = client_key(dir);
+    let (web1, web2) = (Sshd::start(dir, "web1", &public), Sshd::start(dir, "web2", &public));
+    let (d1, d2) = (dir.join("srv1"), dir.join("srv2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    (web1, web2, d1, d2)
+}
+
 fn push(daemon: &Daemon, branch: &str, commit: char, delivery: &str) -> (i64, Vec<u8>) {
     let body = push_body(
         "acme/site",
@@ -36,11 +46,7 @@ fn push(daemon: &Daemon, branch: &str, commit: char, delivery: &str) -> (i64, Ve
 #[test]
 fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, public) = client_key(dir.path());
-    let (web1, web2) = (Sshd::start(dir.path(), "web1", &public), Sshd::start(dir.path(), "web2", &public));
-    let (d1, d2) = (dir.path().join("srv1"), dir.path().join("srv2"));
-    std::fs::create_dir_all(&d1).unwrap();
-    std::fs::create_dir_all(&d2).unwrap();
+    let (web1, web2, d1, d2) = two_hosts(dir.path());
     let yaml = format!(
         "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}host_groups:\n  web: [web1, web2]\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web]\n    actions:\n      - 'printf \"%s %s\\n\" \"$WH_HOST\" \"$PWD\" >> ../order'\n      - 'printf %s \"$WH_BRANCH\" > branch; cp \"$WH_PAYLOAD\" payload.json'\n      - 'case \"$WH_AFTER\" in b*) [ \"$WH_HOST\" = web1 ] && exit 7;; esac; true'\n",
         host("web1", &web1, &web1.host_key, &d1),
@@ -84,11 +90,7 @@ fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
 #[test]
 fn kill_9_mid_rollout_never_leaves_two_runs_on_a_host() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, public) = client_key(dir.path());
-    let (web1, web2) = (Sshd::start(dir.path(), "web1", &public), Sshd::start(dir.path(), "web2", &public));
-    let (d1, d2) = (dir.path().join("srv1"), dir.path().join("srv2"));
-    std::fs::create_dir_all(&d1).unwrap();
-    std::fs::create_dir_all(&d2).unwrap();
+    let (web1, web2, d1, d2) = two_hosts(dir.path());
     // Each run says when it starts and ends; one that starts while another runs says so.
     // (A run that is killed leaves its pid in `running`: alive, not a zombie, it is an overlap.)
     let action = "if [ -s running ]; then s=$(cut -d\\  -f3 /proc/$(cat running)/stat 2>/dev/null); if [ -n \"$s\" ] && [ \"$s\" != Z ]; then echo overlap >> events; fi; fi; echo $$ > running; echo \"start $WH_HOST\" >> events; sleep 2; echo \"end $WH_HOST\" >> events; rm running";
