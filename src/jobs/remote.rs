@@ -33,8 +33,6 @@ use crate::settings::{Action, Entry, Host, HostKey};
 const WRAPPER: &str = include_str!("remote.sh");
 /// Variables of the daemon's own machine, not sent: the host has its own.
 const LOCAL_ONLY: [&str; 7] = ["HOME", "PATH", "SHELL", "USER", "LOGNAME", "PWD", "TMPDIR"];
-/// How long ssh gets to connect.
-const CONNECT_TIMEOUT: &str = "10";
 
 /// How one host's run ended.
 enum HostEnd {
@@ -139,7 +137,8 @@ fn ssh(host: &Host, known: &KnownHosts, lock: &str) -> Command {
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known.0.display()))
         .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no"])
-        .args(["-o", &format!("ConnectTimeout={CONNECT_TIMEOUT}")])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", host.connect_timeout.as_secs().max(1)))
         .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"])
         .arg("-p")
         .arg(host.port.to_string());
@@ -306,7 +305,15 @@ async fn on_host(
         (Some(i), Some((j, s))) if i == j && s != 0 => {
             HostEnd::Failed { action: numbers[i - 1], code: Some(s) }
         }
-        (Some(i), _) => HostEnd::Failed { action: numbers[i - 1], code: None },
+        (Some(i), _) => {
+            log.note(&format!(
+                "{}: the connection ended during action {} (ssh exited {})",
+                host.name,
+                numbers[i - 1],
+                code.map_or("by a signal".to_string(), |c| c.to_string())
+            ));
+            HostEnd::Failed { action: numbers[i - 1], code: None }
+        }
     }
 }
 

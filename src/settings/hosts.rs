@@ -26,6 +26,8 @@ pub(super) struct RawHost {
     pub(super) jump: Option<String>,
     /// The directory the actions run in there (default: the user's home).
     pub(super) dir: Option<String>,
+    /// How long connecting and the SSH handshake may take (default 10s).
+    pub(super) connect_timeout: Option<String>,
 }
 
 /// An entry's `rollout:` as written.
@@ -60,6 +62,8 @@ pub struct Host {
     pub identity_file: Option<PathBuf>,
     pub jump: Option<String>,
     pub dir: Option<String>,
+    /// Connecting and the SSH handshake, at most (whole seconds, at least 1).
+    pub connect_timeout: Duration,
 }
 
 /// How an entry deploys to its hosts.
@@ -162,6 +166,14 @@ pub(super) fn hosts(
             problems.push(format!("{what}: dir: a path of one line"));
             continue;
         }
+        let connect_timeout = match h.connect_timeout.as_deref().map(humantime::parse_duration) {
+            None => Duration::from_secs(10),
+            Some(Ok(d)) if d >= Duration::from_secs(1) && d <= Duration::from_secs(600) => d,
+            Some(_) => {
+                problems.push(format!("{what}: connect_timeout: a duration from 1s to 10m"));
+                continue;
+            }
+        };
         let host = Host {
             name: name.clone(),
             user,
@@ -171,6 +183,7 @@ pub(super) fn hosts(
             identity_file: h.identity_file.as_ref().map(|f| dir.join(f)),
             jump: h.jump.clone(),
             dir: h.dir.clone(),
+            connect_timeout,
         };
         names.insert(name.clone(), vec![Arc::new(host)]);
     }
@@ -280,6 +293,7 @@ mod tests {
             identity_file: None,
             jump: None,
             dir: None,
+            connect_timeout: None,
         }
     }
 

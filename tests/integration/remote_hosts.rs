@@ -117,6 +117,50 @@ fn kill_9_mid_rollout_never_leaves_two_runs_on_a_host() {
     assert!(log.contains("stopping what an interrupted run left here"), "{log}");
 }
 
+/// A host that accepts the connection and never answers is cut at its connect_timeout; one whose
+/// connection drops during an action fails that action; either way, said, and the rollout's
+/// rules apply (the host after it is not touched).
+#[test]
+fn a_hanging_host_and_a_dropped_connection_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (web1, web2, d1, d2) = two_hosts(dir.path());
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let _open: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    // The action kills the sshd process that serves its session: the connection drops.
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}  hang: {{ ssh: \"{}@127.0.0.1:{port}\", host_key: \"{}\", connect_timeout: 1s }}\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [hang, web2]\n    actions: ['touch ran']\n  drop:\n    secret: ${{SECRET}}\n    hosts: [web1, web2]\n    actions: ['touch ran; kill -9 $(ps -o ppid= -p $PPID)']\n",
+        host("web1", &web1, &web1.host_key, &d1),
+        host("web2", &web2, &web2.host_key, &d2),
+        me(),
+        web1.host_key,
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let started = std::time::Instant::now();
+    let (id, _) = push(&daemon, "main", 'a', "h1");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Failed, "{log}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "cut at connect_timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(log.contains("host hang: nothing ran: ") && log.contains("timed out"), "{log}");
+    assert!(log.contains("not run on web2") && !d2.join("ran").exists(), "{log}");
+    let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), &"b".repeat(40));
+    let reply = daemon.post("/hooks/drop", &github_push(&body, SECRET, "h2"), &body);
+    let id = reply.job_ids()[0];
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Failed, "{log}");
+    assert!(log.contains("web1: the connection ended during action 1"), "{log}");
+    assert!(d1.join("ran").exists() && !d2.join("ran").exists(), "{log}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
