@@ -39,6 +39,8 @@ pub struct Prepared {
     pub created_at: i64,
     /// The entry's lock, held until the job's end.
     pub lock: Option<EntryLock>,
+    /// Where each host's result goes, for a job deployed to hosts.
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 /// What a worker does with a prepared job.
@@ -55,6 +57,7 @@ pub fn actions() -> Work {
                 payload: job.payload.as_deref(),
                 steps: job.steps.as_ref(),
                 lock: job.lock.as_ref(),
+                store: job.store.as_deref(),
             };
             runner::run(&job.entry, &context, &mut job.log, &mut job.cancel).await
         })
@@ -325,6 +328,7 @@ async fn prepare(app: &Arc<App>, id: i64, cancel: watch::Receiver<bool>) -> Resu
         steps,
         created_at: job.created_at,
         lock: None,
+        store: Some(app.store.clone()),
     };
     Ok(Start::Run(Box::new(prepared)))
 }

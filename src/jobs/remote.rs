@@ -26,8 +26,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::job_log::Log;
-use super::runner::{cancelled, Outcome};
+use super::runner::{cancelled, JobContext, Outcome};
 use crate::settings::{Action, Entry, Host, HostKey};
+use crate::store::HostResult;
 
 /// The script run on each host.
 const WRAPPER: &str = include_str!("remote.sh");
@@ -346,17 +347,43 @@ async fn kill(pgid: Option<Pid>, child: &mut tokio::process::Child) {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn rollout(
     entry: &Entry,
-    job_id: i64,
+    job: &JobContext<'_>,
     env: &[(String, String)],
     actions: &[&Action],
     numbers: &[usize],
-    payload: Option<&std::path::Path>,
     deadline: Instant,
     cancel: &mut watch::Receiver<bool>,
     log: &mut Log,
 ) -> Outcome {
-    let payload = payload.and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+    let job_id = job.id;
+    let payload = job.payload.and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
     let hosts: &[Arc<Host>] = &entry.hosts;
+    // Each host's result, for the API and the page; a job run again starts from its first host.
+    let record = |log: &mut Log,
+                  position: usize,
+                  host: &Host,
+                  state: &str,
+                  action: Option<usize>,
+                  code: Option<i32>,
+                  reason: Option<String>| {
+        let Some(store) = job.store else { return };
+        let result = HostResult {
+            host: host.name.clone(),
+            state: state.into(),
+            action,
+            exit_code: code,
+            reason,
+            at: 0,
+        };
+        if let Err(e) = store.record_host(job_id, position, &result) {
+            log.note(&format!("cannot record host {}'s result: {e}", host.name));
+        }
+    };
+    if let Some(store) = job.store {
+        if let Err(e) = store.clear_hosts(job_id) {
+            log.note(&format!("cannot clear the hosts' results of an earlier run: {e}"));
+        }
+    }
     let mut failed: Vec<&str> = Vec::new();
     let mut first_failure: Option<Outcome> = None;
     for (k, host) in hosts.iter().enumerate() {
@@ -384,16 +411,25 @@ pub(super) async fn rollout(
         let outcome = match end {
             HostEnd::Succeeded => {
                 log.note(&format!("host {}: succeeded", host.name));
+                record(log, k, host, "succeeded", None, Some(0), None);
                 continue;
             }
-            HostEnd::TimedOut { action } => return Outcome::TimedOut { action },
-            HostEnd::Cancelled { action } => return Outcome::Cancelled { action },
+            HostEnd::TimedOut { action } => {
+                record(log, k, host, "timed_out", Some(action), None, Some("the job's timeout".into()));
+                return Outcome::TimedOut { action };
+            }
+            HostEnd::Cancelled { action } => {
+                record(log, k, host, "cancelled", Some(action), None, None);
+                return Outcome::Cancelled { action };
+            }
             HostEnd::Failed { action, code } => {
                 log.note(&format!("host {}: failed at action {action}", host.name));
+                record(log, k, host, "failed", Some(action), code, None);
                 Outcome::Failed { action, exit_code: code }
             }
             HostEnd::Unreached(why) => {
                 log.note(&format!("host {}: nothing ran: {why}", host.name));
+                record(log, k, host, "unreached", None, None, Some(why.clone()));
                 Outcome::NotStarted {
                     action: numbers.first().copied().unwrap_or(1),
                     error: format!("host {}: {why}", host.name),
@@ -404,6 +440,9 @@ pub(super) async fn rollout(
         first_failure.get_or_insert(outcome);
         if failed.len() > entry.rollout.max_fail {
             let left: Vec<&str> = hosts[k + 1..].iter().map(|h| h.name.as_str()).collect();
+            for (j, h) in hosts.iter().enumerate().skip(k + 1) {
+                record(log, j, h, "not_run", None, None, Some("the rollout stopped before it".into()));
+            }
             if !left.is_empty() {
                 log.note(&format!(
                     "rollout stopped: {} failed (max_fail {}); not run on {}",

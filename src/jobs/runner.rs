@@ -114,6 +114,8 @@ pub struct JobContext<'a> {
     /// The entry's lock, held for the job: each action's standard input, so that its processes
     /// hold the entry too ([`crate::jobs::entry_lock`]).
     pub lock: Option<&'a crate::jobs::entry_lock::EntryLock>,
+    /// The job store, where each host's result goes (a job deployed to hosts).
+    pub store: Option<&'a crate::store::Store>,
 }
 
 /// The secrets a job of `entry` masks: the ones its settings know, and the values of the
@@ -285,18 +287,8 @@ pub async fn run(
                 }
             }
         }
-        let outcome = super::remote::rollout(
-            entry,
-            job.id,
-            &env,
-            &chosen,
-            &numbers,
-            job.payload,
-            deadline,
-            cancel,
-            log,
-        )
-        .await;
+        let outcome =
+            super::remote::rollout(entry, job, &env, &chosen, &numbers, deadline, cancel, log).await;
         if !matches!(outcome, Outcome::Succeeded) {
             return outcome;
         }

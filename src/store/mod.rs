@@ -9,6 +9,7 @@
 
 mod freeze;
 mod job;
+mod job_hosts;
 mod outbox;
 mod page_key;
 mod prune;
@@ -29,6 +30,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub use freeze::{Frozen, Unfrozen};
 pub use job::{Job, JobState, NewJob};
 use job::{RawJob, COLUMNS};
+pub use job_hosts::HostResult;
 use outbox::Facts;
 pub use outbox::{destination, Backlog, Change, Item, Outgoing, Reporter, STATUS_SINK};
 pub use query::{Counts, JobFilter};

@@ -41,9 +41,11 @@ impl Store {
             {
                 let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
                 let mut remote = tx.prepare_cached("DELETE FROM remote_ids WHERE job_id = ?1")?;
+                let mut hosts = tx.prepare_cached("DELETE FROM job_hosts WHERE job_id = ?1")?;
                 for id in &old {
                     delete.execute([id])?;
                     remote.execute([id])?;
+                    hosts.execute([id])?;
                 }
             }
             tx.commit()?;

@@ -193,6 +193,24 @@ CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(commit_sha);
 CREATE INDEX IF NOT EXISTS jobs_trigger ON jobs(trigger);
 ",
     },
+    Migration {
+        to: 10,
+        what: "each host's result in a job deployed to hosts over OpenSSH",
+        sql: "
+CREATE TABLE IF NOT EXISTS job_hosts (
+    job_id    INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    host      TEXT NOT NULL,
+    -- succeeded, failed, unreached, timed_out, cancelled, not_run
+    state     TEXT NOT NULL,
+    action    INTEGER,
+    exit_code INTEGER,
+    reason    TEXT,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (job_id, position)
+);
+",
+    },
 ];
 
 /// The version this program writes.

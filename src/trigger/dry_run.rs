@@ -6,8 +6,15 @@ use crate::printable::shown;
 use crate::settings::Entry;
 
 pub(super) fn dry_run(entry: &Entry, event: &Event) {
-    let context =
-        JobContext { id: 0, trigger: Trigger::Manual, event, payload: None, steps: None, lock: None };
+    let context = JobContext {
+        id: 0,
+        trigger: Trigger::Manual,
+        event,
+        payload: None,
+        steps: None,
+        lock: None,
+        store: None,
+    };
     // Secrets are shown masked, as in a job's log.
     let mut mask = entry.mask.clone();
     let mut notes = Vec::new();

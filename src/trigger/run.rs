@@ -260,6 +260,7 @@ fn foreground(
             payload: payload.as_deref(),
             steps: None,
             lock: lock.as_ref(),
+            store: recorded.as_ref().map(|(store, _)| store),
         };
         runner::run(entry, &context, &mut log, &mut cancel).await
     });

@@ -8,6 +8,8 @@ use wh_automata::store::JobState;
 use crate::common::{check_settings, github_push, push_body, Daemon, SECRET};
 use crate::sshd::{client_key, Sshd};
 
+const TOKEN: &str = "read-token-0123456789";
+
 fn me() -> String {
     nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name
 }
@@ -48,7 +50,7 @@ fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let (web1, web2, d1, d2) = two_hosts(dir.path());
     let yaml = format!(
-        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}host_groups:\n  web: [web1, web2]\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web]\n    actions:\n      - 'printf \"%s %s\\n\" \"$WH_HOST\" \"$PWD\" >> ../order'\n      - 'printf %s \"$WH_BRANCH\" > branch; cp \"$WH_PAYLOAD\" payload.json'\n      - 'case \"$WH_AFTER\" in b*) [ \"$WH_HOST\" = web1 ] && exit 7;; esac; true'\n",
+        "server: {{ listen: 127.0.0.1:0 }}\napi:\n  tokens: [{{ name: t, token: {TOKEN} }}]\nhosts:\n{}{}host_groups:\n  web: [web1, web2]\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web]\n    actions:\n      - 'printf \"%s %s\\n\" \"$WH_HOST\" \"$PWD\" >> ../order'\n      - 'printf %s \"$WH_BRANCH\" > branch; cp \"$WH_PAYLOAD\" payload.json'\n      - 'case \"$WH_AFTER\" in b*) [ \"$WH_HOST\" = web1 ] && exit 7;; esac; true'\n",
         host("web1", &web1, &web1.host_key, &d1),
         host("web2", &web2, &web2.host_key, &d2),
     );
@@ -73,6 +75,12 @@ fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
         assert!(log.contains(section), "{section:?} in:\n{log}");
     }
     assert!(log.find("host web1 (").unwrap() < log.find("host web2 (").unwrap());
+    let states = |id: i64| -> Vec<(String, String, Option<usize>, Option<i32>)> {
+        let hosts = daemon.store().job_hosts(id).unwrap();
+        hosts.into_iter().map(|h| (h.host, h.state, h.action, h.exit_code)).collect()
+    };
+    let s = |a: &str, b: &str, c: Option<usize>, d: Option<i32>| (a.to_string(), b.to_string(), c, d);
+    assert_eq!(states(id), [s("web1", "succeeded", None, Some(0)), s("web2", "succeeded", None, Some(0))]);
 
     // web1 fails (max_fail 0): web2 never runs, the job fails with web1's status.
     let (id, _) = push(&daemon, "main", 'b', "r2");
@@ -82,6 +90,19 @@ fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
     assert!(log.contains("rollout stopped: web1 failed (max_fail 0); not run on web2"), "{log}");
     let order = std::fs::read_to_string(dir.path().join("order")).unwrap();
     assert_eq!(order.lines().count(), 3, "web1 ran its first action, web2 nothing: {order}");
+    assert_eq!(states(id), [s("web1", "failed", Some(3), Some(7)), s("web2", "not_run", None, None)]);
+    // The API shows them with the job.
+    let headers = vec![("Authorization".to_string(), format!("Bearer {TOKEN}"))];
+    let reply = crate::common::http(daemon.addr, "GET", &format!("/api/v1/jobs/{id}"), &headers, b"");
+    let hosts = reply.json()["hosts"].clone();
+    assert_eq!(hosts[0]["host"], "web1");
+    assert_eq!(
+        (hosts[0]["state"].as_str(), hosts[0]["action"].as_u64()),
+        (Some("failed"), Some(3)),
+        "{}",
+        reply.body
+    );
+    assert_eq!(hosts[1]["state"], "not_run");
 }
 
 /// `kill -9` of the daemon while a host runs the entry's action, and a start: the job runs
@@ -115,6 +136,9 @@ fn kill_9_mid_rollout_never_leaves_two_runs_on_a_host() {
     assert_eq!(e1, "start web1\nstart web1\nend web1\n", "the dead run stopped, then one whole run");
     assert_eq!(e2, "start web2\nend web2\n");
     assert!(log.contains("stopping what an interrupted run left here"), "{log}");
+    let hosts: Vec<String> =
+        daemon.store().job_hosts(id).unwrap().into_iter().map(|h| h.host + " " + &h.state).collect();
+    assert_eq!(hosts, ["web1 succeeded", "web2 succeeded"], "the run again, recorded once");
 }
 
 /// A host that accepts the connection and never answers is cut at its connect_timeout; one whose

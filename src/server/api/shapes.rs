@@ -28,6 +28,36 @@ pub(in crate::server) struct JobView {
     pub created_at: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// For a job deployed to hosts (`GET jobs/{id}` only): each host's result, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostView>>,
+}
+
+/// How one host of a job's rollout ended.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(in crate::server) struct HostView {
+    pub host: String,
+    /// succeeded, failed, unreached, timed_out, cancelled, not_run.
+    pub state: String,
+    /// The entry's action it failed at.
+    pub action: Option<usize>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// When it ended (RFC 3339).
+    pub at: Option<String>,
+}
+
+impl From<&crate::store::HostResult> for HostView {
+    fn from(h: &crate::store::HostResult) -> HostView {
+        HostView {
+            host: h.host.clone(),
+            state: h.state.clone(),
+            action: h.action,
+            exit_code: h.exit_code,
+            reason: h.reason.clone(),
+            at: time(Some(h.at)),
+        }
+    }
 }
 
 /// What a job was started for.
@@ -85,6 +115,7 @@ impl From<&Job> for JobView {
             created_at: time(Some(job.created_at)),
             started_at: time(job.started_at),
             finished_at: time(job.finished_at),
+            hosts: None,
         }
     }
 }

@@ -166,12 +166,21 @@ pub(in crate::server) async fn job(app: &Arc<App>, id: &str, query: &str) -> Res
     let until = tokio::time::Instant::now() + wait.unwrap_or_default();
     loop {
         let store = app.store.clone();
-        let job = blocking(move || store.job(id)).await.map_err(store_error)?;
-        let Some(job) = job else { return Err((StatusCode::NOT_FOUND, format!("no job {id}"))) };
+        let found = blocking(move || -> std::result::Result<_, crate::store::StoreError> {
+            Ok(store.job(id)?.map(|job| (job, store.job_hosts(id))))
+        })
+        .await
+        .map_err(store_error)?;
+        let Some((job, hosts)) = found else { return Err((StatusCode::NOT_FOUND, format!("no job {id}"))) };
         let done = job.state.is_final();
         if wait.is_none() || done || tokio::time::Instant::now() >= until {
             let status = if wait.is_some() && !done { StatusCode::ACCEPTED } else { StatusCode::OK };
-            return Ok((status, value(JobView::from(&job))));
+            let mut view = JobView::from(&job);
+            let hosts = hosts.map_err(store_error)?;
+            if !hosts.is_empty() {
+                view.hosts = Some(hosts.iter().map(super::shapes::HostView::from).collect());
+            }
+            return Ok((status, value(view)));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -263,6 +263,23 @@ pub(super) fn job(user: &User, job: &Value, log: &str, offset: u64, cut: u64) ->
                 dt { "Exit code" } dd #exit { (text(&job["exit_code"])) }
                 dt { "Reason" } dd #reason { (text(&job["reason"])) }
             }
+            @if let Some(hosts) = job["hosts"].as_array() {
+                h2 { "Hosts" }
+                table.jobs.hosts {
+                    thead { tr { th { "Host" } th { "State" } th { "Action" } th { "Exit code" } th { "Reason" } } }
+                    tbody {
+                        @for h in hosts {
+                            tr {
+                                td { (text(&h["host"])) }
+                                td { span class={ "state state-" (text(&h["state"])) } { (text(&h["state"])) } }
+                                td { (text(&h["action"])) }
+                                td { (text(&h["exit_code"])) }
+                                td { (text(&h["reason"])) }
+                            }
+                        }
+                    }
+                }
+            }
             @if running && user.scope >= Scope::Run {
                 div.actions { (action(user, &format!("/ui/jobs/{id}/cancel"), "Cancel", html! {})) }
             }
