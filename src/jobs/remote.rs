@@ -357,7 +357,25 @@ pub(super) async fn rollout(
 ) -> Outcome {
     let job_id = job.id;
     let payload = job.payload.and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
-    let hosts: &[Arc<Host>] = &entry.hosts;
+    // A rollback returns the hosts that the job before it moved, last first.
+    let hosts: Vec<Arc<Host>> = match (job.trigger, job.store) {
+        (crate::event::Trigger::Rollback, Some(store)) => {
+            let moved = store.moved_hosts(&entry.name, job_id).unwrap_or(None);
+            let mut hosts: Vec<Arc<Host>> = match &moved {
+                Some(names) => entry.hosts.iter().filter(|h| names.contains(&h.name)).cloned().collect(),
+                None => entry.hosts.clone(),
+            };
+            hosts.reverse();
+            let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            log.note(&format!(
+                "rollback: on the hosts the job before it moved, last first: {}",
+                names.join(", ")
+            ));
+            hosts
+        }
+        _ => entry.hosts.clone(),
+    };
+    let hosts: &[Arc<Host>] = &hosts;
     // Each host's result, for the API and the page; a job run again starts from its first host.
     let record = |log: &mut Log,
                   position: usize,

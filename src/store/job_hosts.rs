@@ -47,6 +47,25 @@ impl Store {
         Ok(())
     }
 
+    /// The hosts that the newest job of `entry` before job `before` with hosts touched (those
+    /// where something ran: not `unreached`, not `not_run`), in its order: what a rollback
+    /// returns. `None` when no earlier job of the entry ran on hosts.
+    pub fn moved_hosts(&self, entry: &str, before: i64) -> Result<Option<Vec<String>>, StoreError> {
+        let conn = self.conn();
+        let last: Option<i64> = conn
+            .prepare_cached(
+                "SELECT max(h.job_id) FROM job_hosts h JOIN jobs j ON j.id = h.job_id
+                  WHERE j.entry = ?1 AND h.job_id < ?2",
+            )?
+            .query_row(params![entry, before], |r| r.get(0))?;
+        let Some(last) = last else { return Ok(None) };
+        let mut stmt = conn.prepare_cached(
+            "SELECT host FROM job_hosts WHERE job_id = ?1 AND state NOT IN ('unreached', 'not_run') ORDER BY position",
+        )?;
+        let hosts = stmt.query_map([last], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(Some(hosts))
+    }
+
     /// Job `id`'s hosts, in the rollout's order (none for a job that ran here).
     pub fn job_hosts(&self, id: i64) -> Result<Vec<HostResult>, StoreError> {
         let conn = self.conn();

@@ -50,7 +50,7 @@ fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let (web1, web2, d1, d2) = two_hosts(dir.path());
     let yaml = format!(
-        "server: {{ listen: 127.0.0.1:0 }}\napi:\n  tokens: [{{ name: t, token: {TOKEN} }}]\nhosts:\n{}{}host_groups:\n  web: [web1, web2]\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web]\n    actions:\n      - 'printf \"%s %s\\n\" \"$WH_HOST\" \"$PWD\" >> ../order'\n      - 'printf %s \"$WH_BRANCH\" > branch; cp \"$WH_PAYLOAD\" payload.json'\n      - 'case \"$WH_AFTER\" in b*) [ \"$WH_HOST\" = web1 ] && exit 7;; esac; true'\n",
+        "server: {{ listen: 127.0.0.1:0 }}\napi:\n  tokens: [{{ name: t, token: {TOKEN} }}]\nhosts:\n{}{}host_groups:\n  web: [web1, web2]\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web]\n    on_failure: rollback\n    actions:\n      - 'printf \"%s %s\\n\" \"$WH_HOST\" \"$PWD\" >> ../order'\n      - 'printf %s \"$WH_BRANCH\" > branch; cp \"$WH_PAYLOAD\" payload.json'\n      - 'case \"$WH_AFTER\" in b*) [ \"$WH_HOST\" = web1 ] && exit 7;; esac; true'\n",
         host("web1", &web1, &web1.host_key, &d1),
         host("web2", &web2, &web2.host_key, &d2),
     );
@@ -88,9 +88,20 @@ fn a_rolling_deploy_over_two_hosts_and_a_failing_host_stops_it() {
     let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
     assert_eq!((job.state, job.exit_code), (JobState::Failed, Some(7)), "{log}");
     assert!(log.contains("rollout stopped: web1 failed (max_fail 0); not run on web2"), "{log}");
-    let order = std::fs::read_to_string(dir.path().join("order")).unwrap();
-    assert_eq!(order.lines().count(), 3, "web1 ran its first action, web2 nothing: {order}");
     assert_eq!(states(id), [s("web1", "failed", Some(3), Some(7)), s("web2", "not_run", None, None)]);
+    // on_failure: rollback returns the hosts that moved (web1 alone), to the last release.
+    let rollback = id + 1;
+    let job = daemon.wait_job(rollback);
+    let rlog = std::fs::read_to_string(daemon.store().log_path(rollback)).unwrap_or_default();
+    assert_eq!((job.state, job.trigger.as_str()), (JobState::Succeeded, "rollback"), "{rlog}");
+    assert_eq!(states(rollback), [s("web1", "succeeded", None, Some(0))], "{rlog}");
+    assert!(rlog.contains("rollback: on the hosts the job before it moved, last first: web1"), "{rlog}");
+    let order = std::fs::read_to_string(dir.path().join("order")).unwrap();
+    assert_eq!(
+        order,
+        format!("web1 {0}\nweb2 {1}\nweb1 {0}\nweb1 {0}\n", d1.display(), d2.display()),
+        "web2 untouched by the failed push and by its rollback"
+    );
     // The API shows them with the job.
     let headers = vec![("Authorization".to_string(), format!("Bearer {TOKEN}"))];
     let reply = crate::common::http(daemon.addr, "GET", &format!("/api/v1/jobs/{id}"), &headers, b"");
