@@ -446,7 +446,7 @@ pub(super) async fn rollout(
                 Outcome::Failed { action, exit_code: code }
             }
             HostEnd::Unreached(why) => {
-                log.note(&format!("host {}: nothing ran: {why}", host.name));
+                log.note(&format!("host {}: no action was seen to start: {why}", host.name));
                 record(log, k, host, "unreached", None, None, Some(why.clone()));
                 Outcome::NotStarted {
                     action: numbers.first().copied().unwrap_or(1),

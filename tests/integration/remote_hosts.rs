@@ -167,7 +167,7 @@ fn a_hanging_host_and_a_dropped_connection_fail_clearly() {
     });
     // The action kills the sshd process that serves its session: the connection drops.
     let yaml = format!(
-        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}  hang: {{ ssh: \"{}@127.0.0.1:{port}\", host_key: \"{}\", connect_timeout: 1s }}\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [hang, web2]\n    actions: ['touch ran']\n  drop:\n    secret: ${{SECRET}}\n    hosts: [web1, web2]\n    actions: ['touch ran; kill -9 $(ps -o ppid= -p $PPID)']\n",
+        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}  hang: {{ ssh: \"{}@127.0.0.1:{port}\", host_key: \"{}\", connect_timeout: 1s }}\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [hang, web2]\n    actions: ['touch ran']\n  drop:\n    secret: ${{SECRET}}\n    hosts: [web1, web2]\n    actions: ['touch ran; sleep 0.5; kill -9 $(ps -o ppid= -p $PPID)']\n",
         host("web1", &web1, &web1.host_key, &d1),
         host("web2", &web2, &web2.host_key, &d2),
         me(),
@@ -184,7 +184,7 @@ fn a_hanging_host_and_a_dropped_connection_fail_clearly() {
         "cut at connect_timeout: {:?}",
         started.elapsed()
     );
-    assert!(log.contains("host hang: nothing ran: ") && log.contains("timed out"), "{log}");
+    assert!(log.contains("host hang: no action was seen to start: ") && log.contains("timed out"), "{log}");
     assert!(log.contains("not run on web2") && !d2.join("ran").exists(), "{log}");
     let body = push_body("acme/site", "refs/heads/main", &"0".repeat(40), &"b".repeat(40));
     let reply = daemon.post("/hooks/drop", &github_push(&body, SECRET, "h2"), &body);
@@ -226,7 +226,8 @@ fn a_wrong_pinned_key_is_refused_and_nothing_runs_there() {
     let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
     assert_eq!(job.state, JobState::Failed, "{log}");
     assert!(
-        log.contains("host web1: nothing ran: ") && log.contains("Host key verification failed"),
+        log.contains("host web1: no action was seen to start: ")
+            && log.contains("Host key verification failed"),
         "{log}"
     );
     assert!(!srv.join("ran").exists(), "nothing ran on a host whose key is not the pinned one");
