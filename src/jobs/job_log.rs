@@ -80,6 +80,38 @@ impl Log {
         self.write(&masked);
     }
 
+    /// Lines another log of this job already wrote (stamped and masked there): a host's section
+    /// of a parallel rollout, put in whole once the host is done.
+    pub fn splice(&mut self, logged: &[u8]) {
+        let held = self.masking.flush();
+        self.write(&held);
+        if !self.at_line_start {
+            self.write(b"\n");
+        }
+        if self.echo {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(logged);
+            let _ = out.flush();
+        }
+        let Some(file) = self.file.as_mut() else { return };
+        if self.truncated || logged.is_empty() {
+            return;
+        }
+        let room = self.limit.saturating_sub(self.written) as usize;
+        let mut buf = logged.to_vec();
+        if !buf.ends_with(b"\n") {
+            buf.push(b'\n');
+        }
+        if buf.len() > room {
+            buf.truncate(room);
+            buf.extend_from_slice(b"\n-- log truncated: it reached the log_limit of the settings\n");
+            self.truncated = true;
+        }
+        if file.write_all(&buf).is_ok() {
+            self.written += buf.len() as u64;
+        }
+    }
+
     fn write(&mut self, chunk: &[u8]) {
         if chunk.is_empty() {
             return;

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use super::job_log::Log;
 use super::runner::{cancelled, JobContext, Outcome};
+use crate::secrets::mask::Mask;
 use crate::settings::{Action, Entry, Host, HostKey};
 use crate::store::HostResult;
 
@@ -114,13 +115,18 @@ impl Drop for KnownHosts {
     }
 }
 
-/// The name of the entry's lock (and files) on a host: its name, with the digest of its settings
-/// file's path in front, so that two daemons (say staging and production) that deploy an entry
-/// of the same name as the same user each have their own, while a foreground run of the same
-/// settings shares the daemon's.
-fn lock_name(entry: &Entry) -> String {
+/// The name of the entry's lock (and files) on a host: its name, with a digest of its settings
+/// file's path and of the host's name in front, so that two daemons (say staging and
+/// production) that deploy an entry of the same name as the same user each have their own, and
+/// two hosts of the settings that are one machine do not stop each other, while a foreground run
+/// of the same settings shares the daemon's.
+fn lock_name(entry: &Entry, host: &Host) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(entry.file.as_os_str().as_encoded_bytes());
+    let mut hasher = Sha256::new();
+    hasher.update(entry.file.as_os_str().as_encoded_bytes());
+    hasher.update([0]);
+    hasher.update(host.name.as_bytes());
+    let digest = hasher.finalize();
     let name: String = entry
         .name
         .chars()
@@ -198,7 +204,7 @@ async fn on_host(
         Err(e) => return HostEnd::Unreached(format!("cannot write its known_hosts file: {e}")),
     };
     let mark = nonce();
-    let mut child = match ssh(host, &known, &lock_name(entry))
+    let mut child = match ssh(host, &known, &lock_name(entry, host))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -349,8 +355,8 @@ pub(super) async fn rollout(
     entry: &Entry,
     job: &JobContext<'_>,
     env: &[(String, String)],
-    actions: &[&Action],
-    numbers: &[usize],
+    (actions, numbers): (&[&Action], &[usize]),
+    mask: &Mask,
     deadline: Instant,
     cancel: &mut watch::Receiver<bool>,
     log: &mut Log,
@@ -404,8 +410,20 @@ pub(super) async fn rollout(
     }
     let mut failed: Vec<&str> = Vec::new();
     let mut first_failure: Option<Outcome> = None;
-    for (k, host) in hosts.iter().enumerate() {
-        if k > 0 && !entry.rollout.wait.is_zero() {
+    let at_once = entry.rollout.parallel.max(1);
+    let header = |host: &Host, k: usize| {
+        format!(
+            "host {} ({}@{}:{}): {} of {}",
+            host.name,
+            host.user,
+            host.address,
+            host.port,
+            k + 1,
+            hosts.len()
+        )
+    };
+    for start in (0..hosts.len()).step_by(at_once) {
+        if start > 0 && !entry.rollout.wait.is_zero() {
             log.note(&format!(
                 "waiting {} before the next host",
                 humantime::format_duration(entry.rollout.wait)
@@ -416,49 +434,83 @@ pub(super) async fn rollout(
                 _ = cancelled(cancel) => return Outcome::Cancelled { action: 1 },
             }
         }
-        log.note(&format!(
-            "host {} ({}@{}:{}): {} of {}",
-            host.name,
-            host.user,
-            host.address,
-            host.port,
-            k + 1,
-            hosts.len()
-        ));
-        let end = on_host(host, entry, job_id, env, actions, numbers, &payload, deadline, cancel, log).await;
-        let outcome = match end {
-            HostEnd::Succeeded => {
-                log.note(&format!("host {}: succeeded", host.name));
-                record(log, k, host, "succeeded", None, Some(0), None);
-                continue;
-            }
-            HostEnd::TimedOut { action } => {
-                record(log, k, host, "timed_out", Some(action), None, Some("the job's timeout".into()));
-                return Outcome::TimedOut { action };
-            }
-            HostEnd::Cancelled { action } => {
-                record(log, k, host, "cancelled", Some(action), None, None);
-                return Outcome::Cancelled { action };
-            }
-            HostEnd::Failed { action, code } => {
-                log.note(&format!("host {}: failed at action {action}", host.name));
-                record(log, k, host, "failed", Some(action), code, None);
-                Outcome::Failed { action, exit_code: code }
-            }
-            HostEnd::Unreached(why) => {
-                log.note(&format!("host {}: no action was seen to start: {why}", host.name));
-                record(log, k, host, "unreached", None, None, Some(why.clone()));
-                Outcome::NotStarted {
-                    action: numbers.first().copied().unwrap_or(1),
-                    error: format!("host {}: {why}", host.name),
+        let batch = &hosts[start..(start + at_once).min(hosts.len())];
+        let ends: Vec<HostEnd> = if batch.len() == 1 {
+            log.note(&header(&batch[0], start));
+            vec![
+                on_host(&batch[0], entry, job_id, env, actions, numbers, &payload, deadline, cancel, log)
+                    .await,
+            ]
+        } else {
+            // At once, each host writing its own section, put in the job's log whole, in order.
+            let names: Vec<&str> = batch.iter().map(|h| h.name.as_str()).collect();
+            log.note(&format!("at once: {}", names.join(", ")));
+            let runs = batch.iter().enumerate().map(|(i, host)| {
+                let mut cancel = cancel.clone();
+                let (payload, header) = (&payload, header(host, start + i));
+                async move {
+                    let mut section = Section::new(job_id, &host.name, mask);
+                    section.log.note(&header);
+                    let end = on_host(
+                        host,
+                        entry,
+                        job_id,
+                        env,
+                        actions,
+                        numbers,
+                        payload,
+                        deadline,
+                        &mut cancel,
+                        &mut section.log,
+                    )
+                    .await;
+                    (end, section)
                 }
+            });
+            let mut ends = Vec::new();
+            for (end, section) in join_all(runs.collect()).await {
+                log.splice(&section.text());
+                ends.push(end);
             }
+            ends
         };
-        failed.push(&host.name);
-        first_failure.get_or_insert(outcome);
+        for (i, end) in ends.into_iter().enumerate() {
+            let (k, host) = (start + i, &batch[i]);
+            let outcome = match end {
+                HostEnd::Succeeded => {
+                    log.note(&format!("host {}: succeeded", host.name));
+                    record(log, k, host, "succeeded", None, Some(0), None);
+                    continue;
+                }
+                HostEnd::TimedOut { action } => {
+                    record(log, k, host, "timed_out", Some(action), None, Some("the job's timeout".into()));
+                    return Outcome::TimedOut { action };
+                }
+                HostEnd::Cancelled { action } => {
+                    record(log, k, host, "cancelled", Some(action), None, None);
+                    return Outcome::Cancelled { action };
+                }
+                HostEnd::Failed { action, code } => {
+                    log.note(&format!("host {}: failed at action {action}", host.name));
+                    record(log, k, host, "failed", Some(action), code, None);
+                    Outcome::Failed { action, exit_code: code }
+                }
+                HostEnd::Unreached(why) => {
+                    log.note(&format!("host {}: no action was seen to start: {why}", host.name));
+                    record(log, k, host, "unreached", None, None, Some(why.clone()));
+                    Outcome::NotStarted {
+                        action: numbers.first().copied().unwrap_or(1),
+                        error: format!("host {}: {why}", host.name),
+                    }
+                }
+            };
+            failed.push(&host.name);
+            first_failure.get_or_insert(outcome);
+        }
         if failed.len() > entry.rollout.max_fail {
-            let left: Vec<&str> = hosts[k + 1..].iter().map(|h| h.name.as_str()).collect();
-            for (j, h) in hosts.iter().enumerate().skip(k + 1) {
+            let after = start + batch.len();
+            let left: Vec<&str> = hosts[after..].iter().map(|h| h.name.as_str()).collect();
+            for (j, h) in hosts.iter().enumerate().skip(after) {
                 record(log, j, h, "not_run", None, None, Some("the rollout stopped before it".into()));
             }
             if !left.is_empty() {
@@ -476,4 +528,62 @@ pub(super) async fn rollout(
         log.note(&format!("{} failed, within max_fail {}", failed.join(", "), entry.rollout.max_fail));
     }
     Outcome::Succeeded
+}
+
+/// A host's section of a parallel rollout: a log of its own in a temporary file (stamped and
+/// masked as the job's log is), removed when dropped.
+struct Section {
+    log: Log,
+    path: PathBuf,
+}
+
+impl Section {
+    fn new(job: i64, host: &str, mask: &Mask) -> Section {
+        let path = std::env::temp_dir().join(format!(
+            "wh-automata-section-{}-{job}-{host}-{}",
+            std::process::id(),
+            nonce()
+        ));
+        let mut log = Log::create(&path, u64::MAX).unwrap_or_else(|_| Log::new(None, u64::MAX));
+        log.mask(mask.clone());
+        Section { log, path }
+    }
+
+    /// What it holds, written out.
+    fn text(mut self) -> Vec<u8> {
+        // The log flushes what its masking holds when dropped.
+        drop(std::mem::replace(&mut self.log, Log::new(None, u64::MAX)));
+        std::fs::read(&self.path).unwrap_or_default()
+    }
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Every future of `futures`, run at once; their outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

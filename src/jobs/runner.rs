@@ -256,13 +256,14 @@ pub async fn run(
         if e.git_ref.is_empty() { "-" } else { &e.git_ref },
         if e.after.is_empty() { "-" } else { &e.after },
     ));
-    let from_file = match env_file(entry) {
+    let (from_file, mask) = match env_file(entry) {
         Ok(file) => {
             for problem in &file.problems {
                 log.note(&format!("env_file: {problem} (skipped)"));
             }
-            log.mask(secrets(entry, &file.vars));
-            file.vars
+            let mask = secrets(entry, &file.vars);
+            log.mask(mask.clone());
+            (file.vars, mask)
         }
         Err(error) => {
             log.note(&format!("env_file cannot be read: {error}; no action runs"));
@@ -288,7 +289,7 @@ pub async fn run(
             }
         }
         let outcome =
-            super::remote::rollout(entry, job, &env, &chosen, &numbers, deadline, cancel, log).await;
+            super::remote::rollout(entry, job, &env, (&chosen, &numbers), &mask, deadline, cancel, log).await;
         if !matches!(outcome, Outcome::Succeeded) {
             return outcome;
         }

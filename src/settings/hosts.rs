@@ -34,8 +34,10 @@ pub(super) struct RawHost {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRollout {
-    /// Hosts deployed at once (1: one after the other, in the order given).
-    pub(super) parallel: Option<usize>,
+    /// Hosts deployed at once: a number, or a share of the hosts ("25%"); default 1, one
+    /// after the other in the order given.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub(super) parallel: Option<serde_yaml::Value>,
     /// Hosts that may fail before the rollout stops and the job fails (default 0).
     pub(super) max_fail: Option<usize>,
     /// Pause between one host and the next (default 0s).
@@ -264,10 +266,23 @@ pub(super) fn entry_hosts(
         if list.is_none() {
             problems.push("rollout: without hosts: (it says how to deploy to them)".into());
         }
-        match r.parallel {
-            None | Some(1) => {}
-            Some(n) => problems.push(format!(
-                "rollout.parallel: {n}: hosts are deployed one after the other in this version (parallel: 1)"
+        let count = hosts.len().max(1);
+        match &r.parallel {
+            None => {}
+            Some(serde_yaml::Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {
+                out.parallel = (n.as_u64().unwrap_or(1) as usize).min(count);
+            }
+            Some(serde_yaml::Value::String(s))
+                if s.strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .is_some_and(|p| (1..=100).contains(&p)) =>
+            {
+                let share = s.trim_end_matches('%').trim().parse::<usize>().unwrap_or(100);
+                out.parallel = (count * share).div_ceil(100).max(1);
+            }
+            Some(other) => problems.push(format!(
+                "rollout.parallel: {}: a number of hosts (1 or more) or a share of them (\"25%\")",
+                serde_yaml::to_string(other).unwrap_or_default().trim()
             )),
         }
         out.max_fail = r.max_fail.unwrap_or(0);

@@ -196,6 +196,38 @@ fn a_hanging_host_and_a_dropped_connection_fail_clearly() {
     assert!(d1.join("ran").exists() && !d2.join("ran").exists(), "{log}");
 }
 
+/// `rollout.parallel`: both hosts at once (their runs overlap), each host's section whole in
+/// the job's log, in order.
+#[test]
+fn hosts_deploy_at_once_with_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (web1, web2, d1, d2) = two_hosts(dir.path());
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}entries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web1, web2]\n    rollout: {{ parallel: 100% }}\n    actions: ['date +%s%N > started; echo \"on $WH_HOST\"; sleep 1; date +%s%N > ended']\n",
+        host("web1", &web1, &web1.host_key, &d1),
+        host("web2", &web2, &web2.host_key, &d2),
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let (id, _) = push(&daemon, "main", 'a', "p1");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Succeeded, "{log}");
+    let time = |d: &std::path::Path, f: &str| -> u128 {
+        std::fs::read_to_string(d.join(f)).unwrap().trim().parse().unwrap()
+    };
+    assert!(
+        time(&d2, "started") < time(&d1, "ended") && time(&d1, "started") < time(&d2, "ended"),
+        "they overlap"
+    );
+    assert!(log.contains("at once: web1, web2"), "{log}");
+    let (a, b) = (log.find("host web1 (").unwrap(), log.find("host web2 (").unwrap());
+    let on1 = log.find("on web1").unwrap();
+    assert!(a < on1 && on1 < b, "web1's section whole, then web2's: {log}");
+    let hosts: Vec<String> =
+        daemon.store().job_hosts(id).unwrap().into_iter().map(|h| h.host + " " + &h.state).collect();
+    assert_eq!(hosts, ["web1 succeeded", "web2 succeeded"]);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -247,7 +279,7 @@ fn a_wrong_pinned_key_is_refused_and_nothing_runs_there() {
 #[test]
 fn check_says_what_is_wrong_with_the_hosts() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = "hosts:\n  web1: { ssh: deploy@10.0.0.1, host_key: ssh-ed25519 AAAA }\n  open: { ssh: deploy@10.0.0.2 }\n  web2: { ssh: \"-oProxyCommand=x\", host_key: ssh-ed25519 AAAA }\nhost_groups:\n  web: [web1, web]\nentries:\n  site:\n    secret: s\n    hosts: [web3]\n    rollout: { parallel: 2 }\n    actions: [\"true\"]\n";
+    let yaml = "hosts:\n  web1: { ssh: deploy@10.0.0.1, host_key: ssh-ed25519 AAAA }\n  open: { ssh: deploy@10.0.0.2 }\n  web2: { ssh: \"-oProxyCommand=x\", host_key: ssh-ed25519 AAAA }\nhost_groups:\n  web: [web1, web]\nentries:\n  site:\n    secret: s\n    hosts: [web3]\n    rollout: { parallel: 0 }\n    actions: [\"true\"]\n";
     std::fs::write(dir.path().join("settings.yaml"), yaml).unwrap();
     let (code, said) = check_settings(dir.path(), "settings.yaml");
     assert_eq!(code, Some(1), "{said}");
@@ -256,7 +288,7 @@ fn check_says_what_is_wrong_with_the_hosts() {
         "settings.yaml:1: hosts.web2: ssh: user@host[:port]",
         "settings.yaml:5: host_groups.web: names itself (web → web)",
         "entry \"site\": hosts: \"web3\" is not a host",
-        "rollout.parallel: 2",
+        "rollout.parallel: 0: a number of hosts (1 or more) or a share of them",
     ] {
         assert!(said.contains(expected), "{expected:?} in:\n{said}");
     }
