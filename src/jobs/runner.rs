@@ -288,10 +288,24 @@ pub async fn run(
                 }
             }
         }
+        // A `verify: run:` is tried on each host, after its actions.
+        let on_hosts = super::remote::verify_on_hosts(entry);
+        let mut env = env.clone();
+        if let Some((action, vars)) = &on_hosts {
+            chosen.push(action);
+            numbers.push(actions.len() + 1);
+            env.extend(vars.iter().cloned());
+        }
         let outcome =
             super::remote::rollout(entry, job, &env, (&chosen, &numbers), &mask, deadline, cancel, log).await;
-        if !matches!(outcome, Outcome::Succeeded) {
-            return outcome;
+        match outcome {
+            Outcome::Succeeded => {}
+            Outcome::Failed { action, .. } if on_hosts.is_some() && action == actions.len() + 1 => {
+                let why = "the check did not pass on a host within verify.within".to_string();
+                log.note(&format!("verify failed: {why}"));
+                return Outcome::VerifyFailed { why };
+            }
+            other => return other,
         }
     }
     for (i, action) in actions.iter().enumerate().filter(|_| entry.hosts.is_empty()) {
@@ -331,7 +345,9 @@ pub async fn run(
             }
         }
     }
-    if let Some(verify) = &entry.verify {
+    let verified_there = !entry.hosts.is_empty()
+        && matches!(entry.verify.as_ref().map(|v| &v.check), Some(crate::settings::Check::Run { .. }));
+    if let Some(verify) = entry.verify.as_ref().filter(|_| !verified_there) {
         let after = actions.len() + 1;
         let step = Step { n: after, steps: None, lock: job.lock, umask: entry.umask };
         match super::verify::verify(verify, entry, &env, deadline, cancel, log, step).await {

@@ -228,6 +228,35 @@ fn hosts_deploy_at_once_with_parallel() {
     assert_eq!(hosts, ["web1 succeeded", "web2 succeeded"]);
 }
 
+/// `verify: run:` runs on each host after its actions, tried until `within`: it passes on
+/// web1 and not on web2, and the job fails as a failed check.
+#[test]
+fn a_run_check_is_tried_on_each_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (web1, web2, d1, d2) = two_hosts(dir.path());
+    let yaml = format!(
+        "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n{}{}entries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web1, web2]\n    actions: ['touch deployed']\n    verify: {{ run: 'touch checked; [ \"$WH_HOST\" = web1 ]', within: 2s }}\n",
+        host("web1", &web1, &web1.host_key, &d1),
+        host("web2", &web2, &web2.host_key, &d2),
+    );
+    let daemon = Daemon::with_settings(dir.path(), &yaml, &[("SECRET", SECRET)]);
+    let (id, _) = push(&daemon, "main", 'a', "v1");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Failed, "{log}");
+    assert!(job.reason.as_deref().unwrap_or_default().contains("verify"), "{:?}", job.reason);
+    assert!(
+        log.contains("web1: action 2: verify (on the host)") && log.contains("verify: passed (try 1)"),
+        "{log}"
+    );
+    assert!(log.contains("verify: did not pass within 2s"), "{log}");
+    assert!(d1.join("checked").exists() && d2.join("checked").exists(), "the check ran on the hosts");
+    assert!(!dir.path().join("checked").exists(), "not here");
+    let hosts: Vec<String> =
+        daemon.store().job_hosts(id).unwrap().into_iter().map(|h| h.host + " " + &h.state).collect();
+    assert_eq!(hosts, ["web1 succeeded", "web2 failed"]);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -4,37 +4,34 @@
 //! the settings (written to a known_hosts file of its own for the connection), never a key
 //! accepted on first use.
 //!
-//! The remote command is always the same text ([`WRAPPER`], a POSIX `sh` script) and the
-//! entry's name; the environment, the actions and the payload go on its standard input, each
+//! The remote command is always the same text (`remote.sh`, a POSIX `sh` script) and the
+//! name of the entry's lock on the host; the environment, the actions and the payload go on its standard input, each
 //! value base64 encoded, and are set there with `export "NAME=value"`: a hostile branch name is
 //! data on the host as it is here. The wrapper takes a per-entry lock on the host (`flock`
 //! under the user's runtime directory) and stops what an interrupted run left before it runs
 //! anything. Its own lines (an action's start and end) carry a random mark sent on the input:
 //! an action's output cannot pass for them.
 
-use std::path::PathBuf;
+mod sections;
+mod ssh;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::job_log::Log;
 use super::runner::{cancelled, JobContext, Outcome};
 use crate::secrets::mask::Mask;
-use crate::settings::{Action, Entry, Host, HostKey};
+use crate::settings::{Action, Entry, Host};
 use crate::store::HostResult;
-
-/// The script run on each host.
-const WRAPPER: &str = include_str!("remote.sh");
-/// Variables of the daemon's own machine, not sent: the host has its own.
-const LOCAL_ONLY: [&str; 7] = ["HOME", "PATH", "SHELL", "USER", "LOGNAME", "PWD", "TMPDIR"];
+use sections::{join_all, Section};
+use ssh::{input, lock_name, nonce, ssh, KnownHosts};
 
 /// How one host's run ended.
 enum HostEnd {
@@ -54,135 +51,31 @@ enum HostEnd {
     },
 }
 
-/// `'text'` for a POSIX shell.
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
+/// The loop of a `verify: run:` on a host: the check (a variable, never this text's) tried every
+/// `WH_VERIFY_EVERY` seconds until it passes or `WH_VERIFY_WITHIN` seconds have gone.
+const VERIFY_LOOP: &str = r#"end=$(( $(date +%s) + WH_VERIFY_WITHIN )); n=0
+while :; do
+  n=$((n + 1))
+  if sh -c "$WH_VERIFY_COMMAND"; then echo "verify: passed (try $n)"; exit 0; fi
+  if [ "$(date +%s)" -ge "$end" ]; then echo "verify: did not pass within ${WH_VERIFY_WITHIN}s ($n tries)"; exit 1; fi
+  sleep "$WH_VERIFY_EVERY"
+done"#;
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A random mark for the wrapper's own lines.
-fn nonce() -> String {
-    let mut bytes = [0u8; 12];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+/// For an entry on hosts with `verify: run:`, the step that tries it on each host after its
+/// actions, and the variables it reads.
+pub(super) fn verify_on_hosts(entry: &Entry) -> Option<(Action, Vec<(String, String)>)> {
+    let verify = entry.verify.as_ref()?;
+    let crate::settings::Check::Run { command } = &verify.check else { return None };
+    if entry.hosts.is_empty() {
+        return None;
     }
-    hex::encode(bytes)
-}
-
-/// The known_hosts line of a pinned key.
-fn known_line(host: &Host, key: &str) -> String {
-    if host.port == 22 {
-        format!("{} {key}\n", host.address)
-    } else {
-        format!("[{}]:{} {key}\n", host.address, host.port)
-    }
-}
-
-/// A known_hosts file holding only `host`'s pinned key, removed when dropped.
-struct KnownHosts(PathBuf, bool);
-
-impl KnownHosts {
-    fn of(host: &Host, job: i64) -> std::io::Result<KnownHosts> {
-        match &host.key {
-            HostKey::File(path) => Ok(KnownHosts(path.clone(), false)),
-            HostKey::Key(key) => {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let path = std::env::temp_dir().join(format!(
-                    "wh-automata-known-{}-{job}-{}-{}",
-                    std::process::id(),
-                    host.name,
-                    nonce()
-                ));
-                let mut file =
-                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-                file.write_all(known_line(host, key).as_bytes())?;
-                Ok(KnownHosts(path, true))
-            }
-        }
-    }
-}
-
-impl Drop for KnownHosts {
-    fn drop(&mut self) {
-        if self.1 {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-/// The name of the entry's lock (and files) on a host: its name, with a digest of its settings
-/// file's path and of the host's name in front, so that two daemons (say staging and
-/// production) that deploy an entry of the same name as the same user each have their own, and
-/// two hosts of the settings that are one machine do not stop each other, while a foreground run
-/// of the same settings shares the daemon's.
-fn lock_name(entry: &Entry, host: &Host) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(entry.file.as_os_str().as_encoded_bytes());
-    hasher.update([0]);
-    hasher.update(host.name.as_bytes());
-    let digest = hasher.finalize();
-    let name: String = entry
-        .name
-        .chars()
-        .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
-        .collect();
-    format!("{}-{name}", hex::encode(&digest[..6]))
-}
-
-/// The `ssh` command for `host`, running the wrapper for the entry whose lock is `lock`.
-fn ssh(host: &Host, known: &KnownHosts, lock: &str) -> Command {
-    let mut cmd = Command::new("ssh");
-    cmd.arg("-T")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.0.display()))
-        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no"])
-        .arg("-o")
-        .arg(format!("ConnectTimeout={}", host.connect_timeout.as_secs().max(1)))
-        .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"])
-        .arg("-p")
-        .arg(host.port.to_string());
-    if let Some(identity) = &host.identity_file {
-        cmd.arg("-i").arg(identity).args(["-o", "IdentitiesOnly=yes"]);
-    }
-    if let Some(jump) = &host.jump {
-        cmd.arg("-J").arg(jump);
-    }
-    cmd.arg("--").arg(format!("{}@{}", host.user, host.address)).arg(format!(
-        "sh -c {} wh-automata {}",
-        quoted(WRAPPER),
-        quoted(lock)
-    ));
-    cmd
-}
-
-/// What goes on the wrapper's standard input.
-fn input(nonce: &str, env: &[(String, String)], host: &Host, actions: &[&Action], payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("N {nonce}\n");
-    for (name, value) in env {
-        if !LOCAL_ONLY.contains(&name.as_str()) && name != "WH_PAYLOAD" {
-            out.push_str(&format!("E {name} {}\n", b64(value.as_bytes())));
-        }
-    }
-    out.push_str(&format!("E WH_HOST {}\n", b64(host.name.as_bytes())));
-    if let Some(dir) = &host.dir {
-        out.push_str(&format!("D {}\n", b64(dir.as_bytes())));
-    }
-    for action in actions {
-        out.push_str(&format!("A {}\n", b64(action.run.as_bytes())));
-    }
-    out.push_str("P\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(b64(payload).as_bytes());
-    bytes.push(b'\n');
-    bytes
+    let every = (verify.within.as_secs() / 20).clamp(1, 2);
+    let vars = vec![
+        ("WH_VERIFY_COMMAND".to_string(), command.clone()),
+        ("WH_VERIFY_WITHIN".to_string(), verify.within.as_secs().max(1).to_string()),
+        ("WH_VERIFY_EVERY".to_string(), every.to_string()),
+    ];
+    Some((Action { run: VERIFY_LOOP.to_string(), if_changed: None }, vars))
 }
 
 /// Runs `actions` (numbered as in the entry by `numbers`) on `host`.
@@ -256,7 +149,8 @@ async fn on_host(
                             match words.first() {
                                 Some(&"start") => if let Some(i) = n(1).filter(|i| (1..=numbers.len()).contains(i)) {
                                     current = Some(i);
-                                    log.note(&format!("{}: action {}: {}", host.name, numbers[i - 1], actions[i - 1].run));
+                                    let what = if actions[i - 1].run == VERIFY_LOOP { "verify (on the host)" } else { actions[i - 1].run.as_str() };
+                                    log.note(&format!("{}: action {}: {what}", host.name, numbers[i - 1]));
                                 },
                                 Some(&"exit") => if let (Some(i), Some(s)) = (n(1), words.get(2).and_then(|w| w.parse::<i32>().ok())) {
                                     if (1..=numbers.len()).contains(&i) {
@@ -528,62 +422,4 @@ pub(super) async fn rollout(
         log.note(&format!("{} failed, within max_fail {}", failed.join(", "), entry.rollout.max_fail));
     }
     Outcome::Succeeded
-}
-
-/// A host's section of a parallel rollout: a log of its own in a temporary file (stamped and
-/// masked as the job's log is), removed when dropped.
-struct Section {
-    log: Log,
-    path: PathBuf,
-}
-
-impl Section {
-    fn new(job: i64, host: &str, mask: &Mask) -> Section {
-        let path = std::env::temp_dir().join(format!(
-            "wh-automata-section-{}-{job}-{host}-{}",
-            std::process::id(),
-            nonce()
-        ));
-        let mut log = Log::create(&path, u64::MAX).unwrap_or_else(|_| Log::new(None, u64::MAX));
-        log.mask(mask.clone());
-        Section { log, path }
-    }
-
-    /// What it holds, written out.
-    fn text(mut self) -> Vec<u8> {
-        // The log flushes what its masking holds when dropped.
-        drop(std::mem::replace(&mut self.log, Log::new(None, u64::MAX)));
-        std::fs::read(&self.path).unwrap_or_default()
-    }
-}
-
-impl Drop for Section {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Every future of `futures`, run at once; their outputs in order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    use std::task::Poll;
-    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
