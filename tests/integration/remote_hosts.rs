@@ -292,8 +292,13 @@ fn a_wrong_pinned_key_is_refused_and_nothing_runs_there() {
         "{log}"
     );
     assert!(!srv.join("ran").exists(), "nothing ran on a host whose key is not the pinned one");
-    // The right key: it runs.
-    std::fs::write(dir.path().join("settings.yaml"), yaml.replace(&other.host_key, &good.host_key)).unwrap();
+    // The right key, from a known_hosts file: it runs.
+    std::fs::write(dir.path().join("web1.known"), format!("[127.0.0.1]:{} {}\n", good.port, good.host_key))
+        .unwrap();
+    let pinned = format!("host_key: \"{}\"", other.host_key);
+    assert!(yaml.contains(&pinned), "{yaml}");
+    std::fs::write(dir.path().join("settings.yaml"), yaml.replace(&pinned, "known_hosts: web1.known"))
+        .unwrap();
     crate::common::eventually("the settings are reloaded", || daemon.log().contains("reloaded"));
     let (id, _) = push(&daemon, "main", 'c', "k2");
     assert_eq!(
