@@ -22,7 +22,7 @@ pub(super) struct RawHost {
     pub(super) known_hosts: Option<PathBuf>,
     /// The private key to log in with (default: the daemon user's ssh agent and keys).
     pub(super) identity_file: Option<PathBuf>,
-    /// A jump host (`ssh -J`): `user@host[:port]`.
+    /// A host of `hosts:` to connect through (its key pinned too), as `ssh -J` would.
     pub(super) jump: Option<String>,
     /// The directory the actions run in there (default: the user's home).
     pub(super) dir: Option<String>,
@@ -62,7 +62,8 @@ pub struct Host {
     pub port: u16,
     pub key: HostKey,
     pub identity_file: Option<PathBuf>,
-    pub jump: Option<String>,
+    /// The host connected through, pinned like any (it has no jump of its own).
+    pub jump: Option<Box<Host>>,
     pub dir: Option<String>,
     /// Connecting and the SSH handshake, at most (whole seconds, at least 1).
     pub connect_timeout: Duration,
@@ -158,12 +159,6 @@ pub(super) fn hosts(
                 continue;
             }
         };
-        if let Some(jump) = &h.jump {
-            if let Err(e) = target(jump) {
-                problems.push(format!("{what}: jump: {}", e.trim_start_matches("ssh: ")));
-                continue;
-            }
-        }
         if h.dir.as_deref().is_some_and(|d| d.is_empty() || d.chars().any(char::is_control)) {
             problems.push(format!("{what}: dir: a path of one line"));
             continue;
@@ -183,11 +178,28 @@ pub(super) fn hosts(
             port,
             key,
             identity_file: h.identity_file.as_ref().map(|f| dir.join(f)),
-            jump: h.jump.clone(),
+            jump: None,
             dir: h.dir.clone(),
             connect_timeout,
         };
         names.insert(name.clone(), vec![Arc::new(host)]);
+    }
+    // Jumps: through another host of `hosts:`, itself reached directly.
+    for (name, h) in raw {
+        let (Some(jump), Some(host)) = (&h.jump, names.get(name).and_then(|v| v.first()).cloned()) else {
+            continue;
+        };
+        let through = raw.get(jump).and_then(|j| j.jump.is_none().then_some(()));
+        match names.get(jump).and_then(|v| v.first()) {
+            Some(j) if jump != name && through.is_some() => {
+                let mut host = (*host).clone();
+                host.jump = Some(Box::new((**j).clone()));
+                names.insert(name.clone(), vec![Arc::new(host)]);
+            }
+            _ => problems.push(format!(
+                "hosts.{name}: jump: {jump:?} is not another host of hosts: reached directly (one jump, pinned like any host)"
+            )),
+        }
     }
     for name in groups.keys() {
         if raw.contains_key(name) {

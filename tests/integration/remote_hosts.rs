@@ -257,6 +257,46 @@ fn a_run_check_is_tried_on_each_host() {
     assert_eq!(hosts, ["web1 succeeded", "web2 failed"]);
 }
 
+/// Through a jump host (another host of `hosts:`): its key is pinned like the target's; with a
+/// wrong one, nothing runs.
+#[test]
+fn a_jump_host_is_pinned_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bastion, web, _, d2) = two_hosts(dir.path());
+    let yaml = |bastion_key: &str| {
+        format!(
+            "server: {{ listen: 127.0.0.1:0 }}\nhosts:\n  bastion: {{ ssh: \"{}@127.0.0.1:{}\", host_key: \"{bastion_key}\", identity_file: id_ed25519 }}\n  web: {{ ssh: \"{}@127.0.0.1:{}\", host_key: \"{}\", identity_file: id_ed25519, jump: bastion, dir: \"{}\" }}\nentries:\n  site:\n    secret: ${{SECRET}}\n    hosts: [web]\n    actions: ['echo \"$SSH_CONNECTION\" > via']\n",
+            me(),
+            bastion.port,
+            me(),
+            web.port,
+            web.host_key,
+            d2.display()
+        )
+    };
+    // The bastion's key given wrong first: refused, nothing runs on web.
+    let daemon = Daemon::with_settings(dir.path(), &yaml(&web.host_key), &[("SECRET", SECRET)]);
+    let (id, _) = push(&daemon, "main", 'a', "j1");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Failed, "{log}");
+    assert!(log.contains("Host key verification failed"), "{log}");
+    assert!(!d2.join("via").exists());
+    std::fs::write(dir.path().join("settings.yaml"), yaml(&bastion.host_key)).unwrap();
+    crate::common::eventually("the settings are reloaded", || daemon.log().contains("reloaded"));
+    let (id, _) = push(&daemon, "main", 'b', "j2");
+    let job = daemon.wait_job(id);
+    let log = std::fs::read_to_string(daemon.store().log_path(id)).unwrap_or_default();
+    assert_eq!(job.state, JobState::Succeeded, "{log}");
+    assert!(d2.join("via").exists(), "{log}");
+    // A jump that is not a host of hosts:, or one with a jump of its own: refused by --check.
+    let bad = yaml(&bastion.host_key).replace("jump: bastion", "jump: nowhere");
+    std::fs::write(dir.path().join("bad.yaml"), bad).unwrap();
+    let (code, said) = check_settings(dir.path(), "bad.yaml");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("hosts.web: jump: \"nowhere\" is not another host of hosts:"), "{said}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

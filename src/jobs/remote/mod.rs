@@ -97,7 +97,11 @@ async fn on_host(
         Err(e) => return HostEnd::Unreached(format!("cannot write its known_hosts file: {e}")),
     };
     let mark = nonce();
-    let mut child = match ssh(host, &known, &lock_name(entry, host))
+    let jump_known = match host.jump.as_deref().map(|j| KnownHosts::of(j, job_id)).transpose() {
+        Ok(k) => k,
+        Err(e) => return HostEnd::Unreached(format!("cannot write its jump host's known_hosts file: {e}")),
+    };
+    let mut child = match ssh(host, &known, jump_known.as_ref(), &lock_name(entry, host))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

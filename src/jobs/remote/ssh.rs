@@ -95,8 +95,44 @@ pub(super) fn lock_name(entry: &Entry, host: &Host) -> String {
     format!("{}-{name}", hex::encode(&digest[..6]))
 }
 
-/// The `ssh` command for `host`, running the wrapper for the entry whose lock is `lock`.
-pub(super) fn ssh(host: &Host, known: &KnownHosts, lock: &str) -> Command {
+/// The options that hold ssh to `host`'s pinned key, with `known` its known_hosts file.
+fn strict(host: &Host, known: &KnownHosts) -> Vec<String> {
+    let mut options: Vec<String> = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        &format!("UserKnownHostsFile={}", known.0.display()),
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "UpdateHostKeys=no",
+        "-o",
+        &format!("ConnectTimeout={}", host.connect_timeout.as_secs().max(1)),
+        "-o",
+        "LogLevel=ERROR",
+        "-p",
+        &host.port.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(identity) = &host.identity_file {
+        options.extend([
+            "-i".into(),
+            identity.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ]);
+    }
+    options
+}
+
+/// The `ssh` command for `host`, running the wrapper for the entry whose lock is `lock`;
+/// through its jump host (`jump_known` its known_hosts file) when it has one: a `ProxyCommand`
+/// of the same strict options, so the jump host's key is pinned too.
+pub(super) fn ssh(host: &Host, known: &KnownHosts, jump_known: Option<&KnownHosts>, lock: &str) -> Command {
     let mut cmd = Command::new("ssh");
     cmd.arg("-T")
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
@@ -111,8 +147,14 @@ pub(super) fn ssh(host: &Host, known: &KnownHosts, lock: &str) -> Command {
     if let Some(identity) = &host.identity_file {
         cmd.arg("-i").arg(identity).args(["-o", "IdentitiesOnly=yes"]);
     }
-    if let Some(jump) = &host.jump {
-        cmd.arg("-J").arg(jump);
+    if let (Some(jump), Some(jump_known)) = (&host.jump, jump_known) {
+        let mut proxy = vec!["ssh".to_string(), "-T".into(), "-W".into(), "%h:%p".into()];
+        proxy.extend(strict(jump, jump_known));
+        proxy.extend(["--".into(), format!("{}@{}", jump.user, jump.address)]);
+        // ssh hands ProxyCommand to a shell: each word quoted; `%h:%p` is ssh's own.
+        let words: Vec<String> =
+            proxy.iter().map(|w| if w == "%h:%p" { w.clone() } else { quoted(w) }).collect();
+        cmd.arg("-o").arg(format!("ProxyCommand={}", words.join(" ")));
     }
     cmd.arg("--").arg(format!("{}@{}", host.user, host.address)).arg(format!(
         "sh -c {} wh-automata {}",
