@@ -93,23 +93,14 @@ impl Log {
             let _ = out.write_all(logged);
             let _ = out.flush();
         }
-        let Some(file) = self.file.as_mut() else { return };
-        if self.truncated || logged.is_empty() {
+        if logged.is_empty() {
             return;
         }
-        let room = self.limit.saturating_sub(self.written) as usize;
         let mut buf = logged.to_vec();
         if !buf.ends_with(b"\n") {
             buf.push(b'\n');
         }
-        if buf.len() > room {
-            buf.truncate(room);
-            buf.extend_from_slice(b"\n-- log truncated: it reached the log_limit of the settings\n");
-            self.truncated = true;
-        }
-        if file.write_all(&buf).is_ok() {
-            self.written += buf.len() as u64;
-        }
+        self.append(buf);
     }
 
     fn write(&mut self, chunk: &[u8]) {
@@ -121,8 +112,7 @@ impl Log {
             let _ = out.write_all(chunk);
             let _ = out.flush();
         }
-        let Some(file) = self.file.as_mut() else { return };
-        if self.truncated {
+        if self.file.is_none() || self.truncated {
             return;
         }
         let mut buf = Vec::with_capacity(chunk.len() + 32);
@@ -135,6 +125,16 @@ impl Log {
             }
             buf.extend_from_slice(piece);
             self.at_line_start = piece.ends_with(b"\n");
+        }
+        self.append(buf);
+    }
+
+    /// Lines ready for the file (stamped, masked), within `log_limit`: the log is cut, and says
+    /// so, where the limit is reached.
+    fn append(&mut self, mut buf: Vec<u8>) {
+        let Some(file) = self.file.as_mut() else { return };
+        if self.truncated {
+            return;
         }
         let room = self.limit.saturating_sub(self.written) as usize;
         if buf.len() > room {

@@ -134,19 +134,12 @@ fn strict(host: &Host, known: &KnownHosts) -> Vec<String> {
 /// of the same strict options, so the jump host's key is pinned too.
 pub(super) fn ssh(host: &Host, known: &KnownHosts, jump_known: Option<&KnownHosts>, lock: &str) -> Command {
     let mut cmd = Command::new("ssh");
-    cmd.arg("-T")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.0.display()))
-        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no"])
-        .arg("-o")
-        .arg(format!("ConnectTimeout={}", host.connect_timeout.as_secs().max(1)))
-        .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"])
-        .arg("-p")
-        .arg(host.port.to_string());
-    if let Some(identity) = &host.identity_file {
-        cmd.arg("-i").arg(identity).args(["-o", "IdentitiesOnly=yes"]);
-    }
+    cmd.arg("-T").args(strict(host, known)).args([
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=3",
+    ]);
     if let (Some(jump), Some(jump_known)) = (&host.jump, jump_known) {
         let mut proxy = vec!["ssh".to_string(), "-T".into(), "-W".into(), "%h:%p".into()];
         proxy.extend(strict(jump, jump_known));
